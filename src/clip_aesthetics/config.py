@@ -1,0 +1,106 @@
+"""Typed settings, one model per concern; the CLI and MLproject parameters are generated from them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Short names for the two checkpoints of the seed experiment.
+CLIP_ALIASES = {
+    "b16": "openai/clip-vit-base-patch16",
+    "b32": "openai/clip-vit-base-patch32",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class Settings(BaseSettings):
+    """Common behaviour: env prefix, unknown keys refused, kebab-case flags."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLIP_AESTHETICS_",
+        extra="forbid",
+        cli_kebab_case=True,
+        cli_implicit_flags=False,  # `--norm false`, as MLproject passes it
+        validate_default=True,
+    )
+
+    def part(self, concern: type[Settings]) -> Settings:
+        """The fields of one concern, as that concern's own model (for passing down)."""
+        return concern.model_construct(**{k: getattr(self, k) for k in concern.model_fields})
+
+
+class DataSettings(Settings):
+    ava_dir: Path = Field(
+        Path("data/AVA_dataset"),
+        description="folder holding AVA.txt and image/<id>.jpg (the layout AVA is distributed in)",
+    )
+    split: Literal["seed", "official"] = Field(
+        "seed",
+        description="seed: the seed notebook's shuffled 229,971/25,559 split; "
+        "official: test = aesthetics_image_lists/generic_test.jpgl",
+    )
+    val_fraction: float = Field(
+        0.05, ge=0.0, lt=0.5,
+        description="share of train held out for epoch/model selection; 0 trains on the seed's exact train set",
+    )
+    seed: int = Field(42, description="seed for the validation split, head initialisation and shuffling")
+
+
+class EmbedSettings(Settings):
+    clip: str = Field(
+        "b16",
+        description="CLIP checkpoint: b16, b32, a Hugging Face model id (owner/name) "
+        "or a local folder saved with save_pretrained",
+    )
+    clip_revision: str = Field("main", description="hub revision (branch, tag or commit) to pin")
+    cache_dir: Path = Field(
+        Path("~/.cache/clip-aesthetics"),
+        description="where embeddings are cached, one folder per CLIP model and image folder",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda when available")
+    precision: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="autocast dtype of the CLIP forward; auto = float16 on cuda, float32 elsewhere"
+    )
+    embed_batch_size: int = Field(0, ge=0, description="images per CLIP forward; 0 = 256 on cuda, 32 on cpu")
+    num_workers: int = Field(-1, ge=-1, description="image decoding processes; -1 = one per CPU core (max 8)")
+    shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("clip")
+    @classmethod
+    def _known_clip(cls, value: str) -> str:
+        if value in CLIP_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
+            return value
+        raise ValueError(
+            f"clip={value!r} is not one of b16, b32, a Hugging Face model id (owner/name) "
+            "or an existing local folder"
+        )
+
+
+class TrainSettings(Settings):
+    norm: bool = Field(True, description="true: targets are mean_score/10, as in the seed; false: raw 1-10")
+    head: Literal["linear", "mlp"] = Field(
+        "linear", description="linear: the seed's nn.Linear(512, 1); mlp: one hidden layer"
+    )
+    embed_norm: Literal["none", "l2"] = Field(
+        "none", description="none: raw CLIP embeddings, as in the seed; l2: unit-length embeddings"
+    )
+    epochs: int = Field(5, gt=0, description="passes over the training set")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    batch_size: int = Field(32, gt=0, description="training mini-batch size")
+
+
+class TrackingSettings(Settings):
+    experiment: str = Field(
+        "clip-aesthetics",
+        description="MLflow experiment when not launched by `mlflow run` (which chooses it itself)",
+    )
+    run_name: str = Field("", description="MLflow run name; empty = derived from the parameters")

@@ -1,0 +1,89 @@
+"""Image file or bytes -> RGB PIL image, or an ImageError whose message is the reason it was skipped."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# 8,000 x 8,000: far above any AVA photo (they are at most a few megapixels) and small enough
+# that a hostile file cannot make a decoding worker allocate gigabytes.
+MAX_PIXELS = 64_000_000
+
+# What Pillow raises on a corrupt or hostile file: truncated data and bad headers (OSError),
+# broken PNG chunks (SyntaxError), bad structures (struct.error, ValueError, EOFError), and
+# files far above its own pixel limit (DecompressionBombError).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+class ImageError(Exception):
+    """An image that cannot be used; str(error) is the reason recorded beside its id."""
+
+
+def load_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read one file into an upright RGB image."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError("missing file") from None
+    except OSError as error:
+        raise ImageError(f"unreadable file: {error.strerror or error}") from None
+    if size == 0:
+        raise ImageError("empty file")
+    try:
+        with Image.open(path) as image:
+            return _to_rgb(image, max_pixels)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can decode") from None
+    except _DECODE_ERRORS as error:
+        raise ImageError(_describe(error)) from None
+
+
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode encoded image bytes (JPEG, PNG, ...) into an upright RGB image."""
+    if not data:
+        raise ImageError("empty image data")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _to_rgb(image, max_pixels)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can decode") from None
+    except _DECODE_ERRORS as error:
+        raise ImageError(_describe(error)) from None
+
+
+def _to_rgb(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Refuse oversized images before decoding, then apply EXIF orientation and convert any mode."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")
+    image.load()  # decode now, so truncation surfaces here with a reason
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit or float grayscale: stretch to 8 bits rather than clip to white.
+        values = np.asarray(image, dtype=np.float64)
+        top = values.max() if values.size and values.max() > 0 else 1.0
+        image = Image.fromarray((values / top * 255).clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels carry arbitrary colour; show them on white, as a viewer would.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    if "truncated" in text.lower():
+        return f"truncated image ({text})"
+    return f"undecodable image ({type(error).__name__}: {text})"

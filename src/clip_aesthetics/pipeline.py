@@ -1,0 +1,139 @@
+"""AVA folder + CLIP checkpoint -> embedding cache -> labelled feature arrays per split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import ava
+from .cache import EmbeddingCache
+from .config import DataSettings, EmbedSettings
+from .embed import (ClipSource, default_workers, embed_to_cache, load_clip, pick_device, pick_dtype,
+                    resolve_clip)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+class DatasetError(ValueError):
+    """The data folder cannot be used as given; the message names the path and what to do."""
+
+
+def image_dir(ava_dir: Path) -> Path:
+    """AVA's images live in <ava_dir>/image/<id>.jpg; refuse a folder with none before any work."""
+    folder = Path(ava_dir) / "image"
+    if not folder.is_dir():
+        raise DatasetError(f"no image folder at {folder}; {ava.LAYOUT_HINT}")
+    with os.scandir(folder) as entries:
+        if not any(Path(entry.name).suffix.lower() in IMAGE_SUFFIXES for entry in entries):
+            raise DatasetError(f"image folder {folder} holds no images; {ava.LAYOUT_HINT}")
+    return folder
+
+
+def cache_for(cache_dir: Path, source: ClipSource, images: Path) -> EmbeddingCache:
+    """One cache per (CLIP id + revision, image folder); the target normalisation is not part of it."""
+    model_key = re.sub(r"[^\w.-]+", "_", source.model_id.strip("/"))[-60:] + "@" + source.revision[:16]
+    folder_key = hashlib.sha256(str(images.resolve()).encode()).hexdigest()[:12]
+    return EmbeddingCache(Path(cache_dir) / model_key / f"images-{folder_key}")
+
+
+def embedding_dim(source: ClipSource) -> int:
+    """The projected embedding size, read from config.json without loading weights."""
+    config = json.loads((source.folder / "config.json").read_text())
+    return int(config.get("projection_dim") or config["vision_config"]["projection_dim"])
+
+
+@dataclass
+class EmbedReport:
+    source: ClipSource
+    cache: EmbeddingCache
+    n_images: int
+    n_processed: int  # images embedded (or found broken) by this call; 0 when the cache was complete
+    seconds: float
+    device: str
+
+
+def embed_ava(data: DataSettings, embed: EmbedSettings, progress: bool = True) -> EmbedReport:
+    """Make sure every voted image of AVA.txt has a cached embedding or a recorded failure."""
+    table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
+    images = image_dir(data.ava_dir)
+    source = resolve_clip(embed.clip, embed.clip_revision)
+    cache = cache_for(embed.cache_dir, source, images)
+    cache.open({"model_id": source.model_id, "revision": source.revision, "image_dir": str(images.resolve()),
+                "embedding_dim": embedding_dim(source)})
+    ids = table.loc[table["n_votes"] > 0, "image_id"].tolist()
+    items = [(image_id, images / f"{image_id}.jpg") for image_id in ids]
+    todo = cache.missing(items)
+    device = pick_device(embed.device)
+    started = time.perf_counter()
+    if todo:  # a complete cache does no CLIP work at all, not even loading the model
+        model, processor = load_clip(source, device)
+        batch = embed.embed_batch_size or (256 if device.type == "cuda" else 32)
+        embed_to_cache(cache, todo, model, processor, pick_dtype(embed.precision, device), batch,
+                       default_workers(embed.num_workers), embed.shard_size, progress)
+    return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device))
+
+
+def locate_cache(data: DataSettings, embed: EmbedSettings) -> EmbedReport:
+    """The cache an earlier `embed` wrote for this CLIP model and image folder, without embedding."""
+    images = image_dir(data.ava_dir)
+    source = resolve_clip(embed.clip, embed.clip_revision)
+    cache = cache_for(embed.cache_dir, source, images)
+    if not cache.manifest_path.exists():
+        raise DatasetError(
+            f"no embeddings of {images} for {source.model_id} (revision {source.revision}) under {embed.cache_dir}; "
+            "run `clip-aesthetics embed` (or the main entry point) with the same clip, ava_dir and cache_dir first"
+        )
+    return EmbedReport(source, cache, 0, 0, 0.0, "none (cached)")
+
+
+@dataclass
+class SplitFeatures:
+    """One split joined to the cache by image id: row i of `embeddings` is the image `ids[i]`."""
+
+    ids: np.ndarray
+    embeddings: np.ndarray
+    scores: np.ndarray  # mean_score, 1-10
+
+
+@dataclass
+class Dataset:
+    train: SplitFeatures
+    val: SplitFeatures
+    test: SplitFeatures
+    skipped: pd.DataFrame  # image_id, reason: every labelled image left out, and why
+
+
+def load_dataset(data: DataSettings, cache: EmbeddingCache) -> Dataset:
+    """Split AVA by image id, then join each split to cached embeddings by id, never by position."""
+    split = ava.split_ava(ava.read_ava(Path(data.ava_dir) / "AVA.txt"), data.split, data.ava_dir,
+                          data.val_fraction, data.seed)
+    cached = cache.load()
+    position = pd.Index(cached.ids)
+    failures = cached.failures.set_index("image_id")["reason"]
+    skipped = [pd.DataFrame({"image_id": split.no_votes, "reason": "no votes in AVA.txt"})]
+    parts = {}
+    for name in ("train", "val", "test"):
+        frame = getattr(split, name)
+        rows = position.get_indexer(frame["image_id"])
+        missing = frame["image_id"].to_numpy()[rows < 0]
+        unexplained = missing[~np.isin(missing, failures.index)]
+        if len(unexplained):
+            raise DatasetError(
+                f"{len(unexplained)} {name} image(s) have no embedding in {cache.root} (e.g. id {unexplained[0]}); "
+                "the embed step did not finish: run `clip-aesthetics embed` again with the same clip and ava_dir"
+            )
+        skipped.append(pd.DataFrame({"image_id": missing, "reason": failures.reindex(missing).to_numpy()}))
+        kept = rows >= 0
+        parts[name] = SplitFeatures(frame["image_id"].to_numpy()[kept], cached.embeddings[rows[kept]],
+                                    frame["mean_score"].to_numpy()[kept])
+    if len(parts["train"].ids) == 0 or len(parts["test"].ids) == 0:
+        raise DatasetError(f"no usable train or test images under {data.ava_dir} (see data/skipped.csv)")
+    return Dataset(**parts, skipped=pd.concat(skipped, ignore_index=True))

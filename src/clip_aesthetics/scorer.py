@@ -1,0 +1,96 @@
+"""Images (bytes or paths) -> 1-10 aesthetic scores, through the training run's CLIP, processor and head."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.pyfunc import PythonModel
+
+from .embed import ClipSource, embed_sources, load_clip, pick_device, pick_dtype, resolve_clip
+from .head import HeadSpec, build_head, predict_scores, prepare
+from .images import ImageError, decode_rgb, load_rgb
+
+DEFAULT_BATCH = {"cuda": 256, "cpu": 32}
+
+
+def _image_bytes(value) -> bytes:
+    """Bytes as given, or decoded from a base64 string (as JSON requests carry them)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ImageError("image is a string but not valid base64") from None
+    raise ImageError(f"image must be bytes or a base64 string, got {type(value).__name__}")
+
+
+def _decode_value(value):
+    return decode_rgb(_image_bytes(value))
+
+
+class AestheticScorer(PythonModel):
+    """The registered model: applies exactly the CLIP (id + revision), processor, embed_norm and scale of training."""
+
+    def load_context(self, context) -> None:
+        self.load(context.artifacts)
+
+    def load(self, artifacts: dict[str, str], device: str = "auto") -> AestheticScorer:
+        doc = json.loads(Path(artifacts["scorer_spec"]).read_text())
+        self.spec = HeadSpec(**doc["head"])
+        self.clip_info = doc["clip"]
+        self.head = build_head(self.spec)
+        self.head.load_state_dict(torch.load(artifacts["head"], map_location="cpu", weights_only=True))
+        self.head.eval()
+        if "clip" in artifacts:  # bundled into the model: no hub, no original folder needed
+            source = ClipSource(self.clip_info["model_id"], self.clip_info["revision"], Path(artifacts["clip"]))
+        else:
+            source = resolve_clip(self.clip_info["model_id"], self.clip_info["revision"])
+            if source.revision != self.clip_info["revision"]:
+                raise RuntimeError(
+                    f"the CLIP folder {source.model_id} changed since training (fingerprint {source.revision}, "
+                    f"trained with {self.clip_info['revision']}); scores would not match the trained head"
+                )
+        self.device = pick_device(device)
+        self.dtype = pick_dtype("auto", self.device)
+        self.model, self.processor = load_clip(source, self.device)
+        return self
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """`image` column (bytes or base64) -> DataFrame(score, error); `path` only outside a server."""
+        frame = pd.DataFrame(model_input)
+        if "image" in frame.columns and frame["image"].notna().any():
+            return self._score(list(frame["image"]), _decode_value, threads=True)
+        if "path" in frame.columns:
+            if os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true":
+                raise ValueError("the served model accepts only an `image` column of base64 images, not `path`")
+            return self.score_paths(list(frame["path"]))
+        raise ValueError(f"expected an `image` column (encoded image bytes) or a `path` column, got {list(frame.columns)}")
+
+    def score_paths(self, paths: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
+        from .embed import default_workers
+
+        workers = default_workers(num_workers)
+        return self._score([Path(p) for p in paths], load_rgb, threads=False, workers=workers, progress=progress)
+
+    def _score(self, sources: list, load, threads: bool, workers: int = 4, progress: bool = False) -> pd.DataFrame:
+        scores = np.full(len(sources), np.nan)
+        errors = [""] * len(sources)
+        batch = DEFAULT_BATCH.get(self.device.type, 32)
+        items = list(enumerate(sources))
+        for ok, embeddings, failed in embed_sources(
+            items, load, self.model, self.processor, self.dtype, batch, workers, threads=threads, progress=progress
+        ):
+            if ok:
+                rows = [row[0] for row in ok]
+                scores[rows] = predict_scores(self.head, self.spec, prepare(embeddings, self.spec.embed_norm))
+            for row in failed:
+                errors[row[0]] = row[2]
+        return pd.DataFrame({"score": scores, "error": errors})

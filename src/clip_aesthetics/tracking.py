@@ -1,0 +1,122 @@
+"""Params, metrics, tables, figures and the scorer model -> the active MLflow run. The only run-tracking module."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCORER_ENTRY = PACKAGE_DIR / "scorer_entry.py"  # models-from-code: this file builds the pyfunc at load time
+_RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
+
+
+@contextmanager
+def run(experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None) -> Iterator:
+    """Resume the run `mlflow run` created (MLFLOW_RUN_ID), or start one in `experiment`."""
+    launched = "MLFLOW_RUN_ID" in os.environ and parent_run_id is None
+    if not launched and "MLFLOW_EXPERIMENT_ID" not in os.environ:
+        mlflow.set_experiment(experiment)
+    kwargs = {} if launched else {"run_name": run_name or None}
+    if parent_run_id:
+        kwargs.update(parent_run_id=parent_run_id, nested=True)
+    with mlflow.start_run(tags=tags, **kwargs) as active:
+        if launched and run_name:
+            mlflow.set_tag("mlflow.runName", run_name)
+        yield active
+
+
+def log_params(params: dict) -> None:
+    """Log params, leaving alone those already set (`mlflow run` logs every -P value itself)."""
+    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    fresh = {key: _param_text(value) for key, value in params.items() if key not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def _param_text(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def library_versions() -> dict[str, str]:
+    return {f"{name.replace('-', '_')}_version": importlib.metadata.version(name) for name in _RUNTIME_PACKAGES}
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics(metrics, step=step)
+
+
+def set_tags(tags: dict) -> None:
+    mlflow.set_tags({key: str(value) for key, value in tags.items()})
+
+
+def log_csv(frame: pd.DataFrame, artifact_file: str) -> None:
+    mlflow.log_text(frame.to_csv(index=False), artifact_file)
+
+
+def log_figure(figure, artifact_file: str) -> None:
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_state(state: dict, artifact_file: str) -> None:
+    """A torch state_dict as an artifact (per-epoch checkpoints)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        torch.save(state, path)
+        mlflow.log_artifact(str(path), str(Path(artifact_file).parent))
+
+
+def scorer_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder: Path | None) -> dict[str, str]:
+    """Write what the scorer loads into `folder`: head weights, its spec, the processor, maybe CLIP itself."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(head_state, folder / "head.pt")
+    (folder / "scorer.json").write_text(json.dumps(spec_doc, indent=2, sort_keys=True))
+    artifacts = {"head": str(folder / "head.pt"), "scorer_spec": str(folder / "scorer.json")}
+    if clip_folder is not None:
+        artifacts["clip"] = str(clip_folder)
+    return artifacts
+
+
+def log_scorer(name: str, artifacts: dict[str, str], input_example: pd.DataFrame) -> str:
+    """Log the image scorer as a models-from-code pyfunc carrying this package; returns its model URI."""
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("binary", "image", required=False), ColSpec("string", "path", required=False)]),
+        outputs=Schema([ColSpec("double", "score"), ColSpec("string", "error")]),
+    )
+    requirements = [f"{name}=={importlib.metadata.version(name)}" for name in _RUNTIME_PACKAGES]
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(SCORER_ENTRY),
+        artifacts=artifacts,
+        code_paths=[str(PACKAGE_DIR)],
+        pip_requirements=requirements,
+        signature=signature,
+        input_example=input_example,
+    )
+    return info.model_uri
+
+
+def example_png() -> bytes:
+    """A small valid image for the model's input example."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 120, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def copy_tree(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
