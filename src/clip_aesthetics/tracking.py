@@ -25,13 +25,14 @@ _RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "num
 
 @contextmanager
 def run(experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None) -> Iterator:
-    """Resume the run `mlflow run` created (MLFLOW_RUN_ID), or start one in `experiment`."""
+    """Resume the run `mlflow run` created (MLFLOW_RUN_ID), start a child of `parent_run_id`, or a run in `experiment`."""
     launched = "MLFLOW_RUN_ID" in os.environ and parent_run_id is None
-    if not launched and "MLFLOW_EXPERIMENT_ID" not in os.environ:
-        mlflow.set_experiment(experiment)
     kwargs = {} if launched else {"run_name": run_name or None}
-    if parent_run_id:
-        kwargs.update(parent_run_id=parent_run_id, nested=True)
+    if parent_run_id:  # children live in their parent's experiment, whatever is active in this thread
+        parent = mlflow.get_run(parent_run_id)
+        kwargs.update(parent_run_id=parent_run_id, nested=True, experiment_id=parent.info.experiment_id)
+    elif not launched:
+        kwargs["experiment_id"] = mlflow.set_experiment(experiment).experiment_id
     with mlflow.start_run(tags=tags, **kwargs) as active:
         if launched and run_name:
             mlflow.set_tag("mlflow.runName", run_name)

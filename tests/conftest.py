@@ -1,0 +1,49 @@
+"""Shared fixtures: a generated AVA-format dataset, tiny CLIP models, a private MLflow store per test."""
+
+import os
+
+# Before transformers is imported anywhere: no test may reach (or wait for) the model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from clip_aesthetics.embed import save_random_clip  # noqa: E402
+from clip_aesthetics.sample_data import write_sample_ava  # noqa: E402
+
+N_SAMPLE_IMAGES = 240
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    return save_random_clip(tmp_path_factory.mktemp("clip") / "tiny-a", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_b(tmp_path_factory) -> Path:
+    return save_random_clip(tmp_path_factory.mktemp("clip") / "tiny-b", "tiny", seed=1)
+
+
+@pytest.fixture(scope="session")
+def sample_ava(tmp_path_factory) -> Path:
+    """Read-only: tests that change files make their own copy."""
+    return write_sample_ava(tmp_path_factory.mktemp("ava") / "ava", N_SAMPLE_IMAGES, seed=0, traps=True)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # artifacts land in ./mlruns beside the store
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID for subprocesses; don't leak it to the next test.
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

@@ -1,0 +1,75 @@
+"""Settings: bad values refused before any work, env overrides, MLproject and conda.yaml kept in step."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clip_aesthetics import cli, mlproject
+from clip_aesthetics.config import EmbedSettings, TrainSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "flag, value, words",
+    [
+        ("--norm", "maybe", ["--norm", "maybe", "boolean"]),
+        ("--epochs", "0", ["--epochs", "greater than 0"]),
+        ("--lr", "-1", ["--lr", "greater than 0"]),
+        ("--clip", "b99", ["--clip", "b16, b32", "local folder"]),
+        ("--split", "random", ["--split", "'seed' or 'official'"]),
+        ("--head", "transformer", ["--head", "'linear' or 'mlp'"]),
+    ],
+)
+def test_bad_value_is_refused_with_the_parameter_and_accepted_values(flag, value, words, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["main", flag, value, "--ava-dir", str(tmp_path / "nowhere")]) == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message
+    assert not (tmp_path / "mlflow.db").exists(), "no run may start when a parameter is bad"
+
+
+def test_unknown_flag_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--learning-rate", "0.1"])
+    assert exit_info.value.code == 2
+    assert "--learning-rate" in capsys.readouterr().err
+
+
+def test_environment_overrides_defaults(monkeypatch):
+    monkeypatch.setenv("CLIP_AESTHETICS_EPOCHS", "7")
+    monkeypatch.setenv("CLIP_AESTHETICS_CLIP", "b32")
+    assert TrainSettings().epochs == 7
+    assert EmbedSettings().clip == "b32"
+
+
+def test_clip_accepts_aliases_hub_ids_and_local_folders(tiny_clip):
+    for value in ("b16", "b32", "openai/clip-vit-large-patch14", str(tiny_clip)):
+        assert EmbedSettings(clip=value).clip == value
+
+
+def test_mlproject_is_generated_from_the_settings():
+    assert (ROOT / "MLproject").read_text() == mlproject.render(), "run `python -m clip_aesthetics.mlproject > MLproject`"
+
+
+def test_mlproject_parameters_map_one_to_one_onto_cli_flags():
+    spec = yaml.safe_load((ROOT / "MLproject").read_text())
+    for entry, body in spec["entry_points"].items():
+        flags = re.findall(r"--([\w-]+) \{(\w+)\}", body["command"])
+        assert {name for _, name in flags} == set(body["parameters"]), entry
+        assert all(flag == name.replace("_", "-") for flag, name in flags), entry
+    main = spec["entry_points"]["main"]["parameters"]
+    assert main["clip"]["default"] == "b16" and main["epochs"]["default"] == 5
+    assert main["lr"]["default"] == 1e-4 and main["batch_size"]["default"] == 32 and main["seed"]["default"] == 42
+
+
+def test_conda_yaml_pins_the_same_dependencies_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    conda = yaml.safe_load((ROOT / "conda.yaml").read_text())["dependencies"]
+    pip_list = next(item["pip"] for item in conda if isinstance(item, dict))
+    assert sorted(project) == sorted(pip_list)
+    assert all("==" in requirement for requirement in project), "every dependency is pinned"

@@ -1,0 +1,115 @@
+"""Embedding into the cache: aligned by id, failures recorded, resumable, and no work when complete."""
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from clip_aesthetics import embed as embed_module
+from clip_aesthetics import pipeline
+from clip_aesthetics.ava import read_ava
+from clip_aesthetics.config import DataSettings, EmbedSettings
+from clip_aesthetics.embed import ClipUnavailableError, embed_pixels, load_clip, resolve_clip
+from clip_aesthetics.images import load_rgb
+from clip_aesthetics.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
+
+
+@pytest.fixture
+def ava_copy(sample_ava, tmp_path):
+    return shutil.copytree(sample_ava, tmp_path / "ava")
+
+
+def settings(ava_dir, clip, cache, **embed):
+    return DataSettings(ava_dir=ava_dir), EmbedSettings(clip=str(clip), cache_dir=cache, **{"num_workers": 0, **embed})
+
+
+def count_forwards(monkeypatch, fail_after=None):
+    """Count images through the CLIP forward; optionally stop the run like a kill after N batches."""
+    seen = {"images": 0, "batches": 0}
+
+    def counting(model, pixels, dtype):
+        if fail_after is not None and seen["batches"] == fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        seen["images"] += len(pixels)
+        seen["batches"] += 1
+        return embed_pixels(model, pixels, dtype)
+
+    monkeypatch.setattr(embed_module, "embed_pixels", counting)
+    return seen
+
+
+def test_cache_rows_belong_to_their_images_and_failures_keep_reasons(ava_copy, tiny_clip, tmp_path):
+    data, embed = settings(ava_copy, tiny_clip, tmp_path / "cache", num_workers=2, embed_batch_size=7)
+    report = pipeline.embed_ava(data, embed, progress=False)
+    cached = report.cache.load()
+    voted = read_ava(ava_copy / "AVA.txt").query("n_votes > 0")["image_id"]
+    assert set(cached.ids) | set(cached.failures["image_id"]) == set(voted)
+    assert set(TRAPS_EMBEDDED) <= set(cached.ids)
+    reasons = dict(zip(cached.failures["image_id"], cached.failures["reason"]))
+    assert set(reasons) == set(TRAPS_SKIPPED)
+    assert reasons[21].startswith("truncated") and reasons[23] == "missing file"
+    assert TRAP_NO_VOTES not in set(cached.ids) | set(reasons)
+    # Each row is its own image's embedding, whatever order the workers finished in.
+    model, processor = load_clip(report.source, torch.device("cpu"))
+    for image_id in [int(cached.ids[3]), 14, int(cached.ids[-1])]:
+        pixels = processor(images=load_rgb(ava_copy / "image" / f"{image_id}.jpg"), return_tensors="pt")["pixel_values"]
+        row = int(np.flatnonzero(cached.ids == image_id)[0])
+        np.testing.assert_allclose(cached.embeddings[row], embed_pixels(model, pixels, torch.float32)[0], atol=1e-3)
+
+
+def test_second_embed_does_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypatch):
+    data, embed = settings(ava_copy, tiny_clip, tmp_path / "cache")
+    pipeline.embed_ava(data, embed, progress=False)
+
+    def no_model(*_):
+        raise AssertionError("the model was loaded although every image is cached")
+
+    monkeypatch.setattr(pipeline, "load_clip", no_model)
+    assert pipeline.embed_ava(data, embed, progress=False).n_processed == 0
+
+
+def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy, tiny_clip, tmp_path, monkeypatch):
+    data, embed = settings(ava_copy, tiny_clip, tmp_path / "cache", embed_batch_size=16, shard_size=32)
+    count_forwards(monkeypatch, fail_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.embed_ava(data, embed, progress=False)
+    cache = pipeline.cache_for(embed.cache_dir, resolve_clip(embed.clip), ava_copy / "image")
+    assert len(cache.shards()) == 2, "two full shards of 32 were written before the kill"
+    done = len(cache.stamps())
+    assert done >= 64 and not list(cache.root.glob(".*.tmp")), "no half-written shard is left behind"
+    seen = count_forwards(monkeypatch)
+    report = pipeline.embed_ava(data, embed, progress=False)
+    assert report.n_processed == report.n_images - done
+    assert seen["images"] == report.n_processed - len(TRAPS_SKIPPED)
+    assert len(report.cache.load().ids) == report.n_images - len(TRAPS_SKIPPED)
+
+
+def test_a_replaced_file_is_embedded_again(ava_copy, tiny_clip, tmp_path, monkeypatch):
+    data, embed = settings(ava_copy, tiny_clip, tmp_path / "cache")
+    first = pipeline.embed_ava(data, embed, progress=False).cache.load()
+    image_id = int(first.ids[5])
+    shutil.copy(ava_copy / "image" / "11.jpg", ava_copy / "image" / f"{image_id}.jpg")
+    seen = count_forwards(monkeypatch)
+    second = pipeline.embed_ava(data, embed, progress=False).cache.load()
+    assert seen["images"] == 1
+    replaced = second.embeddings[np.flatnonzero(second.ids == image_id)[0]]
+    np.testing.assert_allclose(replaced, second.embeddings[np.flatnonzero(second.ids == 11)[0]], atol=1e-6)
+    assert len(second.ids) == len(first.ids)
+
+
+def test_unreachable_hub_model_fails_fast_with_a_way_out():
+    started = time.perf_counter()
+    with pytest.raises(ClipUnavailableError, match=r"not in the local Hugging Face cache.*clip=FOLDER"):
+        resolve_clip("b32")
+    assert time.perf_counter() - started < 10
+
+
+def test_image_folder_without_images_is_an_error(sample_ava, tmp_path):
+    (tmp_path / "ava" / "image").mkdir(parents=True)
+    shutil.copy(sample_ava / "AVA.txt", tmp_path / "ava" / "AVA.txt")
+    with pytest.raises(pipeline.DatasetError, match="holds no images"):
+        pipeline.image_dir(tmp_path / "ava")
+    with pytest.raises(pipeline.DatasetError, match="no image folder"):
+        pipeline.image_dir(tmp_path)

@@ -1,0 +1,45 @@
+"""Metrics on known values, and the head's output scale and embedding normalisation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from clip_aesthetics import metrics
+from clip_aesthetics.head import HeadSpec, build_head, predict_scores, prepare
+
+
+def test_metrics_on_known_values():
+    true = np.array([4.0, 5.5, 6.0, 7.0])
+    pred = np.array([4.5, 5.0, 6.5, 8.0])
+    values = metrics.evaluate("test", true, pred)
+    assert values["test_spearman"] == pytest.approx(1.0)
+    assert values["test_mse"] == pytest.approx((0.25 + 0.25 + 0.25 + 1.0) / 4)
+    assert values["test_mae"] == pytest.approx(0.625)
+    assert values["test_accuracy"] == pytest.approx(0.75)  # 5.5 is above 5, its prediction 5.0 is not
+    assert metrics.accuracy(np.array([4.0, 6.0]), np.array([6.0, 6.0])) == 0.5
+    assert metrics.spearman(true, true[::-1]) == pytest.approx(-1.0)
+
+
+def test_correlations_of_a_constant_prediction_are_nan_not_zero():
+    assert math.isnan(metrics.spearman(np.array([1.0, 2.0, 3.0]), np.full(3, 5.0)))
+    assert math.isnan(metrics.pearson(np.array([1.0, 2.0, 3.0]), np.full(3, 5.0)))
+
+
+def test_scores_come_back_on_the_1_to_10_scale_whatever_the_training_scale():
+    features = np.ones((3, 4), dtype=np.float32)
+    for scale in (10.0, 1.0):
+        spec = HeadSpec("linear", 4, "none", scale)
+        head = build_head(spec)
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(0.6 if scale == 10.0 else 6.0)
+        np.testing.assert_allclose(predict_scores(head, spec, features), 6.0, rtol=1e-6)
+
+
+def test_l2_embedding_norm():
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(prepare(x, "l2"), [[0.6, 0.8], [0.0, 0.0]])
+    np.testing.assert_array_equal(prepare(x, "none"), x)
+    assert build_head(HeadSpec("mlp", 512, "l2", 10.0))(torch.zeros(2, 512)).shape == (2, 1)
