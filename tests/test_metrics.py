@@ -43,3 +43,28 @@ def test_l2_embedding_norm():
     np.testing.assert_allclose(prepare(x, "l2"), [[0.6, 0.8], [0.0, 0.0]])
     np.testing.assert_array_equal(prepare(x, "none"), x)
     assert build_head(HeadSpec("mlp", 512, "l2", 10.0))(torch.zeros(2, 512)).shape == (2, 1)
+
+
+def test_fast_linear_path_is_the_same_adam_as_torch():
+    from torch import nn
+
+    from clip_aesthetics.head import _TorchAdam, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 8)).astype(np.float32)
+    y = (x @ rng.standard_normal(8) + 5).astype(np.float32) / 10
+    torch.manual_seed(3)
+    fast = nn.Linear(8, 1)
+    reference = nn.Linear(8, 1)
+    reference.load_state_dict(fast.state_dict())
+    losses = []
+    fit(fast, x, y, epochs=3, lr=1e-2, batch_size=32, seed=1, on_epoch=lambda e, loss: losses.append(loss))
+    step = _TorchAdam(reference, 1e-2)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        order = torch.randperm(len(x), generator=generator).numpy()
+        for start in range(0, len(x), 32):
+            step(x[order[start:start + 32]], y[order[start:start + 32]])
+    np.testing.assert_allclose(fast.weight.detach().numpy(), reference.weight.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(fast.bias.detach().numpy(), reference.bias.detach().numpy(), atol=1e-5)
+    assert losses[2] < losses[0]

@@ -61,23 +61,79 @@ def fit(
     seed: int,
     on_epoch: Callable[[int, float], None],
 ) -> None:
-    """MSE + Adam over shuffled mini-batches; `on_epoch(epoch, mean_batch_loss)` after each pass."""
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    y = torch.from_numpy(np.asarray(targets, dtype=np.float32))
-    optimiser = torch.optim.Adam(head.parameters(), lr=lr)
+    """MSE + Adam over shuffled mini-batches; `on_epoch(epoch, mean_batch_loss)` after each pass.
+
+    The linear head takes a NumPy path with the gradient written out: the same Adam update as
+    torch.optim.Adam (a test holds them equal), about 14x faster, since a 513-parameter model's
+    step is all per-call overhead. Other heads use autograd.
+    """
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    y = np.ascontiguousarray(targets, dtype=np.float32)
     generator = torch.Generator().manual_seed(seed)
-    loss_fn = nn.MSELoss()
+    step = _LinearAdam(head, lr) if isinstance(head, nn.Linear) else _TorchAdam(head, lr)
     for epoch in range(1, epochs + 1):
         head.train()
-        order = torch.randperm(len(x), generator=generator)
-        # One gather per epoch, then contiguous slices: cheaper than indexing every batch.
-        x_epoch, y_epoch = x[order], y[order]
-        total = torch.zeros((), dtype=torch.float64)
+        order = torch.randperm(len(x), generator=generator).numpy()
+        total = 0.0
         for start in range(0, len(x), batch_size):
-            xb, yb = x_epoch[start:start + batch_size], y_epoch[start:start + batch_size]
-            loss = loss_fn(head(xb).squeeze(1), yb)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.detach() * len(xb)
-        on_epoch(epoch, float(total) / len(x))
+            rows = order[start:start + batch_size]
+            total += step(x[rows], y[rows]) * len(rows)
+        step.sync()
+        on_epoch(epoch, total / len(x))
+
+
+class _TorchAdam:
+    def __init__(self, head: nn.Module, lr: float):
+        self.head, self.optimiser = head, torch.optim.Adam(head.parameters(), lr=lr)
+
+    def __call__(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        loss = nn.functional.mse_loss(self.head(torch.from_numpy(xb)).squeeze(1), torch.from_numpy(yb))
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        return float(loss.detach())
+
+    def sync(self) -> None:
+        pass
+
+
+class _LinearAdam:
+    """Adam (torch's defaults: betas 0.9/0.999, eps 1e-8) on [weight, bias] of an nn.Linear(d, 1)."""
+
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+    def __init__(self, head: nn.Linear, lr: float):
+        self.head, self.lr, self.t = head, lr, 0
+        self.d = head.in_features
+        self.p = np.concatenate([head.weight.detach().numpy()[0], head.bias.detach().numpy()]).astype(np.float32)
+        self.m, self.v = np.zeros_like(self.p), np.zeros_like(self.p)
+        self.g, self.tmp = np.empty_like(self.p), np.empty_like(self.p)
+
+    def __call__(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        p, g, tmp, d = self.p, self.g, self.tmp, self.d
+        residual = xb @ p[:d]
+        residual += p[d] - yb
+        loss = float(residual @ residual) / len(yb)
+        np.dot(residual, xb, out=g[:d])  # d(mean squared error)/dw = 2/B * X^T r
+        g[d] = residual.sum()
+        g *= 2.0 / len(yb)
+        self.t += 1
+        self.m *= self.beta1
+        self.m += (1 - self.beta1) * g
+        self.v *= self.beta2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.beta2
+        self.v += tmp
+        np.sqrt(self.v, out=tmp)
+        tmp /= np.sqrt(1 - self.beta2 ** self.t)
+        tmp += self.eps
+        np.divide(self.m, tmp, out=tmp)
+        tmp *= self.lr / (1 - self.beta1 ** self.t)
+        p -= tmp
+        return loss
+
+    def sync(self) -> None:
+        """Copy the parameters back into the torch module (for evaluation and checkpoints)."""
+        with torch.no_grad():
+            self.head.weight.copy_(torch.from_numpy(self.p[: self.d]).unsqueeze(0))
+            self.head.bias.copy_(torch.from_numpy(self.p[self.d:]))
