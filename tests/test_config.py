@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from clip_aesthetics import cli, mlproject
-from clip_aesthetics.config import EmbedSettings, TrainSettings
+from clip_aesthetics.config import ClipSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,12 +44,12 @@ def test_environment_overrides_defaults(monkeypatch):
     monkeypatch.setenv("CLIP_AESTHETICS_EPOCHS", "7")
     monkeypatch.setenv("CLIP_AESTHETICS_CLIP", "b32")
     assert TrainSettings().epochs == 7
-    assert EmbedSettings().clip == "b32"
+    assert ClipSettings().clip == "b32"
 
 
 def test_clip_accepts_aliases_hub_ids_and_local_folders(tiny_clip):
     for value in ("b16", "b32", "openai/clip-vit-large-patch14", str(tiny_clip)):
-        assert EmbedSettings(clip=value).clip == value
+        assert ClipSettings(clip=value).clip == value
 
 
 def test_mlproject_is_generated_from_the_settings():

@@ -22,7 +22,7 @@ def ava_copy(sample_ava, tmp_path):
 
 
 def settings(ava_dir, clip, cache, **embed):
-    return DataSettings(ava_dir=ava_dir), EmbedSettings(clip=str(clip), cache_dir=cache, **{"num_workers": 0, **embed})
+    return DataSettings(ava_dir=ava_dir), EmbedSettings(cache_dir=cache, **{"num_workers": 0, **embed}), str(clip)
 
 
 def count_forwards(monkeypatch, fail_after=None):
@@ -41,8 +41,8 @@ def count_forwards(monkeypatch, fail_after=None):
 
 
 def test_cache_rows_belong_to_their_images_and_failures_keep_reasons(ava_copy, tiny_clip, tmp_path):
-    data, embed = settings(ava_copy, tiny_clip, tmp_path / "cache", num_workers=2, embed_batch_size=7)
-    report = pipeline.embed_ava(data, embed, progress=False)
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", num_workers=2, embed_batch_size=7)
+    report = pipeline.embed_ava(data, embed, clip, progress=False)
     cached = report.cache.load()
     voted = read_ava(ava_copy / "AVA.txt").query("n_votes > 0")["image_id"]
     assert set(cached.ids) | set(cached.failures["image_id"]) == set(voted)
@@ -60,39 +60,39 @@ def test_cache_rows_belong_to_their_images_and_failures_keep_reasons(ava_copy, t
 
 
 def test_second_embed_does_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypatch):
-    data, embed = settings(ava_copy, tiny_clip, tmp_path / "cache")
-    pipeline.embed_ava(data, embed, progress=False)
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
+    pipeline.embed_ava(data, embed, clip, progress=False)
 
     def no_model(*_):
         raise AssertionError("the model was loaded although every image is cached")
 
     monkeypatch.setattr(pipeline, "load_clip", no_model)
-    assert pipeline.embed_ava(data, embed, progress=False).n_processed == 0
+    assert pipeline.embed_ava(data, embed, clip, progress=False).n_processed == 0
 
 
 def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy, tiny_clip, tmp_path, monkeypatch):
-    data, embed = settings(ava_copy, tiny_clip, tmp_path / "cache", embed_batch_size=16, shard_size=32)
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", embed_batch_size=16, shard_size=32)
     count_forwards(monkeypatch, fail_after=5)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.embed_ava(data, embed, progress=False)
-    cache = pipeline.cache_for(embed.cache_dir, resolve_clip(embed.clip), ava_copy / "image")
+        pipeline.embed_ava(data, embed, clip, progress=False)
+    cache = pipeline.cache_for(embed.cache_dir, resolve_clip(clip), ava_copy / "image")
     assert len(cache.shards()) == 2, "two full shards of 32 were written before the kill"
     done = len(cache.stamps())
     assert done >= 64 and not list(cache.root.glob(".*.tmp")), "no half-written shard is left behind"
     seen = count_forwards(monkeypatch)
-    report = pipeline.embed_ava(data, embed, progress=False)
+    report = pipeline.embed_ava(data, embed, clip, progress=False)
     assert report.n_processed == report.n_images - done
     assert seen["images"] == report.n_processed - len(TRAPS_SKIPPED)
     assert len(report.cache.load().ids) == report.n_images - len(TRAPS_SKIPPED)
 
 
 def test_a_replaced_file_is_embedded_again(ava_copy, tiny_clip, tmp_path, monkeypatch):
-    data, embed = settings(ava_copy, tiny_clip, tmp_path / "cache")
-    first = pipeline.embed_ava(data, embed, progress=False).cache.load()
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
+    first = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
     image_id = int(first.ids[5])
     shutil.copy(ava_copy / "image" / "11.jpg", ava_copy / "image" / f"{image_id}.jpg")
     seen = count_forwards(monkeypatch)
-    second = pipeline.embed_ava(data, embed, progress=False).cache.load()
+    second = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
     assert seen["images"] == 1
     replaced = second.embeddings[np.flatnonzero(second.ids == image_id)[0]]
     np.testing.assert_allclose(replaced, second.embeddings[np.flatnonzero(second.ids == 11)[0]], atol=1e-6)

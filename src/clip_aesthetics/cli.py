@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 from pydantic import Field, ValidationError
-from pydantic_settings import CliApp, CliSubCommand, SettingsConfigDict, SettingsError
+from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
-from .config import DataSettings, EmbedSettings, Settings, TrackingSettings, TrainSettings
+from .config import (ClipSettings, DataSettings, EmbedSettings, RegisterSettings, ScoreSettings, Settings, SweepSettings,
+                     TrackingSettings, TrainSettings)
 
 
-class EmbedCommand(TrackingSettings, DataSettings, EmbedSettings):
+class EmbedCommand(TrackingSettings, DataSettings, EmbedSettings, ClipSettings):
     """Embed every AVA image with CLIP into the cache (resumable; a complete cache does no work)."""
 
     def cli_cmd(self) -> None:
@@ -28,20 +29,63 @@ class EmbedCommand(TrackingSettings, DataSettings, EmbedSettings):
         print(f"embeddings for {report.n_images} images in {report.cache.root}")
 
 
-class TrainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings):
+class TrainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings, ClipSettings):
     """Train and evaluate a head on the cached embeddings of one CLIP model (run `embed` first)."""
 
     def cli_cmd(self) -> None:
         from .pipeline import locate_cache
 
-        _train(self, locate_cache(self.part(DataSettings), self.part(EmbedSettings)))
+        _train(self, locate_cache(self.part(DataSettings), self.part(EmbedSettings), self.clip))
 
 
-class MainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings):
+class MainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings, ClipSettings):
     """Embed (or reuse the cache), then train and evaluate: one cell of the seed grid as one MLflow run."""
 
     def cli_cmd(self) -> None:
         _train(self, None)
+
+
+class SweepCommand(TrackingSettings, SweepSettings, TrainSettings, DataSettings, EmbedSettings):
+    """Run the grid (default: the seed's b16,b32 x norm true,false) as child runs of one parent run."""
+
+    def cli_cmd(self) -> None:
+        from .sweep import run_sweep, summarise
+
+        children = run_sweep(self.part(SweepSettings), self.part(DataSettings), self.part(EmbedSettings),
+                             self.part(TrainSettings), self.part(TrackingSettings))
+        with _pandas_display():
+            print(summarise(children).drop(columns=["run_id"]).to_string(index=False))
+
+
+class RegisterCommand(TrackingSettings, RegisterSettings):
+    """Register the best finished run as a self-contained model; alias it champion if it beats the current one."""
+
+    def cli_cmd(self) -> None:
+        from . import tracking
+        from .registry import register
+
+        with tracking.run(self.experiment, self.run_name or "register"):
+            done = register(self.part(RegisterSettings))
+            tracking.log_params({"source_run_id": done.run_id, "metric": self.metric, "model_name": self.model_name})
+            tracking.set_tags({"registered_version": done.version, "alias": done.alias})
+        what = "registered as" if done.created else "was already"
+        print(f"run {done.run_id} ({self.metric} {done.metric_value:.4f}) {what} {self.model_name} "
+              f"version {done.version}, alias {done.alias or '(none)'}")
+
+
+class ScoreCommand(ScoreSettings):
+    """Score image files and folders (recursively) with a registered or logged model; write a CSV."""
+
+    inputs: CliPositionalArg[list[Path]] = Field(description="image files or folders")
+
+    def cli_cmd(self) -> None:
+        from .scoring import score_files
+
+        frame = score_files(self.inputs, self.model, self.num_workers)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.out, index=False)
+        failed = int((frame["error"] != "").sum())
+        print(f"scored {len(frame) - failed} image(s), {failed} failed; wrote {self.out}")
 
 
 class SampleDataCommand(Settings):
@@ -65,7 +109,7 @@ def _embed_and_log(command):
     from . import tracking
     from .pipeline import embed_ava
 
-    report = embed_ava(command.part(DataSettings), command.part(EmbedSettings))
+    report = embed_ava(command.part(DataSettings), command.part(EmbedSettings), command.clip)
     tracking.log_params({"clip": command.clip, "clip_model_id": report.source.model_id,
                          "clip_revision": report.source.revision, "device": report.device})
     rate = report.n_processed / report.seconds if report.n_processed and report.seconds > 0 else 0.0
@@ -83,8 +127,7 @@ def _train(command, report) -> None:
     with tracking.run(command.experiment, run_name) as active:
         if report is None:
             report = _embed_and_log(command)
-        result = tracked_training(report, command.part(DataSettings), command.part(EmbedSettings),
-                                  command.part(TrainSettings))
+        result = tracked_training(report, command.part(DataSettings), command.clip, command.part(TrainSettings))
     best = result.history[result.best_epoch - 1]
     print(f"run {active.info.run_id} ({run_name}): best epoch {result.best_epoch}, "
           f"test_spearman {best['test_spearman']:.4f}, {time.perf_counter() - started:.1f}s")
@@ -95,19 +138,31 @@ class ClipAesthetics(Settings):
 
     model_config = SettingsConfigDict(cli_prog_name="clip-aesthetics")
 
-    embed: CliSubCommand[EmbedCommand]
-    train: CliSubCommand[TrainCommand]
-    main: CliSubCommand[MainCommand]
-    sample_data: CliSubCommand[SampleDataCommand]
+    main: CliSubCommand[MainCommand] = Field(description=MainCommand.__doc__)
+    embed: CliSubCommand[EmbedCommand] = Field(description=EmbedCommand.__doc__)
+    train: CliSubCommand[TrainCommand] = Field(description=TrainCommand.__doc__)
+    sweep: CliSubCommand[SweepCommand] = Field(description=SweepCommand.__doc__)
+    register_best: CliSubCommand[RegisterCommand] = Field(alias="register", description=RegisterCommand.__doc__)
+    score: CliSubCommand[ScoreCommand] = Field(description=ScoreCommand.__doc__)
+    sample_data: CliSubCommand[SampleDataCommand] = Field(description=SampleDataCommand.__doc__)
 
     def cli_cmd(self) -> None:
         CliApp.run_subcommand(self)
+
+
+def _pandas_display():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4)
 
 
 def main(argv: list[str] | None = None) -> int:
     from .ava import AvaFormatError
     from .embed import ClipUnavailableError
     from .pipeline import DatasetError
+    from .registry import RegistryError
+    from .scoring import ScoringInputError
+    from .sweep import SweepError
 
     try:
         CliApp.run(ClipAesthetics, cli_args=sys.argv[1:] if argv is None else argv)
@@ -119,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (AvaFormatError, DatasetError, ClipUnavailableError, FileNotFoundError) as error:
+    except (AvaFormatError, DatasetError, ClipUnavailableError, RegistryError, ScoringInputError, SweepError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -50,12 +50,20 @@ class DataSettings(Settings):
     seed: int = Field(42, description="seed for the validation split, head initialisation and shuffling")
 
 
-class EmbedSettings(Settings):
+class ClipSettings(Settings):
     clip: str = Field(
         "b16",
         description="CLIP checkpoint: b16, b32, a Hugging Face model id (owner/name) "
         "or a local folder saved with save_pretrained",
     )
+
+    @field_validator("clip")
+    @classmethod
+    def _known_clip(cls, value: str) -> str:
+        return check_clip(value)
+
+
+class EmbedSettings(Settings):
     clip_revision: str = Field("main", description="hub revision (branch, tag or commit) to pin")
     cache_dir: Path = Field(
         Path("~/.cache/clip-aesthetics"),
@@ -74,15 +82,12 @@ class EmbedSettings(Settings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("clip")
-    @classmethod
-    def _known_clip(cls, value: str) -> str:
-        if value in CLIP_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
-            return value
-        raise ValueError(
-            f"clip={value!r} is not one of b16, b32, a Hugging Face model id (owner/name) "
-            "or an existing local folder"
-        )
+def check_clip(value: str) -> str:
+    if value in CLIP_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
+        return value
+    raise ValueError(
+        f"clip={value!r} is not one of b16, b32, a Hugging Face model id (owner/name) or an existing local folder"
+    )
 
 
 class TrainSettings(Settings):
@@ -104,3 +109,80 @@ class TrackingSettings(Settings):
         description="MLflow experiment when not launched by `mlflow run` (which chooses it itself)",
     )
     run_name: str = Field("", description="MLflow run name; empty = derived from the parameters")
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class SweepSettings(Settings):
+    """Comma-separated lists; the grid is their product. An empty list means the single-run value."""
+
+    clips: str = Field("b16,b32", description="CLIP checkpoints to compare (each embedded once for the whole sweep)")
+    norms: str = Field("true,false", description="target normalisations to compare")
+    heads: str = Field("", description="heads to compare (linear, mlp); empty = --head")
+    lrs: str = Field("", description="learning rates to compare; empty = --lr")
+    embed_norms: str = Field("", description="embedding normalisations to compare (none, l2); empty = --embed-norm")
+
+    @field_validator("clips")
+    @classmethod
+    def _check_clips(cls, value: str) -> str:
+        for clip in _items(value) or ["(empty)"]:
+            check_clip(clip)
+        return value
+
+    @field_validator("norms")
+    @classmethod
+    def _check_norms(cls, value: str) -> str:
+        bad = [v for v in _items(value) if v.lower() not in ("true", "false")]
+        if bad or not _items(value):
+            raise ValueError(f"norms={value!r}: expected a comma-separated list of true/false")
+        return value
+
+    @field_validator("heads", "embed_norms", "lrs")
+    @classmethod
+    def _check_choices(cls, value: str, info) -> str:
+        allowed = {"heads": ("linear", "mlp"), "embed_norms": ("none", "l2")}.get(info.field_name)
+        for item in _items(value):
+            if allowed and item not in allowed:
+                raise ValueError(f"{info.field_name}={value!r}: {item!r} is not one of {', '.join(allowed)}")
+            if not allowed and not _is_positive_number(item):
+                raise ValueError(f"lrs={value!r}: {item!r} is not a positive number")
+        return value
+
+    def grid(self, train: TrainSettings) -> list[tuple[str, TrainSettings]]:
+        """(clip, training settings) for every grid point, in a stable order."""
+        import itertools
+
+        axes = itertools.product(
+            _items(self.clips), [v.lower() == "true" for v in _items(self.norms)],
+            _items(self.heads) or [train.head], [float(v) for v in _items(self.lrs)] or [train.lr],
+            _items(self.embed_norms) or [train.embed_norm],
+        )
+        return [(clip, train.model_copy(update=dict(norm=norm, head=head, lr=lr, embed_norm=embed_norm)))
+                for clip, norm, head, lr, embed_norm in axes]
+
+
+def _is_positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+class RegisterSettings(Settings):
+    run_id: str = Field("", description="register this run; empty = the best child of the latest sweep")
+    experiment_name: str = Field(
+        "", description="choose among all finished runs of this experiment instead of the latest sweep"
+    )
+    metric: str = Field("val_spearman", description="what 'best' means: the run's value at its best epoch")
+    model_name: str = Field("clip-aesthetics", description="registered model name")
+    bundle_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="precision of the CLIP vision weights copied into the registered model"
+    )
+
+
+class ScoreSettings(Settings):
+    model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
+    out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error")
+    num_workers: int = Field(-1, ge=-1, description="image decoding processes; -1 = one per CPU core (max 8)")

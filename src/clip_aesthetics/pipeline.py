@@ -19,7 +19,7 @@ from .config import DataSettings, EmbedSettings
 from .embed import (ClipSource, default_workers, embed_to_cache, load_clip, pick_device, pick_dtype,
                     resolve_clip)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+from .scoring import IMAGE_SUFFIXES
 
 
 class DatasetError(ValueError):
@@ -60,11 +60,11 @@ class EmbedReport:
     device: str
 
 
-def embed_ava(data: DataSettings, embed: EmbedSettings, progress: bool = True) -> EmbedReport:
+def embed_ava(data: DataSettings, embed: EmbedSettings, clip: str, progress: bool = True) -> EmbedReport:
     """Make sure every voted image of AVA.txt has a cached embedding or a recorded failure."""
     table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
     images = image_dir(data.ava_dir)
-    source = resolve_clip(embed.clip, embed.clip_revision)
+    source = resolve_clip(clip, embed.clip_revision)
     cache = cache_for(embed.cache_dir, source, images)
     cache.open({"model_id": source.model_id, "revision": source.revision, "image_dir": str(images.resolve()),
                 "embedding_dim": embedding_dim(source)})
@@ -81,10 +81,10 @@ def embed_ava(data: DataSettings, embed: EmbedSettings, progress: bool = True) -
     return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device))
 
 
-def locate_cache(data: DataSettings, embed: EmbedSettings) -> EmbedReport:
+def locate_cache(data: DataSettings, embed: EmbedSettings, clip: str) -> EmbedReport:
     """The cache an earlier `embed` wrote for this CLIP model and image folder, without embedding."""
     images = image_dir(data.ava_dir)
-    source = resolve_clip(embed.clip, embed.clip_revision)
+    source = resolve_clip(clip, embed.clip_revision)
     cache = cache_for(embed.cache_dir, source, images)
     if not cache.manifest_path.exists():
         raise DatasetError(

@@ -37,5 +37,17 @@ def predicted_vs_true(true: np.ndarray, pred: np.ndarray, title: str):
     return figure
 
 
+def sweep_curves(table, metric: str):
+    """One line per grid point: `table` has epochs as rows and run names as columns."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name in table.columns:
+        axis.plot(table.index, table[name], marker="o", label=name)
+    axis.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch, every grid point")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 def close(figure) -> None:
     plt.close(figure)

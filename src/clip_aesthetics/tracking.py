@@ -6,7 +6,6 @@ import importlib.metadata
 import io
 import json
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +66,32 @@ def log_csv(frame: pd.DataFrame, artifact_file: str) -> None:
     mlflow.log_text(frame.to_csv(index=False), artifact_file)
 
 
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
+    """A table the MLflow UI shows in its artifact view (and that `mlflow.load_table` reads back)."""
+    mlflow.log_table(frame, artifact_file)
+
+
+def find_finished_run(experiment_id: str, tag: str, value: str) -> str | None:
+    """The newest FINISHED run carrying tag=value, if any."""
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return mlflow.MlflowClient().get_run(run_id).data.metrics
+
+
+def metric_history(run_id: str, name: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, name)]
+
+
 def log_figure(figure, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 
@@ -118,6 +143,3 @@ def example_png() -> bytes:
     return buffer.getvalue()
 
 
-def copy_tree(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    return target

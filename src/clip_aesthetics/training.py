@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from . import ava, metrics, plots, tracking
-from .config import DataSettings, EmbedSettings, TrackingSettings, TrainSettings
+from .config import DataSettings, TrainSettings
 from .head import HeadSpec, build_head, fit, predict_scores, prepare
 from .pipeline import Dataset, EmbedReport, load_dataset
 
@@ -71,11 +71,11 @@ def default_run_name(clip: str, train: TrainSettings) -> str:
     return f"{name}-{'normed' if train.norm else 'raw'}{suffix}"
 
 
-def tracked_training(report: EmbedReport, data: DataSettings, embed: EmbedSettings, train: TrainSettings) -> TrainResult:
+def tracked_training(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:
     """Inside an active MLflow run: train, and log params, per-epoch metrics, artifacts and the scorer model."""
     dataset = load_dataset(data, report.cache)
     tracking.log_params({
-        **data.model_dump(), **train.model_dump(), "clip": embed.clip, "clip_model_id": report.source.model_id,
+        **data.model_dump(), **train.model_dump(), "clip": clip, "clip_model_id": report.source.model_id,
         "clip_revision": report.source.revision, "embedding_dim": dataset.train.embeddings.shape[1],
         "n_train": len(dataset.train.ids), "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids),
         "n_skipped": len(dataset.skipped), "device": report.device, "train_device": "cpu",

@@ -1,0 +1,42 @@
+"""Files and folders + an MLflow model URI -> a table of path, score (1-10) and error per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class ScoringInputError(ValueError):
+    """An input path that does not exist, or inputs that hold no image."""
+
+
+def collect_images(inputs: list[Path]) -> list[Path]:
+    """Files as given, and every image file under each folder (recursively), sorted; duplicates once."""
+    found: dict[Path, None] = {}
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found.update((p, None) for p in sorted(item.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            found[item] = None
+        else:
+            raise ScoringInputError(f"no such file or folder: {item}")
+    if not found:
+        raise ScoringInputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {', '.join(map(str, inputs))}")
+    return list(found)
+
+
+def load_scorer(model_uri: str):
+    """The AestheticScorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...)."""
+    import mlflow
+
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+
+
+def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:
+    paths = collect_images(inputs)
+    scores = load_scorer(model_uri).score_paths(paths, num_workers=num_workers, progress=True)
+    return pd.DataFrame({"path": [str(p) for p in paths], "score": scores["score"], "error": scores["error"]})

@@ -1,0 +1,150 @@
+"""Sweep settings -> one parent run with a child run per grid point, finished children reused, a comparison.
+
+Each CLIP model is embedded once for the whole sweep (the cache is shared by every child that uses
+it). A grid point is reused when a FINISHED run in the experiment has the same key: the parameters
+that decide its result, compared as strings, plus the version of this package's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots, tracking
+from .config import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
+from .pipeline import EmbedReport, embed_ava
+from .training import clip_label, default_run_name, tracked_training
+
+KEY_TAG = "clip_aesthetics.run_key"
+SWEEP_TAG = "clip_aesthetics.sweep"
+CHILDREN_TAG = "clip_aesthetics.children"  # run ids of every grid point, trained here or reused
+
+
+class SweepError(RuntimeError):
+    """Some grid points failed; the others finished and are in the comparison."""
+
+
+def code_version() -> str:
+    """Content hash of this package's source: a changed training code never reuses an old run."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def run_key(report: EmbedReport, data: DataSettings, train: TrainSettings) -> str:
+    """Everything that decides a child's result, as strings (params are stored as strings)."""
+    values = {**{k: str(v) for k, v in data.model_dump().items()}, **{k: str(v) for k, v in train.model_dump().items()},
+              "ava_dir": str(Path(data.ava_dir).resolve()), "clip_model_id": report.source.model_id,
+              "clip_revision": report.source.revision, "code_version": code_version()}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass
+class Child:
+    name: str
+    clip: str
+    train: TrainSettings
+    run_id: str = ""
+    status: str = "NOT RUN"  # FINISHED, REUSED or FAILED: reason
+    error: str = ""
+
+
+def child_names(grid: list[tuple[str, TrainSettings]], sweep: SweepSettings) -> list[str]:
+    """Readable, distinct names: b16-normed, b32-raw, ... (longer only where short ones would clash)."""
+    names = [default_run_name(clip, train) for clip, train in grid]
+    if len(set(names)) < len(names):  # two local folders with the same name: use their paths
+        names = [default_run_name(clip.strip("/").replace("/", "-"), train) for clip, train in grid]
+    if len(sweep.lrs.split(",")) > 1:
+        names = [f"{name}-lr{train.lr:g}" for name, (_, train) in zip(names, grid)]
+    return names
+
+
+def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, train: TrainSettings,
+              track: TrackingSettings) -> list[Child]:
+    grid = sweep.grid(train)
+    children = [Child(name, clip, t) for name, (clip, t) in zip(child_names(grid, sweep), grid)]
+    with tracking.run(track.experiment, track.run_name or "sweep", tags={SWEEP_TAG: "true"}) as parent:
+        tracking.log_params({**sweep.model_dump(), **data.model_dump(), **train.model_dump(),
+                             "code_version": code_version()})
+        reports: dict[str, EmbedReport | Exception] = {}
+        for child in children:
+            if child.clip not in reports:  # once per CLIP model, for all its children
+                reports[child.clip] = _embed_once(child.clip, data, embed)
+            _run_child(child, reports[child.clip], parent, data)
+        table = summarise(children)
+        _log_comparison(table, children)
+    failed = [c for c in children if c.status == "FAILED"]
+    if failed:
+        raise SweepError("; ".join(f"{c.name}: {c.error}" for c in failed))
+    return children
+
+
+def _embed_once(clip: str, data: DataSettings, embed: EmbedSettings):
+    try:
+        report = embed_ava(data, embed, clip)
+    except Exception as error:  # recorded on each of this model's children; the other models go on
+        return error
+    tracking.log_params({f"clip_revision.{clip_label(clip)}": report.source.revision})
+    return report
+
+
+def _run_child(child: Child, report, parent, data: DataSettings) -> None:
+    if isinstance(report, Exception):
+        child.status, child.error = "FAILED", f"embedding failed: {report}"
+        return
+    key = run_key(report, data, child.train)
+    reused = tracking.find_finished_run(parent.info.experiment_id, KEY_TAG, key)
+    if reused:
+        child.run_id, child.status = reused, "REUSED"
+        return
+    try:
+        with tracking.run("", child.name, tags={KEY_TAG: key}, parent_run_id=parent.info.run_id) as run:
+            child.run_id = run.info.run_id
+            tracked_training(report, data, child.clip, child.train)
+        child.status = "FINISHED"
+    except Exception as error:  # the child run is marked FAILED by MLflow; the sweep goes on
+        child.status, child.error = "FAILED", f"{type(error).__name__}: {error}"
+
+
+def summarise(children: list[Child]) -> pd.DataFrame:
+    rows = []
+    for child in children:
+        row = {"run_name": child.name, "run_id": child.run_id, "status": child.status, "clip": child.clip,
+               "norm": child.train.norm, "head": child.train.head, "lr": child.train.lr,
+               "embed_norm": child.train.embed_norm}
+        if child.run_id and child.status != "FAILED":
+            metrics = tracking.run_metrics(child.run_id)
+            row.update({name: metrics.get(name) for name in (
+                "best_epoch", "best_val_spearman", "best_test_spearman", "test_spearman", "test_mse", "test_accuracy")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def epoch_table(children: list[Child], metric: str = "test_spearman") -> pd.DataFrame:
+    """The seed's table: one row per epoch, one column per grid point."""
+    columns = {c.name: dict(tracking.metric_history(c.run_id, metric)) for c in children
+               if c.run_id and c.status != "FAILED"}
+    return pd.DataFrame(columns).rename_axis("epoch")
+
+
+def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
+    tracking.log_table(table, "comparison/children.json")
+    tracking.log_csv(table, "comparison/children.csv")
+    epochs = epoch_table(children)
+    tracking.log_text(epochs.round(4).to_string(), "comparison/epoch_table.txt")
+    tags = {CHILDREN_TAG: ",".join(c.run_id for c in children if c.run_id)}
+    if "best_val_spearman" in table and table["best_val_spearman"].notna().any():
+        best = table.loc[table["best_val_spearman"].idxmax()]
+        tags.update(best_run=best["run_id"], best_run_name=best["run_name"])
+        tracking.log_metrics({"best_val_spearman": best["best_val_spearman"],
+                              "best_test_spearman": best["best_test_spearman"]})
+    tracking.set_tags(tags)
+    if not epochs.empty:
+        figure = plots.sweep_curves(epochs, "test_spearman")
+        tracking.log_figure(figure, "comparison/test_spearman_by_epoch.png")
+        plots.close(figure)
