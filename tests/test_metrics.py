@@ -68,3 +68,18 @@ def test_fast_linear_path_is_the_same_adam_as_torch():
     np.testing.assert_allclose(fast.weight.detach().numpy(), reference.weight.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(fast.bias.detach().numpy(), reference.bias.detach().numpy(), atol=1e-5)
     assert losses[2] < losses[0]
+
+
+def test_ridge_with_a_tiny_penalty_is_least_squares():
+    from torch import nn
+
+    from clip_aesthetics.head import fit_ridge
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40_000, 6)).astype(np.float32)  # more rows than one accumulation block
+    y = (x @ np.arange(1, 7) + 5.4 + rng.normal(0, 0.1, len(x))).astype(np.float32)
+    head = nn.Linear(6, 1)
+    fit_ridge(head, x, y, None, None)
+    solution = np.linalg.lstsq(np.c_[x, np.ones(len(x))].astype(np.float64), y.astype(np.float64), rcond=None)[0]
+    np.testing.assert_allclose(head.weight.detach().numpy()[0], solution[:6], atol=1e-3)
+    assert head.bias.item() == pytest.approx(solution[6], abs=1e-3)

@@ -133,3 +133,19 @@ def test_mlflow_run_entry_point(sample_ava, tiny_clip, tmp_path):
     assert run.data.params["clip"] == str(tiny_clip) and run.data.params["norm"] == "true"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"predictions", "data", "checkpoints", "plots"}
     assert torch.load(client.download_artifacts(run.info.run_id, "checkpoints/epoch_003.pt"))["weight"].shape == (1, 16)
+
+
+def test_ridge_head_is_converged_and_blind_to_target_scaling(sample_ava, tiny_clip, tmp_path, tracking_uri):
+    base = ["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
+            "--head", "ridge", "--num-workers", "0"]
+    assert cli.main(base + ["--norm", "true"]) == 0
+    assert cli.main(base + ["--norm", "false"]) == 0
+    assert cli.main(base[:-4] + ["--num-workers", "0", "--epochs", "5"]) == 0  # the seed's Adam probe, 5 epochs
+    client, runs = only_run()
+    by_name = {run.info.run_name: run for run in runs}
+    normed, raw = by_name["tiny-a-normed-ridge"], by_name["tiny-a-raw-ridge"]
+    assert [m.step for m in client.get_metric_history(normed.info.run_id, "test_spearman")] == [1]
+    assert normed.data.metrics["test_spearman"] == pytest.approx(raw.data.metrics["test_spearman"], abs=1e-6)
+    assert normed.data.metrics["test_mse"] == pytest.approx(raw.data.metrics["test_mse"], rel=1e-4)
+    assert normed.data.metrics["test_spearman"] > by_name["tiny-a-normed"].data.metrics["test_spearman"] + 0.05
+    assert normed.data.metrics["ridge_lambda"] > 0

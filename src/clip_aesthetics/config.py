@@ -92,8 +92,10 @@ def check_clip(value: str) -> str:
 
 class TrainSettings(Settings):
     norm: bool = Field(True, description="true: targets are mean_score/10, as in the seed; false: raw 1-10")
-    head: Literal["linear", "mlp"] = Field(
-        "linear", description="linear: the seed's nn.Linear(512, 1); mlp: one hidden layer"
+    head: Literal["linear", "mlp", "ridge"] = Field(
+        "linear",
+        description="linear: the seed's nn.Linear(512, 1) trained with Adam; mlp: one hidden layer; "
+        "ridge: the linear probe solved in closed form (penalty chosen on val; epochs, lr, batch_size unused)",
     )
     embed_norm: Literal["none", "l2"] = Field(
         "none", description="none: raw CLIP embeddings, as in the seed; l2: unit-length embeddings"
@@ -120,7 +122,7 @@ class SweepSettings(Settings):
 
     clips: str = Field("b16,b32", description="CLIP checkpoints to compare (each embedded once for the whole sweep)")
     norms: str = Field("true,false", description="target normalisations to compare")
-    heads: str = Field("", description="heads to compare (linear, mlp); empty = --head")
+    heads: str = Field("", description="heads to compare (linear, mlp, ridge); empty = --head")
     lrs: str = Field("", description="learning rates to compare; empty = --lr")
     embed_norms: str = Field("", description="embedding normalisations to compare (none, l2); empty = --embed-norm")
 
@@ -142,7 +144,7 @@ class SweepSettings(Settings):
     @field_validator("heads", "embed_norms", "lrs")
     @classmethod
     def _check_choices(cls, value: str, info) -> str:
-        allowed = {"heads": ("linear", "mlp"), "embed_norms": ("none", "l2")}.get(info.field_name)
+        allowed = {"heads": ("linear", "mlp", "ridge"), "embed_norms": ("none", "l2")}.get(info.field_name)
         for item in _items(value):
             if allowed and item not in allowed:
                 raise ValueError(f"{info.field_name}={value!r}: {item!r} is not one of {', '.join(allowed)}")

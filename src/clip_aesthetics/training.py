@@ -14,7 +14,7 @@ import torch
 
 from . import ava, metrics, plots, tracking
 from .config import DataSettings, TrainSettings
-from .head import HeadSpec, build_head, fit, predict_scores, prepare
+from .head import HeadSpec, build_head, fit, fit_ridge, predict_scores, prepare
 from .pipeline import Dataset, EmbedReport, load_dataset
 
 
@@ -25,7 +25,8 @@ class TrainResult:
     best_epoch: int = 0
     best_state: dict | None = None
     test_pred: np.ndarray | None = None  # 1-10 scores of the best epoch, aligned with dataset.test.ids
-    seconds: float = 0.0
+    seconds: float = 0.0  # fitting time, evaluation included
+    ridge_lambda: float | None = None  # the penalty chosen on val, for head=ridge
 
 
 def train_and_evaluate(
@@ -54,8 +55,16 @@ def train_and_evaluate(
         on_epoch(epoch, row, head.state_dict())
 
     started = time.perf_counter()
-    fit(head, features["train"], dataset.train.scores / spec.target_scale, train.epochs, train.lr,
-        train.batch_size, seed, after_epoch)
+    targets = dataset.train.scores / spec.target_scale
+    if spec.kind == "ridge":  # closed form: one "epoch", metrics logged at step 1
+        val_targets = dataset.val.scores / spec.target_scale if has_val else None
+        result.ridge_lambda = fit_ridge(head, features["train"], targets, features["val"] if has_val else None,
+                                        val_targets)
+        result.seconds = time.perf_counter() - started
+        residual = predict_scores(head, spec, features["train"]) / spec.target_scale - targets
+        after_epoch(1, float(np.mean(residual ** 2)))
+        return result
+    fit(head, features["train"], targets, train.epochs, train.lr, train.batch_size, seed, after_epoch)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -67,8 +76,9 @@ def clip_label(clip: str) -> str:
 
 def default_run_name(clip: str, train: TrainSettings) -> str:
     name = clip_label(clip)
-    suffix = "" if (train.head, train.embed_norm) == ("linear", "none") else f"-{train.head}-{train.embed_norm}"
-    return f"{name}-{'normed' if train.norm else 'raw'}{suffix}"
+    head = "" if train.head == "linear" else f"-{train.head}"
+    embed_norm = "" if train.embed_norm == "none" else f"-{train.embed_norm}"
+    return f"{name}-{'normed' if train.norm else 'raw'}{head}{embed_norm}"
 
 
 def tracked_training(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:
@@ -89,6 +99,8 @@ def tracked_training(report: EmbedReport, data: DataSettings, clip: str, train: 
 
     result = train_and_evaluate(dataset, train, data.seed, log_epoch)
     best = result.history[result.best_epoch - 1]
+    if result.ridge_lambda is not None:
+        tracking.log_metrics({"ridge_lambda": result.ridge_lambda})
     tracking.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds,
                           **{f"best_{k}": v for k, v in best.items() if k.startswith(("val_", "test_")) and np.isfinite(v)}})
     predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
