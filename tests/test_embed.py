@@ -75,7 +75,7 @@ def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy,
     count_forwards(monkeypatch, fail_after=5)
     with pytest.raises(KeyboardInterrupt):
         pipeline.embed_ava(data, embed, clip, progress=False)
-    cache = pipeline.cache_for(embed.cache_dir, resolve_clip(clip), ava_copy / "image")
+    cache = pipeline.cache_for(embed.cache_dir, resolve_clip(clip), ava_copy / "image", "float32")
     assert len(cache.shards()) == 2, "two full shards of 32 were written before the kill"
     done = len(cache.stamps())
     assert done >= 64 and not list(cache.root.glob(".*.tmp")), "no half-written shard is left behind"

@@ -31,7 +31,7 @@ def file_stamp(path: Path) -> tuple[int, int]:
 
 @dataclass
 class CachedEmbeddings:
-    """Rows of `embeddings` belong to `ids`, in the same order; `failures` has image_id and reason."""
+    """Rows of `embeddings` (float16, as stored) belong to `ids`; `failures` has image_id and reason."""
 
     ids: np.ndarray
     embeddings: np.ndarray
@@ -103,7 +103,7 @@ class EmbeddingCache:
         return path
 
     def load(self) -> CachedEmbeddings:
-        """Every image's latest answer: its embedding (as float32) or its failure reason."""
+        """Every image's latest answer: its embedding (float16, as stored) or its failure reason."""
         ids, embeddings, failed_ids, reasons = [], [], [], []
         for shard in self.shards():
             with np.load(shard) as data:
@@ -119,10 +119,13 @@ class EmbeddingCache:
         latest = np.sort(len(all_ids) - 1 - last_from_end)
         ok_rows, failed_rows = latest[latest < n_ok], latest[latest >= n_ok] - n_ok
         stacked = np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float16)
+        del embeddings
+        if len(ok_rows) != len(stacked) or np.any(np.diff(ok_rows) != 1):
+            stacked = stacked[ok_rows]  # only when some rows were superseded: avoid a copy otherwise
         all_reasons = np.concatenate(reasons) if reasons else np.zeros(0, np.str_)
         return CachedEmbeddings(
             ids=all_ids[ok_rows],
-            embeddings=stacked[ok_rows].astype(np.float32),
+            embeddings=stacked,
             failures=pd.DataFrame(
                 {"image_id": all_ids[n_ok:][failed_rows], "reason": all_reasons[failed_rows].astype(object)}
             ),

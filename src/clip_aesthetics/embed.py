@@ -226,15 +226,19 @@ def default_workers(num_workers: int) -> int:
     return min(8, os.cpu_count() or 1) if num_workers < 0 else num_workers
 
 
-def save_random_clip(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
-    """A randomly initialised CLIP saved with save_pretrained: 'tiny' for tests, 'b32'/'b16' at openai's sizes."""
+def save_random_clip(folder: Path, size: str = "tiny", seed: int = 0, projection_dim: int = 16) -> Path:
+    """A randomly initialised CLIP saved with save_pretrained: 'tiny' for tests, 'b32'/'b16' at openai's sizes.
+
+    `projection_dim` (the embedding size) applies to 'tiny'; it is set inside vision_config too, or
+    the folder would not load as CLIPVisionModelWithProjection.
+    """
     torch.manual_seed(seed)
     if size == "tiny":
         vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      image_size=32, patch_size=8, projection_dim=16)
+                      image_size=32, patch_size=8, projection_dim=projection_dim)
         text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    vocab_size=64, max_position_embeddings=8, projection_dim=16)
-        config = CLIPConfig(vision_config=vision, text_config=text, projection_dim=16)
+                    vocab_size=64, max_position_embeddings=8, projection_dim=projection_dim)
+        config = CLIPConfig(vision_config=vision, text_config=text, projection_dim=projection_dim)
         crop = 32
     elif size in ("b32", "b16"):
         patch = 32 if size == "b32" else 16

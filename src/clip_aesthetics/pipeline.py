@@ -37,11 +37,14 @@ def image_dir(ava_dir: Path) -> Path:
     return folder
 
 
-def cache_for(cache_dir: Path, source: ClipSource, images: Path) -> EmbeddingCache:
-    """One cache per (CLIP id + revision, image folder); the target normalisation is not part of it."""
+PRECISIONS = ("float32", "float16", "bfloat16")
+
+
+def cache_for(cache_dir: Path, source: ClipSource, images: Path, precision: str) -> EmbeddingCache:
+    """One cache per (CLIP id + revision, image folder, compute precision); the target norm is not part of it."""
     model_key = re.sub(r"[^\w.-]+", "_", source.model_id.strip("/"))[-60:] + "@" + source.revision[:16]
     folder_key = hashlib.sha256(str(images.resolve()).encode()).hexdigest()[:12]
-    return EmbeddingCache(Path(cache_dir) / model_key / f"images-{folder_key}")
+    return EmbeddingCache(Path(cache_dir) / model_key / f"images-{folder_key}" / precision)
 
 
 def embedding_dim(source: ClipSource) -> int:
@@ -65,27 +68,34 @@ def embed_ava(data: DataSettings, embed: EmbedSettings, clip: str, progress: boo
     table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
     images = image_dir(data.ava_dir)
     source = resolve_clip(clip, embed.clip_revision)
-    cache = cache_for(embed.cache_dir, source, images)
+    device = pick_device(embed.device)
+    dtype = pick_dtype(embed.precision, device)
+    cache = cache_for(embed.cache_dir, source, images, str(dtype).removeprefix("torch."))
     cache.open({"model_id": source.model_id, "revision": source.revision, "image_dir": str(images.resolve()),
-                "embedding_dim": embedding_dim(source)})
+                "embedding_dim": embedding_dim(source), "precision": str(dtype).removeprefix("torch.")})
     ids = table.loc[table["n_votes"] > 0, "image_id"].tolist()
     items = [(image_id, images / f"{image_id}.jpg") for image_id in ids]
     todo = cache.missing(items)
-    device = pick_device(embed.device)
     started = time.perf_counter()
     if todo:  # a complete cache does no CLIP work at all, not even loading the model
         model, processor = load_clip(source, device)
         batch = embed.embed_batch_size or (256 if device.type == "cuda" else 32)
-        embed_to_cache(cache, todo, model, processor, pick_dtype(embed.precision, device), batch,
+        embed_to_cache(cache, todo, model, processor, dtype, batch,
                        default_workers(embed.num_workers), embed.shard_size, progress)
     return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device))
 
 
 def locate_cache(data: DataSettings, embed: EmbedSettings, clip: str) -> EmbedReport:
-    """The cache an earlier `embed` wrote for this CLIP model and image folder, without embedding."""
+    """The cache an earlier `embed` wrote for this CLIP model and image folder, without embedding.
+
+    Prefers the precision this machine would embed in; else any precision found (embedded on a GPU,
+    trained on a CPU, say).
+    """
     images = image_dir(data.ava_dir)
     source = resolve_clip(clip, embed.clip_revision)
-    cache = cache_for(embed.cache_dir, source, images)
+    wanted = str(pick_dtype(embed.precision, pick_device(embed.device))).removeprefix("torch.")
+    caches = [cache_for(embed.cache_dir, source, images, p) for p in (wanted, *PRECISIONS)]
+    cache = next((c for c in caches if c.manifest_path.exists()), caches[0])
     if not cache.manifest_path.exists():
         raise DatasetError(
             f"no embeddings of {images} for {source.model_id} (revision {source.revision}) under {embed.cache_dir}; "
@@ -132,7 +142,8 @@ def load_dataset(data: DataSettings, cache: EmbeddingCache) -> Dataset:
             )
         skipped.append(pd.DataFrame({"image_id": missing, "reason": failures.reindex(missing).to_numpy()}))
         kept = rows >= 0
-        parts[name] = SplitFeatures(frame["image_id"].to_numpy()[kept], cached.embeddings[rows[kept]],
+        parts[name] = SplitFeatures(frame["image_id"].to_numpy()[kept],
+                                    cached.embeddings[rows[kept]].astype(np.float32),
                                     frame["mean_score"].to_numpy()[kept])
     if len(parts["train"].ids) == 0 or len(parts["test"].ids) == 0:
         raise DatasetError(f"no usable train or test images under {data.ava_dir} (see data/skipped.csv)")

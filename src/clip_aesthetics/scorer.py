@@ -61,6 +61,9 @@ class AestheticScorer(PythonModel):
         self.device = pick_device(device)
         self.dtype = pick_dtype("auto", self.device)
         self.model, self.processor = load_clip(source, self.device)
+        if self.model.config.projection_dim != self.spec.in_dim:
+            raise RuntimeError(f"CLIP {source.model_id} gives {self.model.config.projection_dim}-d embeddings but the "
+                               f"head was trained on {self.spec.in_dim}-d ones")
         return self
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

@@ -81,6 +81,12 @@ def default_run_name(clip: str, train: TrainSettings) -> str:
     return f"{name}-{'normed' if train.norm else 'raw'}{head}{embed_norm}"
 
 
+def log_epoch(epoch: int, row: dict, state: dict) -> None:
+    """Per-epoch logging into the active run: metrics at step=epoch and a checkpoint."""
+    tracking.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)}, step=epoch)
+    tracking.log_state(state, f"checkpoints/epoch_{epoch:03d}.pt")
+
+
 def tracked_training(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:
     """Inside an active MLflow run: train, and log params, per-epoch metrics, artifacts and the scorer model."""
     dataset = load_dataset(data, report.cache)
@@ -92,11 +98,6 @@ def tracked_training(report: EmbedReport, data: DataSettings, clip: str, train: 
         **tracking.library_versions(),
     })
     tracking.log_csv(dataset.skipped, "data/skipped.csv")
-
-    def log_epoch(epoch: int, row: dict, state: dict) -> None:
-        tracking.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)}, step=epoch)
-        tracking.log_state(state, f"checkpoints/epoch_{epoch:03d}.pt")
-
     result = train_and_evaluate(dataset, train, data.seed, log_epoch)
     best = result.history[result.best_epoch - 1]
     if result.ridge_lambda is not None:
