@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("--lr", "-1", ["--lr", "greater than 0"]),
         ("--clip", "b99", ["--clip", "b16, b32", "local folder"]),
         ("--split", "random", ["--split", "'seed' or 'official'"]),
-        ("--head", "transformer", ["--head", "'linear' or 'mlp'"]),
+        ("--head", "transformer", ["--head", "'linear', 'mlp' or 'ridge'"]),
     ],
 )
 def test_bad_value_is_refused_with_the_parameter_and_accepted_values(flag, value, words, capsys, monkeypatch, tmp_path):
