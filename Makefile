@@ -1,27 +1,41 @@
-# Two commands on a fresh machine: `make test` (and, later, `make demo`). Everything is installed
-# into .venv, once: a second call reinstalls nothing unless pyproject.toml changed.
+# Two commands on a fresh machine: `make demo` and `make test`. Everything is installed into .venv,
+# once: a second call reinstalls nothing unless pyproject.toml changed.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first, pinned: without it pip would resolve a bare torch requirement to a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-fast clean
+# `make demo CLIP=b16,b32 AVA_DIR=/data/AVA_dataset` runs the same workflow on real models and data.
+CLIP ?=
+AVA_DIR ?=
+
+.PHONY: install demo test test-fast clean clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
 
-test: $(VENV)/.installed
+demo: $(VENV)/.installed
+	$(PY) experiments/demo.py --clips "$(CLIP)" --ava-dir "$(AVA_DIR)"
+
+test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+
+clean-demo:  # the demo's tracking store, artifacts and data
+	rm -rf mlflow.db data/demo data/cache && find mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

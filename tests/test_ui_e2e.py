@@ -1,0 +1,158 @@
+"""The MLflow UI comparison, in a real browser: the demo's store, a real `mlflow server`, headless Chromium.
+
+Runs the demo (experiments/demo.py, what `make demo` runs) into a temporary folder, serves its store on
+127.0.0.1, and checks what a person would look for: the sweep parent, its four children by name,
+their test_spearman values, and the registered model's champion alias. Screenshots go to build/e2e/.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "build" / "e2e"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic"]
+CHILDREN = ["stand-in-b16-normed", "stand-in-b16-raw", "stand-in-b32-normed", "stand-in-b32-raw"]
+
+
+def require_browser():
+    missing = [what for what, ok in (("Debian's chromium (/usr/bin/chromium)", CHROMIUM.exists()),
+                                     ("playwright", _importable("playwright"))) if not ok]
+    if missing:
+        message = f"browser test needs {' and '.join(missing)}; .ci/run installs them"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory):
+    require_browser()
+    workdir = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "demo.py"), "--workdir", str(workdir)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "test_spearman per epoch" in done.stdout and "mlflow ui" in done.stdout
+    return workdir, done.stdout
+
+
+@pytest.fixture(scope="module")
+def server(demo_store):
+    workdir, _ = demo_store
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (workdir / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert process.poll() is None, (workdir / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}", workdir
+    finally:  # the server and its workers, whatever happened
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1600, "height": 1000})
+        finally:
+            browser.close()
+
+
+def experiment_runs(workdir: Path):
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("clip-aesthetics")
+    return experiment.experiment_id, client.search_runs([experiment.experiment_id])
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def test_runs_page_shows_the_sweep_and_its_four_children(server, page):
+    base, workdir = server
+    experiment_id, _ = experiment_runs(workdir)
+    page.goto(f"{base}/#/experiments/{experiment_id}/runs")
+    page.get_by_text("sweep", exact=True).wait_for(timeout=60_000)
+    page.get_by_role("row").filter(has_text="sweep").first.locator("button").first.click()  # expand the parent
+    for name in CHILDREN:
+        page.get_by_text(name, exact=True).wait_for(timeout=30_000)
+    screenshot(page, "runs.png")
+
+
+def test_compare_page_shows_each_childs_test_spearman(server, page):
+    base, workdir = server
+    experiment_id, runs = experiment_runs(workdir)
+    children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert sorted(children) == CHILDREN
+    ids = json.dumps([r.info.run_id for r in children.values()])
+    page.goto(f"{base}/#/compare-runs?runs={ids}&experiments={json.dumps([experiment_id])}")
+    page.get_by_text("test_spearman", exact=True).first.wait_for(timeout=60_000)
+    for name in CHILDREN:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+    shown = [float(x) for x in re.findall(r"-?\d+\.\d+", page.inner_text("body"))]
+    for name, run in children.items():
+        value = run.data.metrics["test_spearman"]
+        assert any(abs(value - number) < 1e-3 for number in shown), f"{name}'s test_spearman {value} is not shown"
+    screenshot(page, "compare.png")
+
+
+def test_model_page_shows_the_champion(server, page):
+    base, workdir = server
+    page.goto(f"{base}/#/models/clip-aesthetics")
+    page.reload()  # a change of the URL's hash alone does not always re-route the app
+    page.wait_for_function("() => document.body.innerText.includes('Registered Models')", timeout=60_000)
+    page.wait_for_function("() => /Version 1[\\s\\S]*@\\s*champion/.test(document.body.innerText)", timeout=30_000)
+    body = page.inner_text("body")
+    assert re.search(r"Version 1[\s\S]*@\s*champion", body), "the champion alias is not shown on version 1"
+    screenshot(page, "model.png")
+
+
+def test_demo_output_tells_what_happened(demo_store):
+    workdir, output = demo_store
+    assert "standing in for b16 and b32" in output
+    assert all(name in output for name in CHILDREN)
+    assert (workdir / "data" / "demo" / "scores.csv").exists()
+    assert "total" in output and "truncated" in output
