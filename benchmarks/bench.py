@@ -47,6 +47,9 @@ TARGETS = {  # figure: (comparison, bound)
 }
 
 
+TARGETS_SECTIONS = ["embed", "train", "closed_form", "memory"]
+
+
 def bench_embedding(work: Path, n_images: int) -> dict:
     """Seed-style (4 passes: model x norm) vs the project (2 passes, workers, cache) on the same files.
 
@@ -102,6 +105,32 @@ def _forward_rate(model, pixels: torch.Tensor, dtype: torch.dtype) -> float:
     for start in range(0, len(pixels), 32):
         embed_pixels(model, pixels[start:start + 32], dtype)
     return len(pixels) / (time.perf_counter() - started)
+
+
+def bench_scorer(work: Path, n_images: int) -> dict:
+    """The registered-model path: encoded image bytes (threads) and file paths (workers) -> scores."""
+    import pandas as pd
+
+    from clip_aesthetics.scorer import AestheticScorer
+    from clip_aesthetics.tracking import scorer_artifacts
+
+    ava = write_sample_ava(work / "ava", n_images, seed=1, size=(500, 400))
+    clip = save_random_clip(work / "vit-b32", "b32", seed=3)
+    source = resolve_clip(str(clip))
+    head = build_head(HeadSpec("linear", 512, "none", 10.0))
+    spec_doc = {"head": HeadSpec("linear", 512, "none", 10.0).to_dict(),
+                "clip": {"model_id": source.model_id, "revision": source.revision}}
+    scorer = AestheticScorer().load(scorer_artifacts(work / "scorer", head.state_dict(), spec_doc, None), "cpu")
+    paths = sorted((ava / "image").glob("*.jpg"))
+    images = pd.DataFrame({"image": [p.read_bytes() for p in paths]})
+    scorer.predict(None, images.head(8))  # warm-up
+    started = time.perf_counter()
+    scorer.predict(None, images)
+    bytes_rate = len(paths) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    scorer.score_paths(paths)
+    return {"scorer_images_per_second_bytes": bytes_rate,
+            "scorer_images_per_second_paths": len(paths) / (time.perf_counter() - started)}
 
 
 def bench_training(work: Path, quick: bool) -> dict:
@@ -241,9 +270,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images and a sampled baseline: under 5 minutes")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
-    parser.add_argument("--only", choices=["embed", "train", "closed_form", "memory"], action="append")
+    parser.add_argument("--only", choices=TARGETS_SECTIONS + ["scorer"], action="append")
     args = parser.parse_args()
-    sections = args.only or ["embed", "train", "closed_form", "memory"]
+    sections = args.only or TARGETS_SECTIONS + ["scorer"]
     figures = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads", "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,15 +285,15 @@ def main() -> None:
             figures.update(bench_closed_form())
         if "memory" in sections:
             figures.update(bench_memory(work))
-    if set(sections) == set(TARGETS_SECTIONS):
+        if "scorer" in sections:
+            figures.update(bench_scorer(work / "scorer", 96 if args.quick else 256))
+    if set(TARGETS_SECTIONS) <= set(sections):
         print(report(figures, args))
     else:
         print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 
-
-TARGETS_SECTIONS = ["embed", "train", "closed_form", "memory"]
 
 if __name__ == "__main__":
     main()

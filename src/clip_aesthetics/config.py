@@ -67,7 +67,7 @@ class EmbedSettings(Settings):
     clip_revision: str = Field("main", description="hub revision (branch, tag or commit) to pin")
     cache_dir: Path = Field(
         Path("~/.cache/clip-aesthetics"),
-        description="where embeddings are cached, one folder per CLIP model and image folder",
+        description="where embeddings are cached: one folder per CLIP model + revision, image folder and precision",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda when available")
     precision: Literal["auto", "float32", "float16", "bfloat16"] = Field(
@@ -121,7 +121,7 @@ class SweepSettings(Settings):
     """Comma-separated lists; the grid is their product. An empty list means the single-run value."""
 
     clips: str = Field("b16,b32", description="CLIP checkpoints to compare (each embedded once for the whole sweep)")
-    norms: str = Field("true,false", description="target normalisations to compare")
+    norms: str = Field("true,false", description="target normalisations to compare; empty = --norm")
     heads: str = Field("", description="heads to compare (linear, mlp, ridge); empty = --head")
     lrs: str = Field("", description="learning rates to compare; empty = --lr")
     embed_norms: str = Field("", description="embedding normalisations to compare (none, l2); empty = --embed-norm")
@@ -136,8 +136,7 @@ class SweepSettings(Settings):
     @field_validator("norms")
     @classmethod
     def _check_norms(cls, value: str) -> str:
-        bad = [v for v in _items(value) if v.lower() not in ("true", "false")]
-        if bad or not _items(value):
+        if [v for v in _items(value) if v.lower() not in ("true", "false")]:
             raise ValueError(f"norms={value!r}: expected a comma-separated list of true/false")
         return value
 
@@ -157,7 +156,7 @@ class SweepSettings(Settings):
         import itertools
 
         axes = itertools.product(
-            _items(self.clips), [v.lower() == "true" for v in _items(self.norms)],
+            _items(self.clips), [v.lower() == "true" for v in _items(self.norms)] or [train.norm],
             _items(self.heads) or [train.head], [float(v) for v in _items(self.lrs)] or [train.lr],
             _items(self.embed_norms) or [train.embed_norm],
         )
