@@ -247,7 +247,7 @@ def report(figures: dict, args) -> str:
     lines = ["| figure | project | seed-style | ratio | target |", "|---|---|---|---|---|"]
     for label, ours, theirs, ratio in rows:
         comparison, bound = TARGETS[ratio]
-        lines.append(f"| {label} | {figures[ours]:.3f} | {figures[theirs]:.3f} | {figures[ratio]:.1f}x | "
+        lines.append(f"| {label} | {figures[ours]:.3f} | {figures[theirs]:.3f} | {figures[ratio]:.2f}x | "
                      f"{comparison} {bound} {'met' if _met(figures[ratio], ratio) else 'NOT MET'} |")
     for name in ("embed_fraction_of_forward", "closed_form_seconds", "peak_rss_mb"):
         lines.append(f"| {name} | {figures[name]:.3f} | | | {TARGETS[name][0]} {TARGETS[name][1]} "
