@@ -91,7 +91,9 @@ def summary(workdir: Path, scores: Path, timings: list) -> None:
     for title, seconds in timings:
         print(f"{seconds:7.1f} s  {title}")
     print(f"{sum(s for _, s in timings):7.1f} s  total")
-    print(f"\nOpen the MLflow UI on these runs:\n  cd {workdir} && mlflow ui --backend-store-uri sqlite:///mlflow.db\n"
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    command = str(mlflow_cli) if mlflow_cli.exists() else f"{sys.executable} -m mlflow"
+    print(f"\nOpen the MLflow UI on these runs:\n  cd {workdir} && {command} ui --backend-store-uri sqlite:///mlflow.db\n"
           "  then http://127.0.0.1:5000")
 
 
