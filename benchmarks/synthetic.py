@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_aesthetics.cache import EmbeddingCache
 from clip_aesthetics.embed import resolve_clip, save_random_clip
-from clip_aesthetics.pipeline import Dataset, SplitFeatures, cache_for, embedding_dim  # noqa: F401
+from clip_aesthetics.pipeline import Dataset, SplitFeatures, cache_for
 
 AVA_ROWS, SEED_TRAIN = 255_530, 229_971
 MEAN, STD = 5.38, 0.73  # AVA's mean and spread of mean scores

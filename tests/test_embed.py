@@ -47,7 +47,7 @@ def test_cache_rows_belong_to_their_images_and_failures_keep_reasons(ava_copy, t
     voted = read_ava(ava_copy / "AVA.txt").query("n_votes > 0")["image_id"]
     assert set(cached.ids) | set(cached.failures["image_id"]) == set(voted)
     assert set(TRAPS_EMBEDDED) <= set(cached.ids)
-    reasons = dict(zip(cached.failures["image_id"], cached.failures["reason"]))
+    reasons = dict(zip(cached.failures["image_id"], cached.failures["reason"], strict=True))
     assert set(reasons) == set(TRAPS_SKIPPED)
     assert reasons[21].startswith("truncated") and reasons[23] == "missing file"
     assert TRAP_NO_VOTES not in set(cached.ids) | set(reasons)

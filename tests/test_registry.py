@@ -1,14 +1,11 @@
 """Registry, scorer and server, on one registered sweep: best run promoted, aliases, offline scoring, serving."""
 
 import base64
-import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -18,6 +15,7 @@ import pandas as pd
 import pytest
 
 from clip_aesthetics import cli
+from servers import free_port, wait_until_serving
 
 NAME = "clip-aesthetics"
 
@@ -133,12 +131,6 @@ def test_score_command_writes_a_csv_for_folders(store, tmp_path):
     assert table.loc[table["error"] == "", "score"].astype(float).between(1, 10).all()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def post(url: str, payload: dict):
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     try:
@@ -157,15 +149,7 @@ def test_served_model_answers_base64_images_and_refuses_paths(store, tmp_path):
                                "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
                               env=env, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "server did not start in 120 s"
-                time.sleep(0.5)
+        wait_until_serving(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
         image = base64.b64encode((store["ava"] / "image" / "14.jpg").read_bytes()).decode()
         status, body = post(f"http://127.0.0.1:{port}/invocations",
                             {"dataframe_records": [{"image": image}, {"image": base64.b64encode(b"junk").decode()}]})

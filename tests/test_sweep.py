@@ -1,6 +1,5 @@
 """The nested sweep: one parent, a child per grid point, finished children reused, a killed sweep resumed."""
 
-import json
 from pathlib import Path
 
 import mlflow

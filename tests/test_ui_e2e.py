@@ -9,15 +9,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
+from servers import free_port, wait_until_serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -59,24 +57,14 @@ def demo_store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(demo_store):
     workdir, _ = demo_store
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = (workdir / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                assert process.poll() is None, (workdir / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
-                time.sleep(0.5)
+        wait_until_serving(f"http://127.0.0.1:{port}/health", process, workdir / "server.log")
         yield f"http://127.0.0.1:{port}", workdir
     finally:  # the server and its workers, whatever happened
         try:

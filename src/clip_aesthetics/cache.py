@@ -73,7 +73,7 @@ class EmbeddingCache:
         for shard in self.shards():
             with np.load(shard) as data:
                 for ids, stamps in ((data["ids"], data["stamps"]), (data["failed_ids"], data["failed_stamps"])):
-                    known.update(zip(ids.tolist(), map(tuple, stamps.tolist())))
+                    known.update(zip(ids.tolist(), map(tuple, stamps.tolist()), strict=True))
         return known
 
     def missing(self, items: list[tuple[int, Path]]) -> list[tuple[int, Path]]:

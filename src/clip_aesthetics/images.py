@@ -34,23 +34,20 @@ def load_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"unreadable file: {error.strerror or error}") from None
     if size == 0:
         raise ImageError("empty file")
-    try:
-        with Image.open(path) as image:
-            return _to_rgb(image, max_pixels)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can decode") from None
-    except _DECODE_ERRORS as error:
-        raise ImageError(_describe(error)) from None
+    return _decode(lambda: Image.open(path), max_pixels)
 
 
 def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode encoded image bytes (JPEG, PNG, ...) into an upright RGB image."""
     if not data:
         raise ImageError("empty image data")
+    return _decode(lambda: Image.open(io.BytesIO(data)), max_pixels)
+
+
+def _decode(open_image, max_pixels: int) -> Image.Image:
+    """Open, check and convert; every decoder failure becomes an ImageError with its reason."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image() as image:
             return _to_rgb(image, max_pixels)
     except ImageError:
         raise

@@ -92,7 +92,7 @@ def _version_of_run(client: MlflowClient, name: str, run_id: str):
 
 
 def _version_tags(run, metric: str, value: float) -> dict[str, str]:
-    params, metrics = run.data.params, run.data.metrics
+    params = run.data.params
     return {"run_id": run.info.run_id, "clip_model_id": params.get("clip_model_id", ""),
             "clip_revision": params.get("clip_revision", ""), metric: str(value),
             "val_spearman": str(score_of(run, "val_spearman")), "test_spearman": str(score_of(run, "test_spearman"))}

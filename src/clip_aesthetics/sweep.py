@@ -60,14 +60,14 @@ def child_names(grid: list[tuple[str, TrainSettings]], sweep: SweepSettings) -> 
     if len(set(names)) < len(names):  # two local folders with the same name: use their paths
         names = [default_run_name(clip.strip("/").replace("/", "-"), train) for clip, train in grid]
     if len(sweep.lrs.split(",")) > 1:
-        names = [f"{name}-lr{train.lr:g}" for name, (_, train) in zip(names, grid)]
+        names = [f"{name}-lr{train.lr:g}" for name, (_, train) in zip(names, grid, strict=True)]
     return names
 
 
 def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, train: TrainSettings,
               track: TrackingSettings) -> list[Child]:
     grid = sweep.grid(train)
-    children = [Child(name, clip, t) for name, (clip, t) in zip(child_names(grid, sweep), grid)]
+    children = [Child(name, clip, t) for name, (clip, t) in zip(child_names(grid, sweep), grid, strict=True)]
     with tracking.run(track.experiment, track.run_name or "sweep", tags={SWEEP_TAG: "true"}) as parent:
         tracking.log_params({**sweep.model_dump(), **data.model_dump(), **train.model_dump(),
                              "code_version": code_version()})
