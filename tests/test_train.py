@@ -149,3 +149,17 @@ def test_ridge_head_is_converged_and_blind_to_target_scaling(sample_ava, tiny_cl
     assert normed.data.metrics["test_mse"] == pytest.approx(raw.data.metrics["test_mse"], rel=1e-4)
     assert normed.data.metrics["test_spearman"] > by_name["tiny-a-normed"].data.metrics["test_spearman"] + 0.05
     assert normed.data.metrics["ridge_lambda"] > 0
+
+
+def test_each_precision_has_its_own_cache_and_train_finds_it(sample_ava, tiny_clip, tmp_path, tracking_uri):
+    common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
+              "--num-workers", "0"]
+    assert cli.main(["embed", *common, "--precision", "bfloat16"]) == 0
+    assert cli.main(["main", *common, *FAST]) == 0  # float32 on this CPU: embeds again, into its own cache
+    assert cli.main(["train", *common, *FAST, "--precision", "bfloat16", "--run-name", "from-bf16"]) == 0
+    _, runs = only_run()
+    by_name = {run.info.run_name: run for run in runs}
+    assert by_name["tiny-a-normed"].data.metrics["embed_images_processed"] > 0
+    assert by_name["from-bf16"].data.metrics["test_spearman"] > 0.5
+    caches = sorted(p.name for p in (tmp_path / "cache").glob("*/images-*/*"))
+    assert caches == ["bfloat16", "float32"]

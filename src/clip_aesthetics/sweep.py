@@ -40,7 +40,8 @@ def run_key(report: EmbedReport, data: DataSettings, train: TrainSettings) -> st
     """Everything that decides a child's result, as strings (params are stored as strings)."""
     values = {**{k: str(v) for k, v in data.model_dump().items()}, **{k: str(v) for k, v in train.model_dump().items()},
               "ava_dir": str(Path(data.ava_dir).resolve()), "clip_model_id": report.source.model_id,
-              "clip_revision": report.source.revision, "code_version": code_version()}
+              "clip_revision": report.source.revision, "precision": report.cache.manifest().get("precision", ""),
+              "code_version": code_version()}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:24]
 
 

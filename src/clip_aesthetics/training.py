@@ -49,8 +49,8 @@ def train_and_evaluate(
         row.update(metrics.evaluate("test", dataset.test.scores, test_pred))
         result.history.append(row)
         # Select on val (never on test); without a val split the last epoch is kept.
-        best = result.best_epoch == 0 or not has_val or row["val_spearman"] > result.history[result.best_epoch - 1]["val_spearman"]
-        if best:
+        previous_best = result.history[result.best_epoch - 1] if result.best_epoch else None
+        if previous_best is None or not has_val or row["val_spearman"] > previous_best["val_spearman"]:
             result.best_epoch, result.best_state, result.test_pred = epoch, copy.deepcopy(head.state_dict()), test_pred
         on_epoch(epoch, row, head.state_dict())
 
