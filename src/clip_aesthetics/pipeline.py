@@ -61,6 +61,7 @@ class EmbedReport:
     n_processed: int  # images embedded (or found broken) by this call; 0 when the cache was complete
     seconds: float
     device: str
+    table: pd.DataFrame | None = None  # AVA.txt as parsed by the embed step, so training need not parse it again
 
 
 def embed_ava(data: DataSettings, embed: EmbedSettings, clip: str, progress: bool = True) -> EmbedReport:
@@ -82,7 +83,7 @@ def embed_ava(data: DataSettings, embed: EmbedSettings, clip: str, progress: boo
         batch = embed.embed_batch_size or (256 if device.type == "cuda" else 32)
         embed_to_cache(cache, todo, model, processor, dtype, batch,
                        default_workers(embed.num_workers), embed.shard_size, progress)
-    return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device))
+    return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), table)
 
 
 def locate_cache(data: DataSettings, embed: EmbedSettings, clip: str) -> EmbedReport:
@@ -121,10 +122,11 @@ class Dataset:
     skipped: pd.DataFrame  # image_id, reason: every labelled image left out, and why
 
 
-def load_dataset(data: DataSettings, cache: EmbeddingCache) -> Dataset:
+def load_dataset(data: DataSettings, cache: EmbeddingCache, table: pd.DataFrame | None = None) -> Dataset:
     """Split AVA by image id, then join each split to cached embeddings by id, never by position."""
-    split = ava.split_ava(ava.read_ava(Path(data.ava_dir) / "AVA.txt"), data.split, data.ava_dir,
-                          data.val_fraction, data.seed)
+    if table is None:
+        table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
+    split = ava.split_ava(table, data.split, data.ava_dir, data.val_fraction, data.seed)
     cached = cache.load()
     position = pd.Index(cached.ids)
     failures = cached.failures.set_index("image_id")["reason"]

@@ -89,7 +89,7 @@ def log_epoch(epoch: int, row: dict, state: dict) -> None:
 
 def tracked_training(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:
     """Inside an active MLflow run: train, and log params, per-epoch metrics, artifacts and the scorer model."""
-    dataset = load_dataset(data, report.cache)
+    dataset = load_dataset(data, report.cache, report.table)
     tracking.log_params({
         **data.model_dump(), **train.model_dump(), "clip": clip, "clip_model_id": report.source.model_id,
         "clip_revision": report.source.revision, "embedding_dim": dataset.train.embeddings.shape[1],
