@@ -13,11 +13,11 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
-from .config import (ClipSettings, DataSettings, EmbedSettings, RegisterSettings, ScoreSettings, Settings, SweepSettings,
+from .config import (AvaSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings, ScoreSettings, Settings, SweepSettings,
                      TrackingSettings, TrainSettings)
 
 
-class EmbedCommand(TrackingSettings, DataSettings, EmbedSettings, ClipSettings):
+class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
     """Embed every AVA image with CLIP into the cache (resumable; a complete cache does no work)."""
 
     def cli_cmd(self) -> None:
@@ -109,7 +109,7 @@ def _embed_and_log(command):
     from . import tracking
     from .pipeline import embed_ava
 
-    report = embed_ava(command.part(DataSettings), command.part(EmbedSettings), command.clip)
+    report = embed_ava(command.part(AvaSettings), command.part(EmbedSettings), command.clip)
     tracking.log_params({"clip": command.clip, "clip_model_id": report.source.model_id,
                          "clip_revision": report.source.revision, "device": report.device})
     rate = report.n_processed / report.seconds if report.n_processed and report.seconds > 0 else 0.0

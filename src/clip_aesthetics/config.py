@@ -33,11 +33,14 @@ class Settings(BaseSettings):
         return concern.model_construct(**{k: getattr(self, k) for k in concern.model_fields})
 
 
-class DataSettings(Settings):
+class AvaSettings(Settings):
     ava_dir: Path = Field(
         Path("data/AVA_dataset"),
         description="folder holding AVA.txt and image/<id>.jpg (the layout AVA is distributed in)",
     )
+
+
+class DataSettings(AvaSettings):
     split: Literal["seed", "official"] = Field(
         "seed",
         description="seed: the seed notebook's shuffled 229,971/25,559 split; "

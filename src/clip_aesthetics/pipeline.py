@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import ava
 from .cache import EmbeddingCache
-from .config import DataSettings, EmbedSettings
+from .config import AvaSettings, DataSettings, EmbedSettings
 from .embed import (ClipSource, default_workers, embed_to_cache, load_clip, pick_device, pick_dtype,
                     resolve_clip)
 
@@ -64,7 +64,7 @@ class EmbedReport:
     table: pd.DataFrame | None = None  # AVA.txt as parsed by the embed step, so training need not parse it again
 
 
-def embed_ava(data: DataSettings, embed: EmbedSettings, clip: str, progress: bool = True) -> EmbedReport:
+def embed_ava(data: AvaSettings, embed: EmbedSettings, clip: str, progress: bool = True) -> EmbedReport:
     """Make sure every voted image of AVA.txt has a cached embedding or a recorded failure."""
     table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
     images = image_dir(data.ava_dir)
@@ -86,7 +86,7 @@ def embed_ava(data: DataSettings, embed: EmbedSettings, clip: str, progress: boo
     return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), table)
 
 
-def locate_cache(data: DataSettings, embed: EmbedSettings, clip: str) -> EmbedReport:
+def locate_cache(data: AvaSettings, embed: EmbedSettings, clip: str) -> EmbedReport:
     """The cache an earlier `embed` wrote for this CLIP model and image folder, without embedding.
 
     Prefers the precision this machine would embed in; else any precision found (embedded on a GPU,
