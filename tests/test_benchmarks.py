@@ -1,0 +1,36 @@
+"""The benchmark's own pieces stay runnable: the seed-style baseline and the synthetic data (tiny sizes)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import seed_baseline  # noqa: E402
+import synthetic  # noqa: E402
+
+from clip_aesthetics.pipeline import Dataset, SplitFeatures  # noqa: E402
+
+
+def test_synthetic_scores_look_like_ava_and_follow_the_embeddings():
+    x, y = synthetic.embeddings_and_scores(20_000, seed=0)
+    assert x.shape == (20_000, 512) and x.dtype == np.float32
+    assert abs(y.mean() - synthetic.MEAN) < 0.05 and abs(y.std() - synthetic.STD) < 0.05
+    fit = np.linalg.lstsq(np.c_[x, np.ones(len(x))], y, rcond=None)[0]
+    assert np.corrcoef(np.c_[x, np.ones(len(x))] @ fit, y)[0, 1] > 0.75
+
+
+def test_seed_style_training_resumes_from_its_checkpoint_each_epoch(tmp_path):
+    x, y = synthetic.embeddings_and_scores(3_000, seed=1)
+    split = lambda a, b: SplitFeatures(np.arange(a, b), x[a:b], y[a:b])  # noqa: E731
+    dataset = Dataset(split(0, 2_000), split(2_000, 2_200), split(2_200, 3_000), pd.DataFrame())
+    seed_baseline.write_batch_files(dataset, norm=True, folder=tmp_path)
+    assert len(list((tmp_path / "train").glob("*.pt"))) == -(-2_200 // 32)  # train + val, batches of 32
+    spearmans = seed_baseline.train_like_seed(tmp_path, epochs=2)
+    assert len(spearmans) == 2 and np.all(np.isfinite(spearmans))
+    state = torch.load(tmp_path / "checkpoint.pt")
+    # Epoch 2 went on from epoch 1's checkpoint: Adam counted every batch of both epochs.
+    assert state["epoch"] == 1
+    assert int(state["optimizer"]["state"][0]["step"]) == 2 * -(-2_200 // 32)
