@@ -168,3 +168,13 @@ def test_served_model_answers_base64_images_and_refuses_paths(store, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+def test_score_without_a_registered_model_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'empty.db'}")
+    (tmp_path / "a.png").write_bytes(b"")
+    assert cli.main(["score", str(tmp_path / "a.png")]) == 1
+    error = capsys.readouterr().err
+    assert "models:/clip-aesthetics@champion" in error and "clip-aesthetics register" in error

@@ -32,8 +32,15 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 def load_scorer(model_uri: str):
     """The AestheticScorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    try:
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except MlflowException as error:
+        raise ScoringInputError(
+            f"cannot load model {model_uri!r} from tracking store {mlflow.get_tracking_uri()}: {error.message} "
+            "(register one with `clip-aesthetics register`, or pass --model runs:/RUN_ID/model)"
+        ) from error
 
 
 def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:
