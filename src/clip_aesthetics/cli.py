@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
-from .config import (AvaSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings, ScoreSettings, Settings, SweepSettings,
-                     TrackingSettings, TrainSettings)
+from .config import (AvaSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings, ScoreSettings,
+                     Settings, SweepSettings, TrackingSettings, TrainSettings)
 
 
 class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):

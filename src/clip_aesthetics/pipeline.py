@@ -71,9 +71,10 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, clip: str, progress: bool
     source = resolve_clip(clip, embed.clip_revision)
     device = pick_device(embed.device)
     dtype = pick_dtype(embed.precision, device)
-    cache = cache_for(embed.cache_dir, source, images, str(dtype).removeprefix("torch."))
+    precision = str(dtype).removeprefix("torch.")
+    cache = cache_for(embed.cache_dir, source, images, precision)
     cache.open({"model_id": source.model_id, "revision": source.revision, "image_dir": str(images.resolve()),
-                "embedding_dim": embedding_dim(source), "precision": str(dtype).removeprefix("torch.")})
+                "embedding_dim": embedding_dim(source), "precision": precision})
     ids = table.loc[table["n_votes"] > 0, "image_id"].tolist()
     items = [(image_id, images / f"{image_id}.jpg") for image_id in ids]
     todo = cache.missing(items)

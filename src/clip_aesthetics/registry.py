@@ -108,10 +108,8 @@ def _beats_champion(client: MlflowClient, name: str, metric: str, value: float) 
 
 def bundle_scorer(run, dtype: str) -> str:
     """Log, in the active run, a copy of `run`'s model that carries the CLIP vision weights; returns its URI."""
-    import pandas as pd
-
     from .embed import load_clip, resolve_clip
-    from .tracking import example_png, log_scorer, scorer_artifacts
+    from .tracking import log_scorer, scorer_artifacts
 
     models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run.info.run_id}' and name = 'model'",
                                          output_format="list")
@@ -131,4 +129,4 @@ def bundle_scorer(run, dtype: str) -> str:
         processor.save_pretrained(clip_dir)
         spec_doc = {**spec_doc, "clip_dtype": dtype, "source_run_id": run.info.run_id}
         artifacts = scorer_artifacts(Path(tmp) / "scorer", head_state, spec_doc, clip_dir)
-        return log_scorer(BUNDLED_MODEL, artifacts, pd.DataFrame({"image": [example_png()]}))
+        return log_scorer(BUNDLED_MODEL, artifacts)

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
-from .embed import ClipSource, embed_sources, load_clip, pick_device, pick_dtype, resolve_clip
+from .embed import ClipSource, default_workers, embed_sources, load_clip, pick_device, pick_dtype, resolve_clip
 from .head import HeadSpec, build_head, predict_scores, prepare
 from .images import ImageError, decode_rgb, load_rgb
 
@@ -78,8 +78,6 @@ class AestheticScorer(PythonModel):
         raise ValueError(f"expected an `image` column (encoded image bytes) or a `path` column, got {list(frame.columns)}")
 
     def score_paths(self, paths: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
-        from .embed import default_workers
-
         workers = default_workers(num_workers)
         return self._score([Path(p) for p in paths], load_rgb, threads=False, workers=workers, progress=progress)
 

@@ -115,7 +115,7 @@ def scorer_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder
     return artifacts
 
 
-def log_scorer(name: str, artifacts: dict[str, str], input_example: pd.DataFrame) -> str:
+def log_scorer(name: str, artifacts: dict[str, str]) -> str:
     """Log the image scorer as a models-from-code pyfunc carrying this package; returns its model URI."""
     signature = ModelSignature(
         inputs=Schema([ColSpec("binary", "image", required=False), ColSpec("string", "path", required=False)]),
@@ -129,12 +129,12 @@ def log_scorer(name: str, artifacts: dict[str, str], input_example: pd.DataFrame
         code_paths=[str(PACKAGE_DIR)],
         pip_requirements=requirements,
         signature=signature,
-        input_example=input_example,
+        input_example=pd.DataFrame({"image": [_example_png()]}),
     )
     return info.model_uri
 
 
-def example_png() -> bytes:
+def _example_png() -> bytes:
     """A small valid image for the model's input example."""
     from PIL import Image
 

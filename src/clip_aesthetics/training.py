@@ -124,5 +124,4 @@ def log_scorer_model(result: TrainResult, report: EmbedReport, bundle_clip: Path
                 "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = tracking.scorer_artifacts(Path(tmp), result.best_state, spec_doc, bundle_clip)
-        example = pd.DataFrame({"image": [tracking.example_png()]})
-        return tracking.log_scorer("model", artifacts, example)
+        return tracking.log_scorer("model", artifacts)
