@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first, pinned: without it pip would resolve a bare torch requirement to a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+# Whatever the targets start through PATH (`python3` in the MLproject commands, `mlflow`, `uvicorn`) comes
+# from .venv, without the user activating it.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 # `make demo CLIP=b16,b32 AVA_DIR=/data/AVA_dataset` runs the same workflow on real models and data.
 CLIP ?=

@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # works uninstalled too, as the MLproject commands do
+
+from clip_aesthetics.environment import interpreter_env, require_dependencies  # noqa: E402
 EXPERIMENT = "clip-aesthetics"
 N_IMAGES = 300
 # The seed's lr=1e-4 at batch 32 is sized for AVA's 230k training images; on 300 images it would
@@ -98,6 +101,7 @@ def summary(workdir: Path, scores: Path, timings: list) -> None:
 
 
 def main() -> None:
+    require_dependencies()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", default="", help="comma-separated CLIP models; empty = b16,b32 or stand-ins")
     parser.add_argument("--ava-dir", default="", help="an AVA folder; empty = generate the built-in dataset")
@@ -105,7 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     demo_data = workdir / "data" / "demo"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    # Subprocesses (mlflow run -> python3) use this interpreter's environment, activated or not.
+    env = interpreter_env({k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")})
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
     timings: list[tuple[str, float]] = []

@@ -11,9 +11,14 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from clip_aesthetics.embed import save_random_clip  # noqa: E402
+from clip_aesthetics.environment import interpreter_env  # noqa: E402
 from clip_aesthetics.sample_data import write_sample_ava  # noqa: E402
 
 N_SAMPLE_IMAGES = 240
+
+# Every subprocess a test starts (`mlflow run` -> python3, `mlflow models serve` -> uvicorn) must find this
+# interpreter's environment, not the machine's, also when pytest is run without activating the venv.
+os.environ["PATH"] = interpreter_env()["PATH"]
 
 
 @pytest.fixture(scope="session")

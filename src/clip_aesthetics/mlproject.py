@@ -12,7 +12,9 @@ from .cli import ClipAesthetics
 
 # MLproject entry point -> CLI subcommand. Settings that `mlflow run` decides itself are left out.
 ENTRY_POINTS = ["main", "embed", "train", "sweep", "register"]  # each is the CLI subcommand of that name
-SCRIPTS = {"sweep": "experiments/sweep.py"}  # entry points whose command is a script, not a subcommand
+# `python3`, not `python`: every environment has it (a venv, conda, a bare system), and where it is not the
+# project's environment, `python -m clip_aesthetics` says so in one line (environment.require_dependencies).
+INTERPRETER = "python3"
 NOT_PARAMETERS = {"experiment"}  # `mlflow run --experiment-name` chooses the experiment
 
 
@@ -38,8 +40,7 @@ def render() -> str:
         lines += [f"  {entry}:", "    parameters:"]
         lines += [_parameter(name, field) for name, field in fields.items()]
         flags = " ".join(f"--{name.replace('_', '-')} {{{name}}}" for name in fields)
-        program = SCRIPTS.get(entry) or f"-m clip_aesthetics {entry}"
-        lines += [f"    command: \"PYTHONPATH=src python {program} {flags}\"", ""]
+        lines += [f"    command: \"PYTHONPATH=src {INTERPRETER} -m clip_aesthetics {entry} {flags}\"", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
