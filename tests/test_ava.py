@@ -113,3 +113,42 @@ def test_official_split_uses_the_generic_test_list(tmp_path):
 
 def test_norm_divides_targets_by_ten():
     assert ava.target_scale(True) == 10.0 and ava.target_scale(False) == 1.0
+
+
+def test_a_utf8_bom_is_accepted(tmp_path):
+    path = write_ava(tmp_path / "AVA.txt", random_rows(4))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert len(ava.read_ava(path)) == 4
+
+
+def test_a_non_utf8_byte_names_its_line(tmp_path):
+    path = write_ava(tmp_path / "AVA.txt", random_rows(6))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[4] = lines[4].replace(b" 1 2 3", b" 1 2 \xe9")
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(ava.AvaFormatError, match=r"AVA.txt:5: not UTF-8 text \(byte 0xe9"):
+        ava.read_ava(path)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    (4, 2**63, "vote count 9223372036854775808 is above 1,000,000"),
+    (4, 10**7, "vote count 10000000 is above 1,000,000"),
+    (1, 2**63, "image id 9223372036854775808 is outside"),
+])
+def test_counts_and_ids_beyond_any_real_value_are_refused_with_the_line(tmp_path, field, value, words):
+    rows = random_rows(5)
+    rows[2][field] = value
+    with pytest.raises(ava.AvaFormatError, match=rf"AVA.txt:3: {words}"):
+        ava.read_ava(write_ava(tmp_path / "AVA.txt", rows))
+
+
+def test_ids_keep_their_written_form_for_file_lookup(tmp_path):
+    rows = random_rows(3)
+    rows[0][1] = "00761087"
+    table = ava.read_ava(write_ava(tmp_path / "AVA.txt", rows))
+    assert table["image_id"].iat[0] == 761087 and table["image_name"].iat[0] == "00761087"
+    images = tmp_path / "image"
+    images.mkdir()
+    assert ava.image_path(images, 761087, "00761087") == images / "761087.jpg", "falls back to the integer form"
+    (images / "00761087.jpg").write_bytes(b"x")
+    assert ava.image_path(images, 761087, "00761087") == images / "00761087.jpg"

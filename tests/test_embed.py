@@ -12,7 +12,7 @@ from clip_aesthetics import pipeline
 from clip_aesthetics.ava import read_ava
 from clip_aesthetics.config import DataSettings, EmbedSettings
 from clip_aesthetics.embed import ClipUnavailableError, embed_pixels, load_clip, resolve_clip
-from clip_aesthetics.images import load_rgb
+from clip_aesthetics.images import ImageError, load_rgb
 from clip_aesthetics.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
 
 
@@ -77,7 +77,7 @@ def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy,
         pipeline.embed_ava(data, embed, clip, progress=False)
     cache = pipeline.cache_for(embed.cache_dir, resolve_clip(clip), ava_copy / "image", "float32")
     assert len(cache.shards()) == 2, "two full shards of 32 were written before the kill"
-    done = len(cache.stamps())
+    done = len(cache.answers())
     assert done >= 64 and not list(cache.root.glob(".*.tmp")), "no half-written shard is left behind"
     seen = count_forwards(monkeypatch)
     report = pipeline.embed_ava(data, embed, clip, progress=False)
@@ -113,3 +113,100 @@ def test_image_folder_without_images_is_an_error(sample_ava, tmp_path):
         pipeline.image_dir(tmp_path / "ava")
     with pytest.raises(pipeline.DatasetError, match="no image folder"):
         pipeline.image_dir(tmp_path)
+
+
+def test_a_repaired_image_is_embedded_and_its_old_failure_forgotten(ava_copy, tiny_clip, tmp_path, monkeypatch):
+    """Missing, truncated and unreadable-by-permission files that are fixed later are used, not kept as failures."""
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
+    images = ava_copy / "image"
+    victim, twin = (int(i) for i in read_ava(ava_copy / "AVA.txt")["image_id"].iloc[:2])
+    real_load = embed_module.load_rgb
+
+    def permission_denied_for_victim(path):  # as the (root) test user cannot make a file unreadable to itself
+        if path.name == f"{victim}.jpg":
+            raise ImageError("unreadable file: Permission denied")
+        return real_load(path)
+
+    monkeypatch.setattr(embed_module, "load_rgb", permission_denied_for_victim)
+    first = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
+    assert {21, 23, victim} <= set(first.failures["image_id"])
+    shutil.copy(images / f"{twin}.jpg", images / "23.jpg")  # the missing file appears
+    shutil.copy(images / f"{twin}.jpg", images / "21.jpg")  # the truncated file is repaired
+    monkeypatch.setattr(embed_module, "load_rgb", real_load)  # the permission is fixed: size and mtime unchanged
+    seen = count_forwards(monkeypatch)
+    second = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
+    assert seen["images"] >= 2
+    assert {21, 23, victim} <= set(second.ids)
+    assert not {21, 23, victim} & set(second.failures["image_id"]), "the newest outcome wins"
+    expected = second.embeddings[np.flatnonzero(second.ids == twin)[0]]
+    np.testing.assert_allclose(second.embeddings[np.flatnonzero(second.ids == 23)[0]], expected, atol=1e-6)
+
+
+def test_failures_that_still_fail_do_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypatch):
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
+    pipeline.embed_ava(data, embed, clip, progress=False)
+    monkeypatch.setattr(pipeline, "load_clip", lambda *_: pytest.fail("model loaded for images that still fail"))
+    assert pipeline.embed_ava(data, embed, clip, progress=False).n_processed == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage", "flip"])
+def test_a_damaged_shard_is_set_aside_and_its_images_embedded_again(ava_copy, tiny_clip, tmp_path, damage, caplog):
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", shard_size=64)
+    report = pipeline.embed_ava(data, embed, clip, progress=False)
+    before = report.cache.load()
+    shard = report.cache.shards()[1]
+    payload = bytearray(shard.read_bytes())
+    if damage == "truncate":
+        payload = payload[: len(payload) // 2]
+    elif damage == "empty":
+        payload = bytearray()
+    elif damage == "garbage":
+        payload = bytearray(b"not a shard at all" * 50)
+    else:  # one flipped bit deep inside the embeddings: zip structure intact
+        payload[len(payload) // 2] ^= 0x01
+    shard.write_bytes(bytes(payload))
+
+    again = pipeline.embed_ava(data, embed, clip, progress=False)
+    assert again.n_processed > 0, "the damaged shard's images are embedded again"
+    assert (report.cache.root / "damaged").is_dir() and not shard.exists()
+    assert shard.name in caplog.text and "damaged" in caplog.text
+    after = again.cache.load()
+    order = np.argsort(after.ids)
+    np.testing.assert_array_equal(after.ids[order], np.sort(before.ids))
+    np.testing.assert_allclose(after.embeddings[order], before.embeddings[np.argsort(before.ids)], atol=1e-3)
+
+
+def test_train_never_reads_a_damaged_shard(ava_copy, tiny_clip, tmp_path):
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", shard_size=64)
+    cache = pipeline.embed_ava(data, embed, clip, progress=False).cache
+    shard = cache.shards()[0]
+    payload = bytearray(shard.read_bytes())
+    payload[len(payload) // 2] ^= 0x01
+    shard.write_bytes(bytes(payload))
+    with pytest.raises(pipeline.DatasetError, match="run `clip-aesthetics embed` again"):
+        pipeline.load_dataset(DataSettings(ava_dir=ava_copy), pipeline.EmbeddingCache(cache.root))
+
+
+def test_a_damaged_manifest_is_rewritten_by_embed_and_named_by_train(ava_copy, tiny_clip, tmp_path):
+    from clip_aesthetics.cache import CacheError
+
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
+    cache = pipeline.embed_ava(data, embed, clip, progress=False).cache
+    text = cache.manifest_path.read_text()
+    cache.manifest_path.write_text(text[: len(text) // 2])
+    with pytest.raises(CacheError, match="manifest.json is damaged.*embed"):
+        cache.load()
+    assert pipeline.embed_ava(data, embed, clip, progress=False).n_processed == 0
+    assert cache.manifest_path.read_text() == text
+
+
+def test_images_named_with_leading_zeros_are_found(ava_copy, tiny_clip, tmp_path):
+    lines = (ava_copy / "AVA.txt").read_text().splitlines()
+    fields = lines[0].split()
+    image_id = int(fields[1])
+    fields[1] = f"00{image_id}"
+    (ava_copy / "AVA.txt").write_text("\n".join([" ".join(fields), *lines[1:]]) + "\n")
+    (ava_copy / "image" / f"{image_id}.jpg").rename(ava_copy / "image" / f"00{image_id}.jpg")
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
+    cached = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
+    assert image_id in set(cached.ids) and image_id not in set(cached.failures["image_id"])

@@ -50,3 +50,54 @@ def test_bytes_decode_like_files(sample_ava):
         decode_rgb(b"")
     with pytest.raises(ImageError, match="truncated"):
         decode_rgb((sample_ava / "image" / "21.jpg").read_bytes())
+
+
+@pytest.mark.parametrize("mode, value, expected", [
+    ("I;16", 4096, 16),  # 4096/65535 of full scale: dark stays dark
+    ("I;16", 65535, 255),
+    ("I", 32768, 128),
+    ("F", 0.25, 64),
+    ("F", 1.0, 255),
+])
+def test_wide_grayscale_is_scaled_by_its_type_range(tmp_path, mode, value, expected):
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    image = Image.fromarray(np.full((6, 6), value, dtype=dtype))
+    if mode == "I":
+        image = image.convert("I")
+    path = tmp_path / ("a.png" if mode == "I;16" else "a.tif")  # 32-bit int and float need TIFF
+    image.save(path)
+    rgb = np.asarray(load_rgb(path))
+    assert rgb.shape == (6, 6, 3) and (rgb == expected).all(), f"{mode} {value} decoded to {rgb[0, 0]}"
+
+
+MEASURE_STRIP = """
+import io, resource, sys
+from PIL import Image
+from transformers import CLIPImageProcessor
+from clip_aesthetics.embed import _ImageSources
+from clip_aesthetics.images import decode_rgb
+processor = CLIPImageProcessor()  # CLIP's own sizes: short side to 224, centre crop 224
+def encoded(size):
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+sources = _ImageSources([(0, encoded((64, 48))), (1, encoded((int(sys.argv[1]), 1)))], decode_rgb, processor, False)
+sources[0]  # warm up: imports, buffers
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+key, pixels, reason, _ = sources[1]
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(pixels.shape, (after - before) / 1024)
+"""
+
+
+@pytest.mark.parametrize("width", [6000, 16000])
+def test_memory_per_image_is_bounded_whatever_the_aspect_ratio(width):
+    """A 6000x1 PNG is ~100 bytes; resized as CLIP does it would be 1.3 million x 224 pixels (GBs)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MEASURE_STRIP, str(width)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shape, grown_mb = done.stdout.strip().rsplit(" ", 1)
+    assert shape == "(3, 224, 224)"
+    assert float(grown_mb) < 200, f"decoding + preprocessing one {width}x1 image grew the peak RSS by {grown_mb} MB"

@@ -175,6 +175,6 @@ def test_score_without_a_registered_model_says_what_to_do(tmp_path, monkeypatch,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'empty.db'}")
     (tmp_path / "a.png").write_bytes(b"")
-    assert cli.main(["score", str(tmp_path / "a.png")]) == 1
+    assert cli.main(["score", str(tmp_path / "a.png")]) == 2
     error = capsys.readouterr().err
     assert "models:/clip-aesthetics@champion" in error and "clip-aesthetics register" in error

@@ -92,7 +92,7 @@ def test_norm_false_reuses_the_embedding_cache(sample_ava, tiny_clip, tmp_path, 
 
 def test_train_without_embeddings_says_to_embed_first(sample_ava, tiny_clip, tmp_path, tracking_uri, capsys):
     args = ["train", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache")]
-    assert cli.main(args) == 1
+    assert cli.main(args) == 2
     assert "run `clip-aesthetics embed`" in capsys.readouterr().err
 
 
@@ -107,7 +107,7 @@ def test_embed_then_train_entry_points(sample_ava, tiny_clip, tmp_path, tracking
 
 
 def test_missing_ava_txt_names_the_path(tmp_path, tiny_clip, tracking_uri, capsys):
-    assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(tmp_path / "AVA_dataset")]) == 1
+    assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(tmp_path / "AVA_dataset")]) == 2
     error = capsys.readouterr().err
     assert f"no AVA.txt at {tmp_path / 'AVA_dataset' / 'AVA.txt'}" in error and "image/<image_id>.jpg" in error
 

@@ -22,38 +22,36 @@ class AvaFormatError(ValueError):
     """AVA.txt (or a list beside it) is missing or malformed; the message says where."""
 
 
-def read_ava(path: Path) -> pd.DataFrame:
-    """Parse AVA.txt into image_id, c1..c10, n_votes, mean_score, keeping the file's row order.
+# Far above any real count (AVA's images have at most a few hundred votes each), far below int64 overflow.
+MAX_VOTES = 1_000_000
+MAX_IMAGE_ID = 2**63 - 1  # ids are stored as int64
+_BOM = b"\xef\xbb\xbf"
 
-    Rows without votes are kept (mean_score NaN) so that the seed's split, which shuffles the
-    table as read, is reproduced; `split_ava` drops them afterwards.
+
+def read_ava(path: Path) -> pd.DataFrame:
+    """Parse AVA.txt into image_id, image_name, c1..c10, n_votes, mean_score, keeping the file's row order.
+
+    `image_name` is the id as written (leading zeros kept): images are looked up by it first. Rows
+    without votes are kept (mean_score NaN) so that the seed's split, which shuffles the table as
+    read, is reproduced; `split_ava` drops them afterwards.
     """
     path = Path(path)
     if not path.is_file():
         raise AvaFormatError(f"no AVA.txt at {path}; {LAYOUT_HINT}")
-    ids, votes = [], []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = line.split()
-            if not fields:
+    ids, names, votes = [], [], []
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            fields = _fields(path, number, raw.removeprefix(_BOM) if number == 1 else raw)
+            if fields is None:
                 continue
-            if len(fields) != 15:
-                raise AvaFormatError(
-                    f"{path}:{number}: expected 15 fields (index image_id c1..c10 tag1 tag2 challenge), "
-                    f"found {len(fields)}"
-                )
-            try:
-                numbers = [int(f) for f in fields]
-            except ValueError:
-                raise AvaFormatError(f"{path}:{number}: fields must be integers, got {line.strip()!r}") from None
-            if min(numbers[2:12]) < 0:
-                raise AvaFormatError(f"{path}:{number}: negative vote count in {line.strip()!r}")
-            ids.append(numbers[1])
-            votes.append(numbers[2:12])
+            ids.append(fields[0])
+            names.append(fields[1])
+            votes.append(fields[2])
     if not ids:
         raise AvaFormatError(f"{path} holds no rows; {LAYOUT_HINT}")
     table = pd.DataFrame(np.asarray(votes, dtype=np.int64), columns=VOTE_COLUMNS)
     table.insert(0, "image_id", np.asarray(ids, dtype=np.int64))
+    table.insert(1, "image_name", pd.Series(names, dtype=object))
     duplicated = table["image_id"].duplicated()
     if duplicated.any():
         first = int(np.flatnonzero(duplicated.to_numpy())[0])
@@ -66,6 +64,43 @@ def read_ava(path: Path) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         table["mean_score"] = counts @ np.arange(1, 11) / table["n_votes"].to_numpy()
     return table
+
+
+def _fields(path: Path, number: int, raw: bytes) -> tuple[int, str, list[int]] | None:
+    """One line -> (image id, id as written, ten vote counts), or None for a blank line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise AvaFormatError(f"{path}:{number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                             f"{error.start + 1}); AVA.txt is plain ASCII: check the file is not damaged") from None
+    fields = line.split()
+    if not fields:
+        return None
+    if len(fields) != 15:
+        raise AvaFormatError(
+            f"{path}:{number}: expected 15 fields (index image_id c1..c10 tag1 tag2 challenge), found {len(fields)}"
+        )
+    try:
+        numbers = [int(f) for f in fields]
+    except ValueError:
+        raise AvaFormatError(f"{path}:{number}: fields must be integers, got {line.strip()!r}") from None
+    if not 0 <= numbers[1] <= MAX_IMAGE_ID:
+        raise AvaFormatError(f"{path}:{number}: image id {fields[1]} is outside 0..{MAX_IMAGE_ID}")
+    counts = numbers[2:12]
+    if min(counts) < 0:
+        raise AvaFormatError(f"{path}:{number}: negative vote count in {line.strip()!r}")
+    if max(counts) > MAX_VOTES:
+        raise AvaFormatError(f"{path}:{number}: vote count {max(counts)} is above {MAX_VOTES:,}: "
+                             "not a real count; check the file is not damaged")
+    return numbers[1], fields[1], counts
+
+
+def image_path(images: Path, image_id: int, name: str) -> Path:
+    """<images>/<id as written>.jpg when it exists, else <images>/<integer id>.jpg (AVA's own naming)."""
+    written = images / f"{name}.jpg"
+    if name != str(image_id) and not written.exists():
+        return images / f"{image_id}.jpg"
+    return written
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,9 @@ class ScoreCommand(ScoreSettings):
     inputs: CliPositionalArg[list[Path]] = Field(description="image files or folders")
 
     def cli_cmd(self) -> None:
-        from .scoring import score_files
+        from .scoring import check_output, score_files
 
+        check_output(self.out)
         frame = score_files(self.inputs, self.model, self.num_workers)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(self.out, index=False)
@@ -158,6 +159,7 @@ def _pandas_display():
 
 def main(argv: list[str] | None = None) -> int:
     from .ava import AvaFormatError
+    from .cache import CacheError
     from .embed import ClipUnavailableError
     from .pipeline import DatasetError
     from .registry import RegistryError
@@ -174,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (AvaFormatError, DatasetError, ClipUnavailableError, RegistryError, ScoringInputError, SweepError) as error:
+    except (AvaFormatError, CacheError, DatasetError, ClipUnavailableError, RegistryError, ScoringInputError) as error:
+        print(f"error: {error}", file=sys.stderr)  # one line: what is wrong and what to do
+        return 2
+    except SweepError as error:  # some grid points failed: the work was done, not all of it succeeded
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -18,7 +18,7 @@ from transformers import AutoImageProcessor, CLIPConfig, CLIPModel, CLIPVisionMo
 
 from .cache import EmbeddingCache, file_stamp
 from .config import CLIP_ALIASES
-from .images import ImageError, load_rgb
+from .images import ImageError, crop_long_side, load_rgb
 
 transformers.logging.set_verbosity_error()  # the load report lists every unused text-tower weight
 transformers.logging.disable_progress_bar()
@@ -46,6 +46,10 @@ def resolve_clip(clip: str, revision: str = "main", hub_timeout: float = 10.0) -
         if not (local / "config.json").is_file():
             raise ClipUnavailableError(f"{local} has no config.json: save the model there with save_pretrained")
         return ClipSource(str(local.resolve()), "local-" + _fingerprint(local), local.resolve())
+    if clip not in CLIP_ALIASES and (local.is_absolute() or clip.startswith((".", "~"))):
+        raise ClipUnavailableError(f"the local CLIP folder {local} does not exist (moved or deleted?); put the "
+                                   "folder saved with save_pretrained back there, or register the run, whose "
+                                   "registered model carries the CLIP weights")
     model_id = CLIP_ALIASES.get(clip, clip)
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -131,7 +135,7 @@ class _ImageSources(Dataset):
             image = self.load(source)
         except ImageError as error:
             return key, None, str(error), stamp
-        pixels = self.processor(images=image, return_tensors="np")["pixel_values"][0]
+        pixels = self.processor(images=crop_long_side(image), return_tensors="np")["pixel_values"][0]
         return key, pixels, None, stamp
 
 

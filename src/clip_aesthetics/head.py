@@ -43,12 +43,25 @@ def prepare(embeddings: np.ndarray, embed_norm: str) -> np.ndarray:
     raise ValueError(f"embed_norm={embed_norm!r}: expected none or l2")
 
 
+SCORE_RANGE = (1.0, 10.0)  # AVA's rating scale: every score a user sees lies in it
+
+
 @torch.inference_mode()
-def predict_scores(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.ndarray:
-    """Prepared features -> scores on the 1-10 scale."""
+def head_outputs(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.ndarray:
+    """Prepared features -> the head's output on the 1-10 scale, unclipped (for losses and for counting)."""
     head.eval()
     out = head(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))).squeeze(1)
     return out.double().numpy() * spec.target_scale
+
+
+def predict_scores(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.ndarray:
+    """Prepared features -> scores, clipped to 1-10: what every scoring path returns and evaluation measures."""
+    return np.clip(head_outputs(head, spec, features), *SCORE_RANGE)
+
+
+def n_outside_range(outputs: np.ndarray) -> int:
+    """How many head outputs needed clipping to give a 1-10 score."""
+    return int(np.count_nonzero((outputs < SCORE_RANGE[0]) | (outputs > SCORE_RANGE[1])))
 
 
 def fit(

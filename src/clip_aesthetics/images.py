@@ -19,6 +19,17 @@ MAX_PIXELS = 64_000_000
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 
 
+# Full scale of each wide grayscale mode: 16-bit integers (Pillow opens 16-bit PNGs as I or I;16) and
+# floats, which are taken as 0-1 intensities.
+_WIDE_GREY_RANGE = {"I": 65535.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "F": 1.0}
+
+# CLIP resizes the short side to its input size and keeps only the centre square, so an extreme strip
+# (6000x1 becomes 1.3 million x 224 pixels, gigabytes as floats) is cut to its centre first: long side at
+# most this multiple of the short side. Photos up to 8:1 (panoramas included) are left untouched; beyond,
+# CLIP still sees the same centre, sampled up to a pixel apart. Memory per image stays a few MB.
+MAX_ASPECT = 8.0
+
+
 class ImageError(Exception):
     """An image that cannot be used; str(error) is the reason recorded beside its id."""
 
@@ -64,11 +75,10 @@ def _to_rgb(image: Image.Image, max_pixels: int) -> Image.Image:
         raise ImageError(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")
     image.load()  # decode now, so truncation surfaces here with a reason
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit or float grayscale: stretch to 8 bits rather than clip to white.
-        values = np.asarray(image, dtype=np.float64)
-        top = values.max() if values.size and values.max() > 0 else 1.0
-        image = Image.fromarray((values / top * 255).clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode in _WIDE_GREY_RANGE:
+        # 16-bit or float grayscale: scale by the type's range (not the image's own maximum), so dark stays dark.
+        values = np.asarray(image, dtype=np.float64) / _WIDE_GREY_RANGE[image.mode]
+        image = Image.fromarray(np.rint(values.clip(0, 1) * 255).astype(np.uint8), mode="L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -77,6 +87,20 @@ def _to_rgb(image: Image.Image, max_pixels: int) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def crop_long_side(image: Image.Image, max_ratio: float = MAX_ASPECT) -> Image.Image:
+    """The centre of an image whose long side exceeds `max_ratio` x its short side; others unchanged."""
+    width, height = image.size
+    short = min(width, height)
+    keep = max(1, int(round(short * max_ratio)))
+    if max(width, height) <= keep:
+        return image
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
 
 
 def _describe(error: BaseException) -> str:

@@ -19,6 +19,7 @@ from .config import AvaSettings, DataSettings, EmbedSettings
 from .embed import (ClipSource, default_workers, embed_to_cache, load_clip, pick_device, pick_dtype,
                     resolve_clip)
 
+from .images import ImageError, load_rgb
 from .scoring import IMAGE_SUFFIXES
 
 
@@ -75,9 +76,11 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, clip: str, progress: bool
     cache = cache_for(embed.cache_dir, source, images, precision)
     cache.open({"model_id": source.model_id, "revision": source.revision, "image_dir": str(images.resolve()),
                 "embedding_dim": embedding_dim(source), "precision": precision})
-    ids = table.loc[table["n_votes"] > 0, "image_id"].tolist()
-    items = [(image_id, images / f"{image_id}.jpg") for image_id in ids]
-    todo = cache.missing(items)
+    voted = table[table["n_votes"] > 0]
+    items = [(image_id, ava.image_path(images, image_id, name))
+             for image_id, name in zip(voted["image_id"].tolist(), voted["image_name"].tolist(), strict=True)]
+    answers = cache.answers()
+    todo = still_failing_left_out(cache.missing(items, answers), answers)
     started = time.perf_counter()
     if todo:  # a complete cache does no CLIP work at all, not even loading the model
         model, processor = load_clip(source, device)
@@ -85,6 +88,22 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, clip: str, progress: bool
         embed_to_cache(cache, todo, model, processor, dtype, batch,
                        default_workers(embed.num_workers), embed.shard_size, progress)
     return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), table)
+
+
+def still_failing_left_out(todo: list[tuple[int, Path]], answers: dict) -> list[tuple[int, Path]]:
+    """Images that failed before are decoded again (cheap, no CLIP): those failing for the same reason stay as
+    recorded, so a cache whose only gaps are broken files does no CLIP work; repaired ones are embedded."""
+    kept = []
+    for image_id, path in todo:
+        answer = answers.get(image_id)
+        if answer is not None and answer.reason is not None:
+            try:
+                load_rgb(path)
+            except ImageError as error:
+                if str(error) == answer.reason:
+                    continue
+        kept.append((image_id, path))
+    return kept
 
 
 def locate_cache(data: AvaSettings, embed: EmbedSettings, clip: str) -> EmbedReport:

@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from .config import RegisterSettings
 from .sweep import CHILDREN_TAG, SWEEP_TAG
@@ -39,7 +40,11 @@ class Registration:
 
 def candidate_runs(client: MlflowClient, settings: RegisterSettings) -> list:
     if settings.run_id:
-        return [client.get_run(settings.run_id)]
+        try:
+            return [client.get_run(settings.run_id)]
+        except MlflowException as error:
+            raise RegistryError(f"no run {settings.run_id!r} in tracking store {mlflow.get_tracking_uri()} "
+                                f"({error.error_code}); copy the run id from the MLflow UI's run page") from None
     if settings.experiment_name:
         experiment = client.get_experiment_by_name(settings.experiment_name)
         if experiment is None:
@@ -69,26 +74,65 @@ def pick_best(runs: list, metric: str):
 
 
 def register(settings: RegisterSettings) -> Registration:
-    """Inside an active run (the register step's own): bundle the best run's scorer, register it, alias it."""
+    """Inside an active run (the register step's own): bundle the best run's scorer, register it, alias it.
+
+    Safe under concurrency, also against a remote tracking server where no local lock helps: it converges
+    after the fact. Of several versions registered from the same run the oldest stays and the others are
+    deleted by their writers; `champion` is recomputed from all versions, until no new one appears.
+    """
     client = MlflowClient()
     value, run = pick_best(candidate_runs(client, settings), settings.metric)
     run_id, name = run.info.run_id, settings.model_name
-    previous = _version_of_run(client, name, run_id)
-    if previous is not None:
-        aliases = [a for a, v in client.get_registered_model(name).aliases.items() if v == previous.version]
-        return Registration(run_id, previous.version, ",".join(aliases), value, created=False)
-    model_uri = bundle_scorer(run, settings.bundle_dtype)
-    version = mlflow.register_model(model_uri, name, tags=_version_tags(run, settings.metric, value))
-    alias = CHAMPION if _beats_champion(client, name, settings.metric, value) else CHALLENGER
-    client.set_registered_model_alias(name, alias, version.version)
-    return Registration(run_id, version.version, alias, value, created=True)
+    existing = versions_of_run(client, name, run_id)
+    created = not existing
+    if existing:
+        version = existing[0].version
+    else:
+        model_uri = bundle_scorer(run, settings.bundle_dtype)
+        mine = mlflow.register_model(model_uri, name, tags=_version_tags(run, settings.metric, value)).version
+        version = versions_of_run(client, name, run_id)[0].version  # the oldest wins a concurrent registration
+        if version != mine:
+            client.delete_model_version(name, mine)
+            created = False
+    champion = elect_champion(client, name, settings.metric)
+    if champion == version:
+        alias = CHAMPION
+    elif created:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        alias = CHALLENGER
+    else:
+        alias = ",".join(a for a, v in client.get_registered_model(name).aliases.items() if v == version)
+    return Registration(run_id, version, alias, value, created=created)
 
 
-def _version_of_run(client: MlflowClient, name: str, run_id: str):
-    """The version registered from training run `run_id`, if any (its `run_id` tag names it)."""
-    if not client.search_registered_models(f"name = '{name}'"):
-        return None
-    return next((v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("run_id") == run_id), None)
+def quoted(value: str) -> str:
+    """A string literal for an MLflow filter (which has no escapes: the quote must not occur inside)."""
+    quote = "'" if "'" not in value else '"'
+    if quote in value:
+        raise RegistryError(f"{value!r} holds both quote characters; MLflow's filters cannot express it")
+    return f"{quote}{value}{quote}"
+
+
+def versions_of_run(client: MlflowClient, name: str, run_id: str) -> list:
+    """The versions of `name` registered from training run `run_id` (its `run_id` tag), oldest first."""
+    versions = client.search_model_versions(f"name = {quoted(name)}")
+    return sorted((v for v in versions if v.tags.get("run_id") == run_id), key=lambda v: int(v.version))
+
+
+def elect_champion(client: MlflowClient, name: str, metric: str) -> str | None:
+    """Point `champion` at the best version by `metric` (the oldest among equals); repeat while versions appear."""
+    for _ in range(5):
+        versions = client.search_model_versions(f"name = {quoted(name)}")
+        scored = [(float(v.tags.get(metric, "nan")), -int(v.version), v.version) for v in versions]
+        scored = [row for row in scored if not math.isnan(row[0])]
+        if not scored:
+            return None
+        best = max(scored)[2]
+        if client.get_registered_model(name).aliases.get(CHAMPION) != best:
+            client.set_registered_model_alias(name, CHAMPION, best)
+        if {v.version for v in client.search_model_versions(f"name = {quoted(name)}")} == {v.version for v in versions}:
+            return best
+    return best
 
 
 def _version_tags(run, metric: str, value: float) -> dict[str, str]:
@@ -96,14 +140,6 @@ def _version_tags(run, metric: str, value: float) -> dict[str, str]:
     return {"run_id": run.info.run_id, "clip_model_id": params.get("clip_model_id", ""),
             "clip_revision": params.get("clip_revision", ""), metric: str(value),
             "val_spearman": str(score_of(run, "val_spearman")), "test_spearman": str(score_of(run, "test_spearman"))}
-
-
-def _beats_champion(client: MlflowClient, name: str, metric: str, value: float) -> bool:
-    current = client.get_registered_model(name).aliases.get(CHAMPION)
-    if current is None:
-        return True
-    champion_value = float(client.get_model_version(name, current).tags.get(metric, "nan"))
-    return math.isnan(champion_value) or value > champion_value
 
 
 def bundle_scorer(run, dtype: str) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from .embed import ClipSource, default_workers, embed_sources, load_clip, pick_device, pick_dtype, resolve_clip
@@ -22,6 +24,8 @@ DEFAULT_BATCH = {"cuda": 256, "cpu": 32}
 
 def _image_bytes(value) -> bytes:
     """Bytes as given, or decoded from a base64 string (as JSON requests carry them)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        raise ImageError("no image in this row (null or absent)")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, str):
@@ -34,6 +38,10 @@ def _image_bytes(value) -> bytes:
 
 def _decode_value(value):
     return decode_rgb(_image_bytes(value))
+
+
+def _bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 class AestheticScorer(PythonModel):
@@ -67,15 +75,26 @@ class AestheticScorer(PythonModel):
         return self
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """`image` column (bytes or base64) -> DataFrame(score, error); `path` only outside a server."""
+        """`image` column (bytes or base64) -> DataFrame(score, error); `path` only outside a server.
+
+        A bad row gets NaN and its reason; a request that cannot be scored at all raises an error whose
+        message (what a server answers with, as HTTP 400) says what was wrong.
+        """
         frame = pd.DataFrame(model_input)
-        if "image" in frame.columns and frame["image"].notna().any():
+        served = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
+        if len(frame) == 0:
+            # (MLflow drops columns outside the signature first, so a request with only unknown columns lands here)
+            raise _bad_request("the request holds no rows with an `image` column: send one row per image, "
+                               "e.g. {\"dataframe_records\": [{\"image\": \"<base64>\"}]}")
+        if "image" in frame.columns and (served or frame["image"].notna().any()):
             return self._score(list(frame["image"]), _decode_value, threads=True)
         if "path" in frame.columns:
-            if os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true":
-                raise ValueError("the served model accepts only an `image` column of base64 images, not `path`")
+            if served:
+                raise _bad_request("the served model accepts only an `image` column of base64 images, not `path` "
+                                   "(a server does not read files named by its clients)")
             return self.score_paths(list(frame["path"]))
-        raise ValueError(f"expected an `image` column (encoded image bytes) or a `path` column, got {list(frame.columns)}")
+        raise _bad_request(f"expected an `image` column (encoded image bytes, base64 in JSON)"
+                           f"{'' if served else ' or a `path` column'}, got columns {list(frame.columns)}")
 
     def score_paths(self, paths: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
         workers = default_workers(num_workers)

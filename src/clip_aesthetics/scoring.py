@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,8 @@ def load_scorer(model_uri: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from .embed import ClipUnavailableError
+
     try:
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except MlflowException as error:
@@ -41,6 +44,18 @@ def load_scorer(model_uri: str):
             f"cannot load model {model_uri!r} from tracking store {mlflow.get_tracking_uri()}: {error.message} "
             "(register one with `clip-aesthetics register`, or pass --model runs:/RUN_ID/model)"
         ) from error
+    except (ClipUnavailableError, RuntimeError, OSError) as error:  # the model's CLIP is gone or changed
+        raise ScoringInputError(f"model {model_uri!r} cannot score: {error}") from error
+
+
+def check_output(out: Path) -> None:
+    """Refuse, before any work, an output path that cannot be written as a file."""
+    out = Path(out)
+    if out.is_dir():
+        raise ScoringInputError(f"--out {out} is a folder; give a file name, e.g. {out / 'scores.csv'}")
+    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ScoringInputError(f"--out {out}: cannot create files under {folder}")
 
 
 def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:

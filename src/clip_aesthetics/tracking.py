@@ -118,7 +118,7 @@ def scorer_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder
 def log_scorer(name: str, artifacts: dict[str, str]) -> str:
     """Log the image scorer as a models-from-code pyfunc carrying this package; returns its model URI."""
     signature = ModelSignature(
-        inputs=Schema([ColSpec("binary", "image", required=False), ColSpec("string", "path", required=False)]),
+        inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)]),
         outputs=Schema([ColSpec("double", "score"), ColSpec("string", "error")]),
     )
     requirements = [f"{name}=={importlib.metadata.version(name)}" for name in _RUNTIME_PACKAGES]

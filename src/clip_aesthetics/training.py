@@ -14,7 +14,8 @@ import torch
 
 from . import ava, metrics, plots, tracking
 from .config import DataSettings, TrainSettings
-from .head import HeadSpec, build_head, fit, fit_ridge, predict_scores, prepare
+from .head import (SCORE_RANGE, HeadSpec, build_head, fit, fit_ridge, head_outputs, n_outside_range, predict_scores,
+                   prepare)
 from .pipeline import Dataset, EmbedReport, load_dataset
 
 
@@ -43,7 +44,9 @@ def train_and_evaluate(
     def after_epoch(epoch: int, train_loss: float) -> None:
         row = {"epoch": epoch, "train_loss": train_loss,
                "train_mse": metrics.mse(dataset.train.scores, predict_scores(head, spec, features["train"]))}
-        test_pred = predict_scores(head, spec, features["test"])
+        test_outputs = head_outputs(head, spec, features["test"])
+        test_pred = np.clip(test_outputs, *SCORE_RANGE)
+        row["test_clipped_predictions"] = n_outside_range(test_outputs)  # a broken model shows here
         if has_val:
             row.update(metrics.evaluate("val", dataset.val.scores, predict_scores(head, spec, features["val"])))
         row.update(metrics.evaluate("test", dataset.test.scores, test_pred))
@@ -61,7 +64,7 @@ def train_and_evaluate(
         result.ridge_lambda = fit_ridge(head, features["train"], targets, features["val"] if has_val else None,
                                         val_targets)
         result.seconds = time.perf_counter() - started
-        residual = predict_scores(head, spec, features["train"]) / spec.target_scale - targets
+        residual = head_outputs(head, spec, features["train"]) / spec.target_scale - targets
         after_epoch(1, float(np.mean(residual ** 2)))
         return result
     fit(head, features["train"], targets, train.epochs, train.lr, train.batch_size, seed, after_epoch)
