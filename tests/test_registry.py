@@ -13,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from clip_aesthetics import cli
 from servers import free_port, wait_until_serving
@@ -151,16 +152,18 @@ def test_served_model_answers_base64_images_and_refuses_paths(store, tmp_path):
     try:
         wait_until_serving(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
         image = base64.b64encode((store["ava"] / "image" / "14.jpg").read_bytes()).decode()
-        status, body = post(f"http://127.0.0.1:{port}/invocations",
-                            {"dataframe_records": [{"image": image}, {"image": base64.b64encode(b"junk").decode()}]})
+        status, body = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [
+            {"image": image}, {"image": base64.b64encode(b"junk").decode()}, {"image": None}, {"image": 7}]})
         assert status == 200, body
-        first, second = body["predictions"]
+        first, *bad = body["predictions"]
         assert 1 <= first["score"] <= 10 and first["error"] == ""
-        assert second["score"] is None or second["score"] != second["score"]
-        assert "not an image" in second["error"]
-        status, body = post(f"http://127.0.0.1:{port}/invocations",
-                            {"dataframe_records": [{"path": str(store["ava"] / "image" / "14.jpg")}]})
-        assert status >= 400 and "not `path`" in str(body)
+        assert all(row["score"] is None or row["score"] != row["score"] for row in bad)
+        assert "not an image" in bad[0]["error"] and "no image in this row" in bad[1]["error"]
+        assert "got int" in bad[2]["error"]
+        for records, words in (([{"path": str(store["ava"] / "image" / "14.jpg")}], "not `path`"),
+                               ([], "no rows"), ([{"picture": image}], "no rows with an `image` column")):
+            status, body = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records})
+            assert status == 400 and words in json.loads(body)["message"], body[:500]
     finally:
         server.terminate()
         try:
@@ -178,3 +181,148 @@ def test_score_without_a_registered_model_says_what_to_do(tmp_path, monkeypatch,
     assert cli.main(["score", str(tmp_path / "a.png")]) == 2
     error = capsys.readouterr().err
     assert "models:/clip-aesthetics@champion" in error and "clip-aesthetics register" in error
+
+
+@pytest.fixture
+def one_run(sample_ava, tiny_clip, tmp_path, tracking_uri):
+    """A fresh store holding one finished training run (its own, so versions can be counted)."""
+    assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir",
+                     str(tmp_path / "cache"), "--epochs", "2", "--lr", "0.003", "--batch-size", "16",
+                     "--num-workers", "0"]) == 0
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("clip-aesthetics").experiment_id
+    return client, client.search_runs([experiment])[0]
+
+
+def aliases(client, name=NAME) -> dict[str, str]:
+    return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+
+
+def test_concurrent_registration_of_one_run_converges_on_one_version(one_run, monkeypatch, capsys):
+    """Another process registers the same run between our check and our registration: one version remains."""
+    from clip_aesthetics import registry
+
+    client, run = one_run
+    real_register = registry.mlflow.register_model
+
+    def another_writer_first(model_uri, name, tags=None):
+        real_register(model_uri, name, tags=tags)  # what the concurrent `register` did a moment before
+        return real_register(model_uri, name, tags=tags)
+
+    monkeypatch.setattr(registry.mlflow, "register_model", another_writer_first)
+    assert cli.main(["register", "--run-id", run.info.run_id]) == 0
+    versions = client.search_model_versions(f"name = '{NAME}'")
+    assert [str(v.version) for v in versions] == ["1"], "the later writer removed its own version"
+    assert aliases(client) == {"champion": "1"}
+    assert "was already" in capsys.readouterr().out
+
+
+def test_champion_is_recomputed_from_all_versions(one_run, monkeypatch):
+    """Two writers each saw no champion and set their own: the alias ends on the better version."""
+    from clip_aesthetics import registry
+
+    client, run = one_run
+    assert cli.main(["register", "--run-id", run.info.run_id]) == 0
+    version = client.get_model_version(NAME, "1")
+    better = client.create_model_version(NAME, version.source, tags={**version.tags, "run_id": "other",
+                                                                       "val_spearman": "0.99"})
+    client.set_registered_model_alias(NAME, "champion", "1")  # the stale decision of the first writer
+    assert registry.elect_champion(client, NAME, "val_spearman") == str(better.version)
+    assert aliases(client)["champion"] == str(better.version)
+
+
+def test_model_names_with_quotes_are_searched_safely(one_run, capsys):
+    client, run = one_run
+    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", "it's mine"]) == 0
+    assert aliases(client, "it's mine") == {"champion": "1"}
+    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", "it's mine"]) == 0
+    assert "was already" in capsys.readouterr().out
+    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", "both ' and \""]) == 2
+    assert "both quote characters" in capsys.readouterr().err
+
+
+def test_register_of_an_unknown_run_is_one_line(one_run, capsys):
+    assert cli.main(["register", "--run-id", "0123456789abcdef0123456789abcdef"]) == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert error.startswith("error: no run '0123456789abcdef0123456789abcdef'")
+
+
+def one_error_line(stderr: str) -> str:
+    """The CLI's message: exactly one `error:` line and no traceback (MLflow's progress bars may surround it)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    return lines[0]
+
+
+def logged_model_uri(run_id: str) -> str:
+    return mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")[0].model_uri
+
+
+def test_scores_are_clipped_to_1_10_in_every_path(one_run, sample_ava, tmp_path):
+    _, run = one_run
+    scorer = mlflow.pyfunc.load_model(logged_model_uri(run.info.run_id))
+    head = scorer.unwrap_python_model().head
+    image = (sample_ava / "image" / "14.jpg").read_bytes()
+    for bias, expected in ((-100.0, 1.0), (100.0, 10.0)):  # a broken head
+        with torch.no_grad():
+            head.bias.fill_(bias)
+        assert scorer.predict(pd.DataFrame({"image": [image, image]}))["score"].tolist() == [expected, expected]
+        paths = scorer.unwrap_python_model().score_paths([sample_ava / "image" / "14.jpg"], num_workers=0)
+        assert paths["score"].tolist() == [expected]
+
+
+def test_training_counts_the_test_predictions_it_had_to_clip(sample_ava, tiny_clip, tmp_path, tracking_uri):
+    """Raw targets with a barely trained head: outputs near 0, every one below 1."""
+    assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir",
+                     str(tmp_path / "cache"), "--norm", "false", "--epochs", "1", "--lr", "1e-7",
+                     "--num-workers", "0"]) == 0
+    client = mlflow.MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id])[0]
+    predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
+    assert run.data.metrics["test_clipped_predictions"] == len(predictions) == int(run.data.params["n_test"])
+    assert (predictions["score_pred"] == 1.0).all()
+
+
+def test_score_refuses_a_folder_as_output_before_any_work(one_run, sample_ava, tmp_path, capsys):
+    assert cli.main(["score", str(sample_ava / "image" / "14.jpg"), "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"--out {tmp_path} is a folder" in error and "scores.csv" in error
+
+
+def test_score_with_a_run_model_whose_clip_folder_moved_is_one_line(one_run, tiny_clip, sample_ava, tmp_path, capsys):
+    _, run = one_run
+    moved = tiny_clip.with_name(tiny_clip.name + ".moved")
+    tiny_clip.rename(moved)
+    try:
+        code = cli.main(["score", "--model", f"runs:/{run.info.run_id}/model", str(sample_ava / "image" / "14.jpg"),
+                         "--out", str(tmp_path / "s.csv")])
+    finally:
+        moved.rename(tiny_clip)
+    error = one_error_line(capsys.readouterr().err)
+    assert code == 2
+    assert f"the local CLIP folder {tiny_clip} does not exist" in error and "register" in error
+
+
+@pytest.mark.parametrize("frame, words", [
+    (pd.DataFrame({"image": []}), "no rows"),
+    (pd.DataFrame({"picture": ["x"]}), "expected an `image` column"),
+])
+def test_requests_that_cannot_be_scored_say_why(one_run, frame, words):
+    from mlflow.exceptions import MlflowException
+
+    _, run = one_run
+    model = mlflow.pyfunc.load_model(logged_model_uri(run.info.run_id)).unwrap_python_model()
+    with pytest.raises(MlflowException, match=words):
+        model.predict(None, frame)
+
+
+def test_bad_rows_get_nan_and_a_reason_beside_good_ones(one_run, sample_ava):
+    _, run = one_run
+    scorer = mlflow.pyfunc.load_model(logged_model_uri(run.info.run_id))
+    good = base64.b64encode((sample_ava / "image" / "14.jpg").read_bytes()).decode()
+    out = scorer.predict(pd.DataFrame({"image": [good, None, 5, "not base64!"]}))
+    assert 1 <= out["score"].iat[0] <= 10 and out["error"].iat[0] == ""
+    assert out["score"].iloc[1:].isna().all()
+    assert list(out["error"].iloc[1:]) == ["no image in this row (null or absent)",
+                                           "image must be bytes or a base64 string, got int",
+                                           "image is a string but not valid base64"]

@@ -86,11 +86,11 @@ def register(settings: RegisterSettings) -> Registration:
     existing = versions_of_run(client, name, run_id)
     created = not existing
     if existing:
-        version = existing[0].version
+        version = str(existing[0].version)
     else:
         model_uri = bundle_scorer(run, settings.bundle_dtype)
-        mine = mlflow.register_model(model_uri, name, tags=_version_tags(run, settings.metric, value)).version
-        version = versions_of_run(client, name, run_id)[0].version  # the oldest wins a concurrent registration
+        mine = str(mlflow.register_model(model_uri, name, tags=_version_tags(run, settings.metric, value)).version)
+        version = str(versions_of_run(client, name, run_id)[0].version)  # the oldest wins a concurrent registration
         if version != mine:
             client.delete_model_version(name, mine)
             created = False
@@ -101,7 +101,7 @@ def register(settings: RegisterSettings) -> Registration:
         client.set_registered_model_alias(name, CHALLENGER, version)
         alias = CHALLENGER
     else:
-        alias = ",".join(a for a, v in client.get_registered_model(name).aliases.items() if v == version)
+        alias = ",".join(a for a, v in client.get_registered_model(name).aliases.items() if str(v) == version)
     return Registration(run_id, version, alias, value, created=created)
 
 
@@ -123,12 +123,12 @@ def elect_champion(client: MlflowClient, name: str, metric: str) -> str | None:
     """Point `champion` at the best version by `metric` (the oldest among equals); repeat while versions appear."""
     for _ in range(5):
         versions = client.search_model_versions(f"name = {quoted(name)}")
-        scored = [(float(v.tags.get(metric, "nan")), -int(v.version), v.version) for v in versions]
+        scored = [(float(v.tags.get(metric, "nan")), -int(v.version), str(v.version)) for v in versions]
         scored = [row for row in scored if not math.isnan(row[0])]
         if not scored:
             return None
         best = max(scored)[2]
-        if client.get_registered_model(name).aliases.get(CHAMPION) != best:
+        if str(client.get_registered_model(name).aliases.get(CHAMPION)) != best:
             client.set_registered_model_alias(name, CHAMPION, best)
         if {v.version for v in client.search_model_versions(f"name = {quoted(name)}")} == {v.version for v in versions}:
             return best
