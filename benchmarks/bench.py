@@ -31,8 +31,8 @@ import synthetic  # noqa: E402
 from clip_aesthetics.ava import target_scale  # noqa: E402
 from clip_aesthetics.cache import EmbeddingCache  # noqa: E402
 from clip_aesthetics.config import TrainSettings  # noqa: E402
-from clip_aesthetics.embed import (default_workers, embed_pixels, embed_to_cache, load_clip, resolve_clip,  # noqa: E402
-                                   save_random_clip)
+from clip_aesthetics.clip import load_clip, resolve_clip, save_random_clip  # noqa: E402
+from clip_aesthetics.embed import default_workers, embed_pixels, embed_to_cache  # noqa: E402
 from clip_aesthetics.head import HeadSpec, build_head, fit, fit_ridge, predict_scores  # noqa: E402
 from clip_aesthetics.images import load_rgb  # noqa: E402
 from clip_aesthetics.metrics import spearman  # noqa: E402

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from clip_aesthetics.cache import EmbeddingCache
-from clip_aesthetics.embed import _ImageSources, _batches, embed_to_cache, load_clip, resolve_clip, save_random_clip
+from clip_aesthetics.clip import load_clip, resolve_clip, save_random_clip
+from clip_aesthetics.embed import _ImageSources, _batches, embed_to_cache
 from clip_aesthetics.images import load_rgb
 from clip_aesthetics.sample_data import write_sample_ava
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_aesthetics.embed import resolve_clip, save_random_clip
+from clip_aesthetics.clip import resolve_clip, save_random_clip
 from clip_aesthetics.pipeline import Dataset, SplitFeatures, cache_for
 
 AVA_ROWS, SEED_TRAIN = 255_530, 229_971

@@ -27,6 +27,7 @@ EXPERIMENT = "clip-aesthetics"
 N_IMAGES = 300
 # The seed's lr=1e-4 at batch 32 is sized for AVA's 230k training images; on 300 images it would
 # take ~50 steps in 5 epochs and learn nothing, so the built-in data takes larger, more frequent steps.
+UI_PAGE = "http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 SMALL_DATA_TRAINING = ["-P", "lr=0.01", "-P", "batch_size=8"]
 
 
@@ -39,7 +40,7 @@ def step(title: str, command: list[str], env: dict, cwd: Path, timings: list) ->
 
 def stand_in_clips(folder: Path) -> str:
     """Use b16,b32 when already cached locally; otherwise build small stand-ins (no download either way)."""
-    from clip_aesthetics.embed import ClipUnavailableError, resolve_clip, save_random_clip
+    from clip_aesthetics.clip import ClipUnavailableError, resolve_clip, save_random_clip
 
     try:
         for alias in ("b16", "b32"):
@@ -96,8 +97,9 @@ def summary(workdir: Path, scores: Path, timings: list) -> None:
     print(f"{sum(s for _, s in timings):7.1f} s  total")
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     command = str(mlflow_cli) if mlflow_cli.exists() else f"{sys.executable} -m mlflow"
+    # MLflow's UI remembers a GenAI/model-training switch per browser (GenAI unless chosen): the link chooses.
     print(f"\nOpen the MLflow UI on these runs:\n  cd {workdir} && {command} ui --backend-store-uri sqlite:///mlflow.db\n"
-          "  then http://127.0.0.1:5000")
+          f"  then {UI_PAGE.format(experiment_id=experiment.experiment_id)}")
 
 
 def main() -> None:

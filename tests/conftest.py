@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from clip_aesthetics.embed import save_random_clip  # noqa: E402
+from clip_aesthetics.clip import save_random_clip  # noqa: E402
 from clip_aesthetics.environment import interpreter_env  # noqa: E402
 from clip_aesthetics.sample_data import write_sample_ava  # noqa: E402
 

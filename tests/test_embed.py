@@ -11,7 +11,8 @@ from clip_aesthetics import embed as embed_module
 from clip_aesthetics import pipeline
 from clip_aesthetics.ava import read_ava
 from clip_aesthetics.config import DataSettings, EmbedSettings
-from clip_aesthetics.embed import ClipUnavailableError, embed_pixels, load_clip, resolve_clip
+from clip_aesthetics.clip import ClipUnavailableError, load_clip, resolve_clip
+from clip_aesthetics.embed import embed_pixels
 from clip_aesthetics.images import ImageError, load_rgb
 from clip_aesthetics.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
 
@@ -22,7 +23,7 @@ def ava_copy(sample_ava, tmp_path):
 
 
 def settings(ava_dir, clip, cache, **embed):
-    return DataSettings(ava_dir=ava_dir), EmbedSettings(cache_dir=cache, **{"num_workers": 0, **embed}), str(clip)
+    return DataSettings(ava_dir=ava_dir), EmbedSettings(cache_dir=cache, **{"num_workers": 0, **embed}), resolve_clip(str(clip))
 
 
 def count_forwards(monkeypatch, fail_after=None):
@@ -75,7 +76,7 @@ def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy,
     count_forwards(monkeypatch, fail_after=5)
     with pytest.raises(KeyboardInterrupt):
         pipeline.embed_ava(data, embed, clip, progress=False)
-    cache = pipeline.cache_for(embed.cache_dir, resolve_clip(clip), ava_copy / "image", "float32")
+    cache = pipeline.cache_for(embed.cache_dir, clip, ava_copy / "image", "float32")
     assert len(cache.shards()) == 2, "two full shards of 32 were written before the kill"
     done = len(cache.answers())
     assert done >= 64 and not list(cache.root.glob(".*.tmp")), "no half-written shard is left behind"

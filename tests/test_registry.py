@@ -59,8 +59,33 @@ def test_register_promotes_the_best_child_by_val_spearman(store):
     assert champion.tags["run_id"] == best.info.run_id
     assert float(champion.tags["val_spearman"]) == pytest.approx(best.data.metrics["best_val_spearman"])
     assert champion.tags["clip_model_id"] == best.data.params["clip_model_id"]
-    assert champion.tags["clip_revision"] == best.data.params["clip_revision"]
+    assert champion.tags["clip_revision"] == best.data.params["clip_resolved_revision"]
     assert float(champion.tags["test_spearman"]) == pytest.approx(best.data.metrics["best_test_spearman"])
+
+
+def test_the_champions_source_run_is_the_training_run_with_its_datasets(store):
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    assert champion.run_id == champion.tags["run_id"], "the UI's lineage leads to the training run"
+    training = client.get_run(champion.run_id)
+    assert "mlflow.parentRunId" in training.data.tags and "best_val_spearman" in training.data.metrics
+    inputs = training.inputs.dataset_inputs
+    contexts = {tag.value for i in inputs for tag in i.tags if tag.key == "mlflow.data.context"}
+    assert contexts == {"train", "validation", "test"}
+    assert len({i.dataset.digest for i in inputs}) == 1 and champion.tags["dataset_digest"] == inputs[0].dataset.digest
+    sizes = {i.tags[0].value: json.loads(i.dataset.profile)["num_rows"] for i in inputs}
+    assert sizes == {"train": int(training.data.params["n_train"]), "validation": int(training.data.params["n_val"]),
+                     "test": int(training.data.params["n_test"])}
+    bundled = mlflow.search_logged_models(experiment_ids=[training.info.experiment_id], output_format="list",
+                                          filter_string=f"source_run_id = '{champion.run_id}' and name = 'scorer'")
+    assert len(bundled) == 1, "the self-contained copy is a model of the training run"
+    model = client.get_logged_model(bundled[0].model_id)
+    linked = {m.key: m.value for m in model.metrics or []}
+    assert linked["best_val_spearman"] == pytest.approx(training.data.metrics["best_val_spearman"])
+    assert "AVA's 1-10 scale" in client.get_registered_model(NAME).description
+    assert champion.tags["clip_model_id"] in champion.description and "val_spearman" in champion.description
+    experiment = client.get_experiment(training.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_registering_again_creates_no_version(store, capsys):

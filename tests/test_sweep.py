@@ -31,7 +31,7 @@ def test_sweep_runs_the_grid_as_children_and_reuses_them(sample_ava, tiny_clip, 
     real_embed = sweep_module.embed_ava
     monkeypatch.setattr(sweep_module, "embed_ava", lambda *a, **k: embedded.append(a[2]) or real_embed(*a, **k))
     assert cli.main(sweep_args(sample_ava, tiny_clip, tiny_clip_b, tmp_path)) == 0
-    assert embedded == [str(tiny_clip), str(tiny_clip_b)], "each CLIP model is embedded once for the whole sweep"
+    assert [source.model_id for source in embedded] == [str(tiny_clip), str(tiny_clip_b)], "each CLIP model is embedded once"
     parents, children = runs_by_kind()
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
@@ -42,6 +42,11 @@ def test_sweep_runs_the_grid_as_children_and_reuses_them(sample_ava, tiny_clip, 
     assert {c.info.run_name for c in children} == {"tiny-a-normed", "tiny-a-raw", "tiny-b-normed", "tiny-b-raw"}
     best = max(children, key=lambda c: c.data.metrics["best_val_spearman"])
     assert parent.data.tags["best_run"] == best.info.run_id
+    description = parent.data.tags["mlflow.note.content"]
+    assert f"Best: **{best.info.run_name}**" in description and "| epoch | tiny-a-normed" in description
+    (parent_input,) = parent.inputs.dataset_inputs  # the AVA table, once, with the children's digest
+    assert parent_input.dataset.name.endswith("AVA.txt#all splits")
+    assert {i.dataset.digest for c in children for i in c.inputs.dataset_inputs} == {parent_input.dataset.digest}
     table = mlflow.load_table("comparison/children.json", run_ids=[parent.info.run_id])
     assert sorted(table["run_name"]) == sorted(c.info.run_name for c in children)
     assert table["best_test_spearman"].notna().all()
@@ -58,7 +63,7 @@ def test_sweep_runs_the_grid_as_children_and_reuses_them(sample_ava, tiny_clip, 
 
 def test_a_killed_sweep_completes_the_rest_when_restarted(sample_ava, tiny_clip, tiny_clip_b, tmp_path,
                                                           tracking_uri, monkeypatch):
-    real_training = sweep_module.tracked_training
+    real_training = sweep_module.train_and_log
     calls = []
 
     def killed_on_second_child(*args, **kwargs):
@@ -67,12 +72,12 @@ def test_a_killed_sweep_completes_the_rest_when_restarted(sample_ava, tiny_clip,
             raise KeyboardInterrupt("simulated kill")
         return real_training(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "tracked_training", killed_on_second_child)
+    monkeypatch.setattr(sweep_module, "train_and_log", killed_on_second_child)
     with pytest.raises(KeyboardInterrupt):
         cli.main(sweep_args(sample_ava, tiny_clip, tiny_clip_b, tmp_path))
     _, children = runs_by_kind()
     assert sum(c.info.status == "FINISHED" for c in children) == 1
-    monkeypatch.setattr(sweep_module, "tracked_training", real_training)
+    monkeypatch.setattr(sweep_module, "train_and_log", real_training)
     assert cli.main(sweep_args(sample_ava, tiny_clip, tiny_clip_b, tmp_path)) == 0
     _, children = runs_by_kind()
     finished = [c for c in children if c.info.status == "FINISHED"]

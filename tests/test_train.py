@@ -48,7 +48,7 @@ def test_main_logs_a_complete_run(sample_ava, tiny_clip, tmp_path, tracking_uri,
     assert metrics["test_mse"] < 1.5, "MSE is reported on the 1-10 scale"
     val = [m.value for m in client.get_metric_history(run.info.run_id, "val_spearman")]
     assert metrics["best_epoch"] == 1 + int(np.argmax(val)), "the best epoch is chosen on val, not test"
-    assert params["clip_model_id"] == str(tiny_clip) and params["clip_revision"].startswith("local-")
+    assert params["clip_model_id"] == str(tiny_clip) and params["clip_resolved_revision"].startswith("local-")
     assert params["norm"] == "true" and params["lr"] == "0.003" and params["device"] == "cpu"
     assert int(params["n_train"]) + int(params["n_val"]) + int(params["n_test"]) + int(params["n_skipped"]) == 240 + 12
     assert "torch_version" in params and "transformers_version" in params

@@ -99,14 +99,32 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 
 
-def test_runs_page_shows_the_sweep_and_its_four_children(server, page):
+def test_the_demos_link_opens_the_runs_in_the_model_training_view(server, page, demo_store):
     base, workdir = server
     experiment_id, _ = experiment_runs(workdir)
-    page.goto(f"{base}/#/experiments/{experiment_id}/runs")
-    page.get_by_text("sweep", exact=True).wait_for(timeout=60_000)
-    page.get_by_role("row").filter(has_text="sweep").first.locator("button").first.click()  # expand the parent
+    _, output = demo_store
+    link = re.search(r"then (http://127\.0\.0\.1:5000/\S+)", output).group(1)
+    page.goto(link.replace("http://127.0.0.1:5000", base))
+    page.get_by_role("link", name="sweep").wait_for(timeout=60_000)
+    assert "/runs" in page.url and "workflowType=machine_learning" in page.url
+    body = page.inner_text("body")
+    assert "Models" in body and "Judges" not in body and "Evaluation runs" not in body, "not the GenAI view"
+    assert mlflow.MlflowClient().get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_runs_page_shows_the_sweep_its_four_children_and_their_dataset(server, page):
+    base, workdir = server
+    experiment_id, runs = experiment_runs(workdir)
+    page.goto(f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    page.get_by_role("link", name="sweep").wait_for(timeout=60_000)
+    page.get_by_role("row").filter(has=page.get_by_role("link", name="sweep")).first.locator("button").first.click()
     for name in CHILDREN:
         page.get_by_text(name, exact=True).wait_for(timeout=30_000)
+    digest = next(r for r in runs if r.info.run_name == CHILDREN[0]).inputs.dataset_inputs[0].dataset.digest
+    for name in CHILDREN:  # the Dataset column names the AVA table (and its digest) on every child's row
+        index = page.get_by_role("row").filter(has=page.get_by_text(name, exact=True)).first.get_attribute("row-index")
+        text = " ".join(part.inner_text() for part in page.locator(f"[role=row][row-index='{index}']").all())
+        assert re.search(rf"AVA\.txt#\w+ \({digest}\)", text), text  # the grid splits a row in pinned parts
     screenshot(page, "runs.png")
 
 
@@ -117,14 +135,42 @@ def test_compare_page_shows_each_childs_test_spearman(server, page):
     assert sorted(children) == CHILDREN
     ids = json.dumps([r.info.run_id for r in children.values()])
     page.goto(f"{base}/#/compare-runs?runs={ids}&experiments={json.dumps([experiment_id])}")
-    page.get_by_text("test_spearman", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("best_epoch", exact=True).first.wait_for(timeout=60_000)
     for name in CHILDREN:
         page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
-    shown = [float(x) for x in re.findall(r"-?\d+\.\d+", page.inner_text("body"))]
+    shown = []
+    metrics = page.get_by_text("best_epoch", exact=True).first.evaluate_handle(
+        "el => el.closest('.du-bois-light-collapse-content')")
+    for offset in range(0, 2000, 150):  # the metrics table is a fixed-height virtual grid: scroll it through
+        metrics.evaluate(SCROLL_GRID, offset)
+        page.wait_for_timeout(300)
+        shown += [float(x) for x in re.findall(r"-?\d+\.\d+", page.inner_text("body"))]
     for name, run in children.items():
         value = run.data.metrics["test_spearman"]
         assert any(abs(value - number) < 1e-3 for number in shown), f"{name}'s test_spearman {value} is not shown"
     screenshot(page, "compare.png")
+
+
+SCROLL_GRID = """(section, offset) => {
+    for (const grid of section.querySelectorAll('.ReactVirtualized__Grid')) {
+        grid.scrollTop = offset; grid.dispatchEvent(new Event('scroll'));
+    }
+}"""
+
+
+def test_champion_version_page_links_to_the_training_run(server, page):
+    base, workdir = server
+    experiment_runs(workdir)
+    champion = mlflow.MlflowClient().get_model_version_by_alias("clip-aesthetics", "champion")
+    training = mlflow.MlflowClient().get_run(champion.run_id)
+    assert training.info.run_name in CHILDREN
+    page.goto(f"{base}/#/models/clip-aesthetics/versions/{champion.version}")
+    page.reload()
+    link = page.get_by_role("link", name=training.info.run_name)
+    link.wait_for(timeout=60_000)
+    assert link.get_attribute("href").endswith(f"/runs/{training.info.run_id}"), "Source Run is the training child"
+    assert "val_spearman" in page.inner_text("body"), "the version's description"
+    screenshot(page, "version.png")
 
 
 def test_model_page_shows_the_champion(server, page):
@@ -135,6 +181,7 @@ def test_model_page_shows_the_champion(server, page):
     page.wait_for_function("() => /Version 1[\\s\\S]*@\\s*champion/.test(document.body.innerText)", timeout=30_000)
     body = page.inner_text("body")
     assert re.search(r"Version 1[\s\S]*@\s*champion", body), "the champion alias is not shown on version 1"
+    assert "Predicts the aesthetic score of an image on AVA's 1-10 scale" in body, "the model's description"
     screenshot(page, "model.png")
 
 

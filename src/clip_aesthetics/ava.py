@@ -164,3 +164,12 @@ def split_ava(table: pd.DataFrame, split: str, ava_dir: Path, val_fraction: floa
 def target_scale(norm: bool) -> float:
     """What a prediction is multiplied by to give a 1-10 score: the seed's norm divides targets by 10."""
     return 10.0 if norm else 1.0
+
+
+def table_digest(table: pd.DataFrame) -> str:
+    """A short content hash of the label table (ids and vote counts): two different AVA.txt files differ here."""
+    import hashlib
+
+    digest = hashlib.sha256(table["image_id"].to_numpy(np.int64).tobytes())
+    digest.update(table[VOTE_COLUMNS].to_numpy(np.int64).tobytes())
+    return digest.hexdigest()[:16]

@@ -7,25 +7,22 @@ settings models in config.py, so a bad value is refused here, before any work st
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from pydantic import Field, ValidationError
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
-from .config import (AvaSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings, ScoreSettings,
-                     Settings, SweepSettings, TrackingSettings, TrainSettings)
+from .config import (AvaSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings, RevisionSettings,
+                     ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings)
 
 
 class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
     """Embed every AVA image with CLIP into the cache (resumable; a complete cache does no work)."""
 
     def cli_cmd(self) -> None:
-        from . import tracking
-        from .training import clip_label
+        from .steps import embed_step
 
-        with tracking.run(self.experiment, self.run_name or f"embed-{clip_label(self.clip)}"):
-            report = _embed_and_log(self)
+        report = embed_step(self)
         print(f"embeddings for {report.n_images} images in {report.cache.root}")
 
 
@@ -33,26 +30,28 @@ class TrainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings,
     """Train and evaluate a head on the cached embeddings of one CLIP model (run `embed` first)."""
 
     def cli_cmd(self) -> None:
-        from .pipeline import locate_cache
+        from .steps import train_step
 
-        _train(self, locate_cache(self.part(DataSettings), self.part(EmbedSettings), self.clip))
+        train_step(self, embed_first=False)
 
 
 class MainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings, ClipSettings):
     """Embed (or reuse the cache), then train and evaluate: one cell of the seed grid as one MLflow run."""
 
     def cli_cmd(self) -> None:
-        _train(self, None)
+        from .steps import train_step
+
+        train_step(self, embed_first=True)
 
 
-class SweepCommand(TrackingSettings, SweepSettings, TrainSettings, DataSettings, EmbedSettings):
+class SweepCommand(TrackingSettings, SweepSettings, TrainSettings, DataSettings, EmbedSettings, RevisionSettings):
     """Run the grid (default: the seed's b16,b32 x norm true,false) as child runs of one parent run."""
 
     def cli_cmd(self) -> None:
         from .sweep import run_sweep, summarise
 
         children = run_sweep(self.part(SweepSettings), self.part(DataSettings), self.part(EmbedSettings),
-                             self.part(TrainSettings), self.part(TrackingSettings))
+                             self.part(TrainSettings), self.part(TrackingSettings), self.clip_revision)
         with _pandas_display():
             print(summarise(children).drop(columns=["run_id"]).to_string(index=False))
 
@@ -61,16 +60,9 @@ class RegisterCommand(TrackingSettings, RegisterSettings):
     """Register the best finished run as a self-contained model; alias it champion if it beats the current one."""
 
     def cli_cmd(self) -> None:
-        from . import tracking
-        from .registry import register
+        from .steps import register_step
 
-        with tracking.run(self.experiment, self.run_name or "register"):
-            done = register(self.part(RegisterSettings))
-            tracking.log_params({"source_run_id": done.run_id, "metric": self.metric, "model_name": self.model_name})
-            tracking.set_tags({"registered_version": done.version, "alias": done.alias})
-        what = "registered as" if done.created else "was already"
-        print(f"run {done.run_id} ({self.metric} {done.metric_value:.4f}) {what} {self.model_name} "
-              f"version {done.version}, alias {done.alias or '(none)'}")
+        register_step(self)
 
 
 class ScoreCommand(ScoreSettings):
@@ -98,40 +90,12 @@ class SampleDataCommand(Settings):
     traps: bool = Field(False, description="also write broken and unusual image files, to see them handled")
 
     def cli_cmd(self) -> None:
-        from .embed import save_random_clip
+        from .clip import save_random_clip
         from .sample_data import write_sample_ava
 
         write_sample_ava(self.out / "ava", self.n_images, self.seed, self.traps)
         save_random_clip(self.out / "clip-tiny", "tiny", self.seed)
         print(f"wrote {self.out / 'ava'} ({self.n_images} images) and {self.out / 'clip-tiny'}")
-
-
-def _embed_and_log(command):
-    from . import tracking
-    from .pipeline import embed_ava
-
-    report = embed_ava(command.part(AvaSettings), command.part(EmbedSettings), command.clip)
-    tracking.log_params({"clip": command.clip, "clip_model_id": report.source.model_id,
-                         "clip_revision": report.source.revision, "device": report.device})
-    rate = report.n_processed / report.seconds if report.n_processed and report.seconds > 0 else 0.0
-    tracking.log_metrics({"embed_images_processed": report.n_processed, "embed_seconds": report.seconds,
-                          "embed_images_per_second": rate})
-    return report
-
-
-def _train(command, report) -> None:
-    from . import tracking
-    from .training import default_run_name, tracked_training
-
-    started = time.perf_counter()
-    run_name = command.run_name or default_run_name(command.clip, command.part(TrainSettings))
-    with tracking.run(command.experiment, run_name) as active:
-        if report is None:
-            report = _embed_and_log(command)
-        result = tracked_training(report, command.part(DataSettings), command.clip, command.part(TrainSettings))
-    best = result.history[result.best_epoch - 1]
-    print(f"run {active.info.run_id} ({run_name}): best epoch {result.best_epoch}, "
-          f"test_spearman {best['test_spearman']:.4f}, {time.perf_counter() - started:.1f}s")
 
 
 class ClipAesthetics(Settings):
@@ -160,7 +124,7 @@ def _pandas_display():
 def main(argv: list[str] | None = None) -> int:
     from .ava import AvaFormatError
     from .cache import CacheError
-    from .embed import ClipUnavailableError
+    from .clip import ClipUnavailableError
     from .pipeline import DatasetError
     from .registry import RegistryError
     from .scoring import ScoringInputError

@@ -53,7 +53,13 @@ class DataSettings(AvaSettings):
     seed: int = Field(42, description="seed for the validation split, head initialisation and shuffling")
 
 
-class ClipSettings(Settings):
+class RevisionSettings(Settings):
+    clip_revision: str = Field("main", description="hub revision (branch, tag or commit) to pin")
+
+
+class ClipSettings(RevisionSettings):
+    """Which CLIP: resolved once per command (clip.resolve_clip) into the ClipSource passed down and logged."""
+
     clip: str = Field(
         "b16",
         description="CLIP checkpoint: b16, b32, a Hugging Face model id (owner/name) "
@@ -67,7 +73,6 @@ class ClipSettings(Settings):
 
 
 class EmbedSettings(Settings):
-    clip_revision: str = Field("main", description="hub revision (branch, tag or commit) to pin")
     cache_dir: Path = Field(
         Path("~/.cache/clip-aesthetics"),
         description="where embeddings are cached: one folder per CLIP model + revision, image folder and precision",

@@ -15,10 +15,9 @@ import pandas as pd
 
 from . import ava
 from .cache import EmbeddingCache
+from .clip import ClipSource, load_clip
 from .config import AvaSettings, DataSettings, EmbedSettings
-from .embed import (ClipSource, default_workers, embed_to_cache, load_clip, pick_device, pick_dtype,
-                    resolve_clip)
-
+from .embed import default_workers, embed_to_cache, pick_device, pick_dtype
 from .images import ImageError, load_rgb
 from .scoring import IMAGE_SUFFIXES
 
@@ -65,11 +64,10 @@ class EmbedReport:
     table: pd.DataFrame | None = None  # AVA.txt as parsed by the embed step, so training need not parse it again
 
 
-def embed_ava(data: AvaSettings, embed: EmbedSettings, clip: str, progress: bool = True) -> EmbedReport:
+def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progress: bool = True) -> EmbedReport:
     """Make sure every voted image of AVA.txt has a cached embedding or a recorded failure."""
     table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
     images = image_dir(data.ava_dir)
-    source = resolve_clip(clip, embed.clip_revision)
     device = pick_device(embed.device)
     dtype = pick_dtype(embed.precision, device)
     precision = str(dtype).removeprefix("torch.")
@@ -106,14 +104,13 @@ def still_failing_left_out(todo: list[tuple[int, Path]], answers: dict) -> list[
     return kept
 
 
-def locate_cache(data: AvaSettings, embed: EmbedSettings, clip: str) -> EmbedReport:
+def locate_cache(data: AvaSettings, embed: EmbedSettings, source: ClipSource) -> EmbedReport:
     """The cache an earlier `embed` wrote for this CLIP model and image folder, without embedding.
 
     Prefers the precision this machine would embed in; else any precision found (embedded on a GPU,
     trained on a CPU, say).
     """
     images = image_dir(data.ava_dir)
-    source = resolve_clip(clip, embed.clip_revision)
     wanted = str(pick_dtype(embed.precision, pick_device(embed.device))).removeprefix("torch.")
     caches = [cache_for(embed.cache_dir, source, images, p) for p in (wanted, *PRECISIONS)]
     cache = next((c for c in caches if c.manifest_path.exists()), caches[0])

@@ -1,13 +1,14 @@
 """Finished runs -> the best one by a metric -> a registered, self-contained model version with an alias.
 
-The new version becomes `champion` only if it beats the current champion on the metric; otherwise it
-is the `challenger`. Registering a run that already has a version creates nothing new. The version
-carries the CLIP vision weights, so it scores images without the hub or the original model folder.
+`champion` is the best version by the metric; a new version that is not is the `challenger`.
+Registering a run that already has a version creates nothing new. The version carries the CLIP
+vision weights, so it scores images without the hub or the original model folder, and its source
+run is the training run (the bundled model is logged as that run's model), so the UI's lineage and
+the model page's metrics are the training run's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +20,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from .config import RegisterSettings
+from .scorer import log_scorer, read_logged
+from .steps import MODEL_NAME
 from .sweep import CHILDREN_TAG, SWEEP_TAG
+from .tracking import link_metrics_to_model
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 BUNDLED_MODEL = "scorer"  # the self-contained copy of a run's `model`, logged by this step
@@ -36,6 +40,17 @@ class Registration:
     alias: str
     metric_value: float
     created: bool  # False when this run was registered before
+    model_id: str = ""  # the logged model (with the CLIP weights) the version was made from
+
+
+MODEL_DESCRIPTION = (
+    "Predicts the aesthetic score of an image on AVA's 1-10 scale (the mean of photographers' votes), from "
+    "a CLIP image embedding and a regression head trained on AVA. Each version carries its CLIP vision "
+    "weights and image processor and applies exactly the training run's preprocessing. Call it with "
+    "`mlflow.pyfunc.load_model(\"models:/NAME@champion\").predict(pd.DataFrame({\"image\": [jpeg_bytes]}))` or "
+    "serve it and POST `{\"dataframe_records\": [{\"image\": \"<base64>\"}]}`; each row gets `score` (1-10) "
+    "and `error` (why an image could not be scored). `champion` is the best version by validation Spearman."
+)
 
 
 def candidate_runs(client: MlflowClient, settings: RegisterSettings) -> list:
@@ -86,14 +101,18 @@ def register(settings: RegisterSettings) -> Registration:
     existing = versions_of_run(client, name, run_id)
     created = not existing
     if existing:
-        version = str(existing[0].version)
+        version, model_id = str(existing[0].version), getattr(existing[0], "model_id", "") or ""
     else:
-        model_uri = bundle_scorer(run, settings.bundle_dtype)
-        mine = str(mlflow.register_model(model_uri, name, tags=_version_tags(run, settings.metric, value)).version)
+        model_uri, model_id, spec_doc = bundle_scorer(run, settings.bundle_dtype)
+        tags = _version_tags(run, spec_doc, settings.metric, value)
+        mine = str(mlflow.register_model(model_uri, name, tags=tags).version)
         version = str(versions_of_run(client, name, run_id)[0].version)  # the oldest wins a concurrent registration
         if version != mine:
             client.delete_model_version(name, mine)
             created = False
+        else:
+            client.update_model_version(name, version, description=_version_description(run, spec_doc, tags))
+    client.update_registered_model(name, description=MODEL_DESCRIPTION.replace("NAME", name))
     champion = elect_champion(client, name, settings.metric)
     if champion == version:
         alias = CHAMPION
@@ -102,7 +121,7 @@ def register(settings: RegisterSettings) -> Registration:
         alias = CHALLENGER
     else:
         alias = ",".join(a for a, v in client.get_registered_model(name).aliases.items() if str(v) == version)
-    return Registration(run_id, version, alias, value, created=created)
+    return Registration(run_id, version, alias, value, created=created, model_id=model_id)
 
 
 def quoted(value: str) -> str:
@@ -135,34 +154,51 @@ def elect_champion(client: MlflowClient, name: str, metric: str) -> str | None:
     return best
 
 
-def _version_tags(run, metric: str, value: float) -> dict[str, str]:
-    params = run.data.params
-    return {"run_id": run.info.run_id, "clip_model_id": params.get("clip_model_id", ""),
-            "clip_revision": params.get("clip_revision", ""), metric: str(value),
-            "val_spearman": str(score_of(run, "val_spearman")), "test_spearman": str(score_of(run, "test_spearman"))}
+def _version_tags(run, spec_doc: dict, metric: str, value: float) -> dict[str, str]:
+    inputs = run.inputs.dataset_inputs if run.inputs else []
+    return {"run_id": run.info.run_id, "clip_model_id": spec_doc["clip"]["model_id"],
+            "clip_revision": spec_doc["clip"]["revision"], metric: str(value),
+            "val_spearman": str(score_of(run, "val_spearman")), "test_spearman": str(score_of(run, "test_spearman")),
+            "dataset_digest": inputs[0].dataset.digest if inputs else ""}
 
 
-def bundle_scorer(run, dtype: str) -> str:
-    """Log, in the active run, a copy of `run`'s model that carries the CLIP vision weights; returns its URI."""
-    from .embed import load_clip, resolve_clip
-    from .tracking import log_scorer, scorer_artifacts
+def _version_description(run, spec_doc: dict, tags: dict[str, str]) -> str:
+    head, params = spec_doc["head"], run.data.params
+    scale = "mean_score/10" if head["target_scale"] == 10 else "raw 1-10"
+    return (f"CLIP `{tags['clip_model_id']}` at revision `{tags['clip_revision']}` (weights bundled as "
+            f"{spec_doc.get('clip_dtype', 'float32')}), head `{head['kind']}` on {head['in_dim']}-d embeddings "
+            f"(embed_norm {head['embed_norm']}), targets {scale}, trained in run `{run.info.run_name}` "
+            f"(epochs {params.get('epochs', '?')}, lr {params.get('lr', '?')}, split {params.get('split', '?')}). "
+            f"val_spearman {float(tags['val_spearman']):.4f}, test_spearman {float(tags['test_spearman']):.4f}; "
+            f"AVA table digest `{tags['dataset_digest'] or 'unknown'}`.")
 
-    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run.info.run_id}' and name = 'model'",
-                                         output_format="list")
+
+def bundle_scorer(run, dtype: str) -> tuple[str, str, dict]:
+    """Log a copy of `run`'s scorer that carries the CLIP vision weights, as a model of that training run.
+
+    Returns (model URI, logged model id, its scorer.json). The training run's best-epoch metrics are
+    linked to the new model, so its page in the UI shows them.
+    """
+    from .clip import load_clip, resolve_clip
+
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                         filter_string=f"source_run_id = '{run.info.run_id}' and name = '{MODEL_NAME}'")
     if not models:
-        raise RegistryError(f"run {run.info.run_id} has no logged model named 'model' to register")
+        raise RegistryError(f"run {run.info.run_id} has no logged model named {MODEL_NAME!r} to register")
+    head_state, spec_doc = read_logged(models[0].artifact_location)
+    source = resolve_clip(spec_doc["clip"]["model_id"], spec_doc["clip"]["revision"])
+    if source.revision != spec_doc["clip"]["revision"]:
+        raise RegistryError(f"CLIP {source.model_id} changed since run {run.info.run_id} was trained "
+                            f"(now {source.revision}, trained with {spec_doc['clip']['revision']})")
+    model, processor = load_clip(source, torch.device("cpu"))
+    spec_doc = {**spec_doc, "clip_dtype": dtype, "source_run_id": run.info.run_id}
+    logged = mlflow.initialize_logged_model(name=BUNDLED_MODEL, source_run_id=run.info.run_id,
+                                            experiment_id=run.info.experiment_id)
     with tempfile.TemporaryDirectory() as tmp:
-        logged = Path(mlflow.artifacts.download_artifacts(f"{models[0].artifact_location}/artifacts", dst_path=tmp))
-        spec_doc = json.loads((logged / "scorer.json").read_text())
-        head_state = torch.load(logged / "head.pt", map_location="cpu", weights_only=True)
-        source = resolve_clip(spec_doc["clip"]["model_id"], spec_doc["clip"]["revision"])
-        if source.revision != spec_doc["clip"]["revision"]:
-            raise RegistryError(f"CLIP {source.model_id} changed since run {run.info.run_id} was trained "
-                                f"(now {source.revision}, trained with {spec_doc['clip']['revision']})")
-        model, processor = load_clip(source, torch.device("cpu"))
         clip_dir = Path(tmp) / "clip"
         model.to(getattr(torch, dtype)).save_pretrained(clip_dir)
         processor.save_pretrained(clip_dir)
-        spec_doc = {**spec_doc, "clip_dtype": dtype, "source_run_id": run.info.run_id}
-        artifacts = scorer_artifacts(Path(tmp) / "scorer", head_state, spec_doc, clip_dir)
-        return log_scorer(BUNDLED_MODEL, artifacts)
+        uri = log_scorer(BUNDLED_MODEL, head_state, spec_doc, clip_dir, model_id=logged.model_id)
+    best = {k: v for k, v in run.data.metrics.items() if k.startswith("best_")}
+    link_metrics_to_model(run.info.run_id, logged.model_id, best)
+    return uri, logged.model_id, spec_doc

@@ -1,25 +1,104 @@
-"""Images (bytes or paths) -> 1-10 aesthetic scores, through the training run's CLIP, processor and head."""
+"""The scorer model and its format: images (bytes or paths) -> 1-10 scores through a training run's CLIP and head.
+
+Owns the files of the model (head.pt, scorer.json with the head spec and the CLIP id + revision, and,
+once registered, the CLIP vision weights and processor): writing them, logging them as a
+models-from-code pyfunc with its signature, reading them back, and loading the model.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import importlib.metadata
+import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, Schema
 
-from .embed import ClipSource, default_workers, embed_sources, load_clip, pick_device, pick_dtype, resolve_clip
+from .clip import ClipSource, load_clip, resolve_clip
+from .embed import default_workers, embed_sources, pick_device, pick_dtype
 from .head import HeadSpec, build_head, predict_scores, prepare
 from .images import ImageError, decode_rgb, load_rgb
 
 DEFAULT_BATCH = {"cuda": 256, "cpu": 32}
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCORER_ENTRY = PACKAGE_DIR / "scorer_entry.py"  # models-from-code: this file builds the pyfunc at load time
+RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
+HEAD_FILE, SPEC_FILE = "head.pt", "scorer.json"
+# `image` is a string column: base64 text in JSON requests, bytes from Python (MLflow passes both through),
+# so that a null or a number among good rows becomes that row's error instead of rejecting the request.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)]),
+    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "error")]),
+)
+
+
+def log_scorer(name: str, head_state: dict, spec_doc: dict, clip_folder: Path | None = None,
+               model_id: str | None = None) -> str:
+    """Log the scorer (in the active run, or as the given logged model); returns its model URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch.save(head_state, folder / HEAD_FILE)
+        (folder / SPEC_FILE).write_text(json.dumps(spec_doc, indent=2, sort_keys=True))
+        artifacts = {"head": str(folder / HEAD_FILE), "scorer_spec": str(folder / SPEC_FILE)}
+        if clip_folder is not None:
+            artifacts["clip"] = str(clip_folder)
+        info = mlflow.pyfunc.log_model(
+            name=name, python_model=str(SCORER_ENTRY), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in RUNTIME_PACKAGES],
+            signature=SIGNATURE, input_example=pd.DataFrame({"image": [_example_png()]}), model_id=model_id,
+        )
+    return info.model_uri
+
+
+def read_logged(artifact_location: str) -> tuple[dict, dict]:
+    """(head state, scorer.json) of a logged scorer, from its artifact location."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(mlflow.artifacts.download_artifacts(f"{artifact_location}/artifacts", dst_path=tmp))
+        spec_doc = json.loads((folder / SPEC_FILE).read_text())
+        head_state = torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True)
+    return head_state, spec_doc
+
+
+def load_scorer(model_uri: str) -> AestheticScorer:
+    """The AestheticScorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...)."""
+    from .clip import ClipUnavailableError
+    from .scoring import ScoringInputError
+
+    try:
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except MlflowException as error:
+        raise ScoringInputError(
+            f"cannot load model {model_uri!r} from tracking store {mlflow.get_tracking_uri()}: {error.message} "
+            "(register one with `clip-aesthetics register`, or pass --model runs:/RUN_ID/model)"
+        ) from error
+    except (ClipUnavailableError, RuntimeError, OSError) as error:  # the model's CLIP is gone or changed
+        raise ScoringInputError(f"model {model_uri!r} cannot score: {error}") from error
+
+
+def set_model() -> None:
+    """Called by scorer_entry.py when MLflow loads the model from code."""
+    mlflow.models.set_model(AestheticScorer())
+
+
+def _example_png() -> bytes:
+    """A small valid image for the model's input example."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 120, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _image_bytes(value) -> bytes:

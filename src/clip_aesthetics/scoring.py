@@ -30,24 +30,6 @@ def collect_images(inputs: list[Path]) -> list[Path]:
     return list(found)
 
 
-def load_scorer(model_uri: str):
-    """The AestheticScorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from .embed import ClipUnavailableError
-
-    try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except MlflowException as error:
-        raise ScoringInputError(
-            f"cannot load model {model_uri!r} from tracking store {mlflow.get_tracking_uri()}: {error.message} "
-            "(register one with `clip-aesthetics register`, or pass --model runs:/RUN_ID/model)"
-        ) from error
-    except (ClipUnavailableError, RuntimeError, OSError) as error:  # the model's CLIP is gone or changed
-        raise ScoringInputError(f"model {model_uri!r} cannot score: {error}") from error
-
-
 def check_output(out: Path) -> None:
     """Refuse, before any work, an output path that cannot be written as a file."""
     out = Path(out)
@@ -59,6 +41,8 @@ def check_output(out: Path) -> None:
 
 
 def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:
+    from .scorer import load_scorer
+
     paths = collect_images(inputs)
     scores = load_scorer(model_uri).score_paths(paths, num_workers=num_workers, progress=True)
     return pd.DataFrame({"path": [str(p) for p in paths], "score": scores["score"], "error": scores["error"]})

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots, tracking
+from . import ava, plots, tracking
 from .config import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
+from .clip import resolve_clip
 from .pipeline import EmbedReport, embed_ava
-from .training import clip_label, default_run_name, tracked_training
+from .steps import ava_dataset_name, clip_params, train_and_log
+from .training import clip_label, default_run_name
 
 KEY_TAG = "clip_aesthetics.run_key"
 SWEEP_TAG = "clip_aesthetics.sweep"
@@ -39,8 +41,7 @@ def code_version() -> str:
 def run_key(report: EmbedReport, data: DataSettings, train: TrainSettings) -> str:
     """Everything that decides a child's result, as strings (params are stored as strings)."""
     values = {**{k: str(v) for k, v in data.model_dump().items()}, **{k: str(v) for k, v in train.model_dump().items()},
-              "ava_dir": str(Path(data.ava_dir).resolve()), "clip_model_id": report.source.model_id,
-              "clip_revision": report.source.revision, "precision": report.cache.manifest().get("precision", ""),
+              "ava_dir": str(Path(data.ava_dir).resolve()), **clip_params(report.source), "precision": report.cache.manifest().get("precision", ""),
               "code_version": code_version()}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -66,7 +67,7 @@ def child_names(grid: list[tuple[str, TrainSettings]], sweep: SweepSettings) -> 
 
 
 def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, train: TrainSettings,
-              track: TrackingSettings) -> list[Child]:
+              track: TrackingSettings, clip_revision: str = "main") -> list[Child]:
     grid = sweep.grid(train)
     children = [Child(name, clip, t) for name, (clip, t) in zip(child_names(grid, sweep), grid, strict=True)]
     with tracking.run(track.experiment, track.run_name or "sweep", tags={SWEEP_TAG: "true"}) as parent:
@@ -75,8 +76,9 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
         reports: dict[str, EmbedReport | Exception] = {}
         for child in children:
             if child.clip not in reports:  # once per CLIP model, for all its children
-                reports[child.clip] = _embed_once(child.clip, data, embed)
+                reports[child.clip] = _embed_once(child.clip, clip_revision, data, embed)
             _run_child(child, reports[child.clip], parent, data)
+        _log_dataset(data, reports)
         table = summarise(children)
         _log_comparison(table, children)
     failed = [c for c in children if c.status == "FAILED"]
@@ -85,9 +87,9 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
     return children
 
 
-def _embed_once(clip: str, data: DataSettings, embed: EmbedSettings):
+def _embed_once(clip: str, revision: str, data: DataSettings, embed: EmbedSettings):
     try:
-        report = embed_ava(data, embed, clip)
+        report = embed_ava(data, embed, resolve_clip(clip, revision))
     except Exception as error:  # recorded on each of this model's children; the other models go on
         return error
     tracking.log_params({f"clip_revision.{clip_label(clip)}": report.source.revision})
@@ -106,7 +108,7 @@ def _run_child(child: Child, report, parent, data: DataSettings) -> None:
     try:
         with tracking.run("", child.name, tags={KEY_TAG: key}, parent_run_id=parent.info.run_id) as run:
             child.run_id = run.info.run_id
-            tracked_training(report, data, child.clip, child.train)
+            train_and_log(report, data, child.clip, child.train)
         child.status = "FINISHED"
     except Exception as error:  # the child run is marked FAILED by MLflow; the sweep goes on
         child.status, child.error = "FAILED", f"{type(error).__name__}: {error}"
@@ -133,6 +135,16 @@ def epoch_table(children: list[Child], metric: str = "test_spearman") -> pd.Data
     return pd.DataFrame(columns).rename_axis("epoch")
 
 
+def _log_dataset(data: DataSettings, reports: dict) -> None:
+    """The parent's input: the AVA table its children were trained and tested on, logged once."""
+    report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.table is not None), None)
+    if report is not None:
+        profile = {"num_rows": len(report.table), "split": data.split, "val_fraction": data.val_fraction,
+                   "seed": data.seed}
+        tracking.log_datasets(ava_dataset_name(data), ava.table_digest(report.table),
+                              str(Path(data.ava_dir).resolve()), {"all splits": profile})
+
+
 def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
     tracking.log_table(table, "comparison/children.json")
     tracking.log_csv(table, "comparison/children.csv")
@@ -145,7 +157,24 @@ def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
         tracking.log_metrics({"best_val_spearman": best["best_val_spearman"],
                               "best_test_spearman": best["best_test_spearman"]})
     tracking.set_tags(tags)
+    tracking.set_description(_description(table, epochs))
     if not epochs.empty:
         figure = plots.sweep_curves(epochs, "test_spearman")
         tracking.log_figure(figure, "comparison/test_spearman_by_epoch.png")
         plots.close(figure)
+
+
+def _description(table: pd.DataFrame, epochs: pd.DataFrame) -> str:
+    """The parent's description in the UI: what was compared, the winner, and the seed's epoch table."""
+    lines = [f"Sweep of {len(table)} grid points (CLIP model x target normalisation x head x lr x embedding "
+             "normalisation); each child is one training run, the best is chosen by `val_spearman` at its best epoch."]
+    if "best_val_spearman" in table and table["best_val_spearman"].notna().any():
+        best = table.loc[table["best_val_spearman"].idxmax()]
+        lines.append(f"Best: **{best['run_name']}** (val_spearman {best['best_val_spearman']:.4f}, "
+                     f"test_spearman {best['best_test_spearman']:.4f}).")
+    if not epochs.empty:
+        header = "| epoch | " + " | ".join(epochs.columns) + " |"
+        rows = ["| " + " | ".join([str(epoch), *(f"{v:.4f}" for v in values)]) + " |"
+                for epoch, values in zip(epochs.index, epochs.to_numpy(), strict=True)]
+        lines += ["", "test_spearman per epoch:", "", header, "|---" * (len(epochs.columns) + 1) + "|", *rows]
+    return "\n".join(lines)

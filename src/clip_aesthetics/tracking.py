@@ -1,9 +1,12 @@
-"""Params, metrics, tables, figures and the scorer model -> the active MLflow run. The only run-tracking module."""
+"""Params, metrics, tables, figures, datasets and notes -> MLflow runs: the run-tracking edge's one MLflow wrapper.
+
+The steps (steps.py, sweep.py) call these; nothing below them (pipeline, embed, head, training, metrics)
+logs anything. The scorer model's files are the scorer module's; the registry's calls are registry.py's.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
-import io
 import json
 import os
 import tempfile
@@ -14,12 +17,13 @@ from typing import Iterator
 import mlflow
 import pandas as pd
 import torch
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-SCORER_ENTRY = PACKAGE_DIR / "scorer_entry.py"  # models-from-code: this file builds the pyfunc at load time
-_RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
+from .scorer import RUNTIME_PACKAGES
+
+# The MLflow UI opens an experiment in the view for its kind; without the tag it may guess GenAI.
+EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the UI
 
 
 @contextmanager
@@ -35,12 +39,25 @@ def run(experiment: str, run_name: str, tags: dict | None = None, parent_run_id:
     with mlflow.start_run(tags=tags, **kwargs) as active:
         if launched and run_name:
             mlflow.set_tag("mlflow.runName", run_name)
+        _mark_model_development(active.info.experiment_id)
         yield active
+
+
+def _mark_model_development(experiment_id: str) -> None:
+    """Tag the experiment as model development, unless someone chose another kind explicitly."""
+    client = mlflow.MlflowClient()
+    kind = client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG, "")
+    if not kind or kind.endswith("_inferred") or kind == "no_inferred_type":
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+
+
+def active_run_id() -> str:
+    return mlflow.active_run().info.run_id
 
 
 def log_params(params: dict) -> None:
     """Log params, leaving alone those already set (`mlflow run` logs every -P value itself)."""
-    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    existing = mlflow.get_run(active_run_id()).data.params
     fresh = {key: _param_text(value) for key, value in params.items() if key not in existing}
     if fresh:
         mlflow.log_params(fresh)
@@ -51,7 +68,7 @@ def _param_text(value) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    return {f"{name.replace('-', '_')}_version": importlib.metadata.version(name) for name in _RUNTIME_PACKAGES}
+    return {f"{name.replace('-', '_')}_version": importlib.metadata.version(name) for name in RUNTIME_PACKAGES}
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
@@ -60,6 +77,11 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 def set_tags(tags: dict) -> None:
     mlflow.set_tags({key: str(value) for key, value in tags.items()})
+
+
+def set_description(text: str) -> None:
+    """The active run's description (markdown), shown on its page and in the runs table."""
+    mlflow.set_tag(DESCRIPTION_TAG, text)
 
 
 def log_csv(frame: pd.DataFrame, artifact_file: str) -> None:
@@ -73,6 +95,40 @@ def log_text(text: str, artifact_file: str) -> None:
 def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
     """A table the MLflow UI shows in its artifact view (and that `mlflow.load_table` reads back)."""
     mlflow.log_table(frame, artifact_file)
+
+
+def log_figure(figure, artifact_file: str) -> None:
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_state(state: dict, artifact_file: str) -> None:
+    """A torch state_dict as an artifact (per-epoch checkpoints)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        torch.save(state, path)
+        mlflow.log_artifact(str(path), str(Path(artifact_file).parent))
+
+
+def log_datasets(name: str, digest: str, source: str, profiles: dict[str, dict]) -> None:
+    """One dataset input per context (train, validation, test; or one for a sweep), all with the table's digest.
+
+    MLflow links a dataset (name + digest) to a run once, so each context is its own dataset, named
+    `<name>#<context>`; the profile holds what that context is (its size, the split that made it).
+    """
+    inputs = [DatasetInput(Dataset(name=f"{name}#{context}", digest=digest, source_type="local",
+                                   source=json.dumps({"uri": source}), schema=None, profile=json.dumps(profile)),
+                           [InputTag("mlflow.data.context", context)])
+              for context, profile in profiles.items()]
+    mlflow.MlflowClient().log_inputs(active_run_id(), datasets=inputs)
+
+
+def link_metrics_to_model(run_id: str, model_id: str, metrics: dict[str, float]) -> None:
+    """Log `metrics` on `run_id` as measured for logged model `model_id` (its page in the UI shows them)."""
+    import time
+
+    now = int(time.time() * 1000)
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), now, 0, model_id=model_id)
+                                                     for key, value in metrics.items()])
 
 
 def find_finished_run(experiment_id: str, tag: str, value: str) -> str | None:
@@ -90,56 +146,3 @@ def run_metrics(run_id: str) -> dict[str, float]:
 
 def metric_history(run_id: str, name: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, name)]
-
-
-def log_figure(figure, artifact_file: str) -> None:
-    mlflow.log_figure(figure, artifact_file)
-
-
-def log_state(state: dict, artifact_file: str) -> None:
-    """A torch state_dict as an artifact (per-epoch checkpoints)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(artifact_file).name
-        torch.save(state, path)
-        mlflow.log_artifact(str(path), str(Path(artifact_file).parent))
-
-
-def scorer_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder: Path | None) -> dict[str, str]:
-    """Write what the scorer loads into `folder`: head weights, its spec, the processor, maybe CLIP itself."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(head_state, folder / "head.pt")
-    (folder / "scorer.json").write_text(json.dumps(spec_doc, indent=2, sort_keys=True))
-    artifacts = {"head": str(folder / "head.pt"), "scorer_spec": str(folder / "scorer.json")}
-    if clip_folder is not None:
-        artifacts["clip"] = str(clip_folder)
-    return artifacts
-
-
-def log_scorer(name: str, artifacts: dict[str, str]) -> str:
-    """Log the image scorer as a models-from-code pyfunc carrying this package; returns its model URI."""
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)]),
-        outputs=Schema([ColSpec("double", "score"), ColSpec("string", "error")]),
-    )
-    requirements = [f"{name}=={importlib.metadata.version(name)}" for name in _RUNTIME_PACKAGES]
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(SCORER_ENTRY),
-        artifacts=artifacts,
-        code_paths=[str(PACKAGE_DIR)],
-        pip_requirements=requirements,
-        signature=signature,
-        input_example=pd.DataFrame({"image": [_example_png()]}),
-    )
-    return info.model_uri
-
-
-def _example_png() -> bytes:
-    """A small valid image for the model's input example."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 120, 40)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-

@@ -1,4 +1,4 @@
-"""Cached embeddings + labels -> a trained head, evaluated every epoch, logged as one MLflow run."""
+"""A dataset of embeddings + labels -> a trained head, evaluated on every split after every epoch (no logging here)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import ava, metrics, plots, tracking
+from . import ava, metrics
 from .config import DataSettings, TrainSettings
 from .head import (SCORE_RANGE, HeadSpec, build_head, fit, fit_ridge, head_outputs, n_outside_range, predict_scores,
                    prepare)
-from .pipeline import Dataset, EmbedReport, load_dataset
+from .pipeline import Dataset
 
 
 @dataclass
@@ -82,49 +82,3 @@ def default_run_name(clip: str, train: TrainSettings) -> str:
     head = "" if train.head == "linear" else f"-{train.head}"
     embed_norm = "" if train.embed_norm == "none" else f"-{train.embed_norm}"
     return f"{name}-{'normed' if train.norm else 'raw'}{head}{embed_norm}"
-
-
-def log_epoch(epoch: int, row: dict, state: dict) -> None:
-    """Per-epoch logging into the active run: metrics at step=epoch and a checkpoint."""
-    tracking.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)}, step=epoch)
-    tracking.log_state(state, f"checkpoints/epoch_{epoch:03d}.pt")
-
-
-def tracked_training(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:
-    """Inside an active MLflow run: train, and log params, per-epoch metrics, artifacts and the scorer model."""
-    dataset = load_dataset(data, report.cache, report.table)
-    tracking.log_params({
-        **data.model_dump(), **train.model_dump(), "clip": clip, "clip_model_id": report.source.model_id,
-        "clip_revision": report.source.revision, "embedding_dim": dataset.train.embeddings.shape[1],
-        "n_train": len(dataset.train.ids), "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids),
-        "n_skipped": len(dataset.skipped), "device": report.device, "train_device": "cpu",
-        **tracking.library_versions(),
-    })
-    tracking.log_csv(dataset.skipped, "data/skipped.csv")
-    result = train_and_evaluate(dataset, train, data.seed, log_epoch)
-    best = result.history[result.best_epoch - 1]
-    if result.ridge_lambda is not None:
-        tracking.log_metrics({"ridge_lambda": result.ridge_lambda})
-    tracking.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds,
-                          **{f"best_{k}": v for k, v in best.items() if k.startswith(("val_", "test_")) and np.isfinite(v)}})
-    predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
-                                "score_pred": result.test_pred})
-    tracking.log_csv(predictions, "predictions/test.csv")
-    for figure, name in ((plots.epoch_curves(result.history), "plots/epoch_metrics.png"),
-                         (plots.predicted_vs_true(dataset.test.scores, result.test_pred,
-                                                  f"test, epoch {result.best_epoch}"), "plots/test_scatter.png")):
-        tracking.log_figure(figure, name)
-        plots.close(figure)
-    log_scorer_model(result, report)
-    return result
-
-
-def log_scorer_model(result: TrainResult, report: EmbedReport, bundle_clip: Path | None = None) -> str:
-    """The best epoch's head plus what rebuilds the image path (CLIP id + revision, processor, norms)."""
-    import tempfile
-
-    spec_doc = {"head": result.spec.to_dict(), "best_epoch": result.best_epoch,
-                "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
-    with tempfile.TemporaryDirectory() as tmp:
-        artifacts = tracking.scorer_artifacts(Path(tmp), result.best_state, spec_doc, bundle_clip)
-        return tracking.log_scorer("model", artifacts)

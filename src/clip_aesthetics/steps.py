@@ -1,0 +1,131 @@
+"""Entry-point steps -> MLflow runs: each opens its run, calls the pure code, and logs what it returned.
+
+With sweep.py (the sweep step) this is the tracking edge: pipeline, embed, head, training and metrics
+return numbers and arrays and log nothing. CLIP is resolved once per step into a ClipSource.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import ava, plots, tracking
+from .clip import ClipSource, resolve_clip
+from .config import AvaSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
+from .pipeline import Dataset, EmbedReport, embed_ava, load_dataset, locate_cache
+from .scorer import log_scorer
+from .training import TrainResult, clip_label, default_run_name, train_and_evaluate
+
+MODEL_NAME = "model"  # the scorer every training run logs (it refers to the CLIP checkpoint, not carrying it)
+
+
+def embed_step(command) -> EmbedReport:
+    """`embed`: fill the cache for one CLIP model, as one run."""
+    source = resolve_clip(command.clip, command.clip_revision)
+    with tracking.run(command.experiment, command.run_name or f"embed-{clip_label(command.clip)}"):
+        return embed_and_log(command.part(AvaSettings), command.part(EmbedSettings), command.clip, source)
+
+
+def train_step(command, embed_first: bool) -> None:
+    """`main` (embed_first) and `train`: one cell of the grid as one run."""
+    source = resolve_clip(command.clip, command.clip_revision)
+    data, embed, train = command.part(DataSettings), command.part(EmbedSettings), command.part(TrainSettings)
+    report = None if embed_first else locate_cache(data, embed, source)  # refused before a run opens
+    started = time.perf_counter()
+    run_name = command.run_name or default_run_name(command.clip, train)
+    with tracking.run(command.experiment, run_name) as active:
+        if report is None:
+            report = embed_and_log(data, embed, command.clip, source)
+        result = train_and_log(report, data, command.clip, train)
+    best = result.history[result.best_epoch - 1]
+    print(f"run {active.info.run_id} ({run_name}): best epoch {result.best_epoch}, "
+          f"test_spearman {best['test_spearman']:.4f}, {time.perf_counter() - started:.1f}s")
+
+
+def embed_and_log(data: AvaSettings, embed: EmbedSettings, clip: str, source: ClipSource) -> EmbedReport:
+    report = embed_ava(data, embed, source)
+    tracking.log_params({"clip": clip, **clip_params(source), "device": report.device})
+    rate = report.n_processed / report.seconds if report.n_processed and report.seconds > 0 else 0.0
+    tracking.log_metrics({"embed_images_processed": report.n_processed, "embed_seconds": report.seconds,
+                          "embed_images_per_second": rate, "embed_shards_set_aside": len(report.cache.set_aside)})
+    return report
+
+
+def clip_params(source: ClipSource) -> dict[str, str]:
+    """What was actually used: `clip`/`clip_revision` are as asked, these as resolved (hub commit or fingerprint)."""
+    return {"clip_model_id": source.model_id, "clip_resolved_revision": source.revision}
+
+
+def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:
+    """Inside an active run: train, and log params, datasets, per-epoch metrics, artifacts and the scorer model."""
+    dataset = load_dataset(data, report.cache, report.table)
+    tracking.log_params({
+        **data.model_dump(), **train.model_dump(), "clip": clip, **clip_params(report.source),
+        "embedding_dim": dataset.train.embeddings.shape[1], "n_train": len(dataset.train.ids),
+        "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids), "n_skipped": len(dataset.skipped),
+        "device": report.device, "train_device": "cpu", **tracking.library_versions(),
+    })
+    log_ava_datasets(data, report, dataset)
+    tracking.log_csv(dataset.skipped, "data/skipped.csv")
+    result = train_and_evaluate(dataset, train, data.seed, log_epoch)
+    best = result.history[result.best_epoch - 1]
+    if result.ridge_lambda is not None:
+        tracking.log_metrics({"ridge_lambda": result.ridge_lambda})
+    tracking.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds, **best_metrics(best)})
+    predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
+                                "score_pred": result.test_pred})
+    tracking.log_csv(predictions, "predictions/test.csv")
+    for figure, name in ((plots.epoch_curves(result.history), "plots/epoch_metrics.png"),
+                         (plots.predicted_vs_true(dataset.test.scores, result.test_pred,
+                                                  f"test, epoch {result.best_epoch}"), "plots/test_scatter.png")):
+        tracking.log_figure(figure, name)
+        plots.close(figure)
+    log_scorer(MODEL_NAME, result.best_state, scorer_spec(result, report.source))
+    return result
+
+
+def best_metrics(row: dict) -> dict[str, float]:
+    return {f"best_{k}": v for k, v in row.items() if k.startswith(("val_", "test_")) and np.isfinite(v)}
+
+
+def log_epoch(epoch: int, row: dict, state: dict) -> None:
+    """Per-epoch logging into the active run: metrics at step=epoch and a checkpoint."""
+    tracking.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)}, step=epoch)
+    tracking.log_state(state, f"checkpoints/epoch_{epoch:03d}.pt")
+
+
+def scorer_spec(result: TrainResult, source: ClipSource) -> dict:
+    """What rebuilds the image path at scoring time: the head, and the exact CLIP (id + revision)."""
+    return {"head": result.spec.to_dict(), "best_epoch": result.best_epoch,
+            "clip": {"model_id": source.model_id, "revision": source.revision}}
+
+
+def ava_dataset_name(data: AvaSettings) -> str:
+    """Which label table: `<AVA folder name>/AVA.txt`."""
+    return f"{Path(data.ava_dir).resolve().name}/AVA.txt"
+
+
+def log_ava_datasets(data: DataSettings, report: EmbedReport, dataset: Dataset) -> None:
+    """The AVA table as the run's input, once per context, with the same digest (the table's)."""
+    table = report.table if report.table is not None else ava.read_ava(Path(data.ava_dir) / "AVA.txt")
+    split = {"split": data.split, "val_fraction": data.val_fraction, "seed": data.seed, "table_rows": len(table)}
+    profiles = {context: {"num_rows": len(getattr(dataset, part).ids), **split}
+                for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))}
+    tracking.log_datasets(ava_dataset_name(data), ava.table_digest(table), str(Path(data.ava_dir).resolve()), profiles)
+
+
+def register_step(command) -> None:
+    """`register`: the best finished run -> a registered version whose source run is that training run."""
+    from .registry import register
+
+    with tracking.run(command.experiment, command.run_name or "register"):
+        done = register(command.part(RegisterSettings))
+        tracking.log_params({"source_run_id": done.run_id, "metric": command.metric, "model_name": command.model_name})
+        tracking.set_tags({"registered_version": done.version, "alias": done.alias,
+                           "registered_model_id": done.model_id})
+    what = "registered as" if done.created else "was already"
+    print(f"run {done.run_id} ({command.metric} {done.metric_value:.4f}) {what} {command.model_name} "
+          f"version {done.version}, alias {done.alias or '(none)'}")
