@@ -111,8 +111,7 @@ def bench_scorer(work: Path, n_images: int) -> dict:
     """The registered-model path: encoded image bytes (threads) and file paths (workers) -> scores."""
     import pandas as pd
 
-    from clip_aesthetics.scorer import AestheticScorer
-    from clip_aesthetics.tracking import scorer_artifacts
+    from clip_aesthetics.scorer import AestheticScorer, write_artifacts
 
     ava = write_sample_ava(work / "ava", n_images, seed=1, size=(500, 400))
     clip = save_random_clip(work / "vit-b32", "b32", seed=3)
@@ -120,7 +119,7 @@ def bench_scorer(work: Path, n_images: int) -> dict:
     head = build_head(HeadSpec("linear", 512, "none", 10.0))
     spec_doc = {"head": HeadSpec("linear", 512, "none", 10.0).to_dict(),
                 "clip": {"model_id": source.model_id, "revision": source.revision}}
-    scorer = AestheticScorer().load(scorer_artifacts(work / "scorer", head.state_dict(), spec_doc, None), "cpu")
+    scorer = AestheticScorer().load(write_artifacts(work / "scorer", head.state_dict(), spec_doc, None), "cpu")
     paths = sorted((ava / "image").glob("*.jpg"))
     images = pd.DataFrame({"image": [p.read_bytes() for p in paths]})
     scorer.predict(None, images.head(8))  # warm-up
@@ -131,6 +130,58 @@ def bench_scorer(work: Path, n_images: int) -> dict:
     scorer.score_paths(paths)
     return {"scorer_images_per_second_bytes": bytes_rate,
             "scorer_images_per_second_paths": len(paths) / (time.perf_counter() - started)}
+
+
+def bench_spark(work: Path, n_images: int) -> dict:
+    """Spark local[2] against the single process on the same images: scoring files, embedding, and start-up."""
+    from clip_aesthetics import spark
+    from clip_aesthetics.cache import EmbeddingCache
+    from clip_aesthetics.embed import pick_dtype
+    from clip_aesthetics.scorer import AestheticScorer, save_scorer
+
+    ava = write_sample_ava(work / "ava", n_images, seed=2, size=(500, 400))
+    clip = save_random_clip(work / "vit-b32", "b32", seed=3)
+    source = resolve_clip(str(clip))
+    spec = HeadSpec("linear", 512, "none", 10.0)
+    spec_doc = {"head": spec.to_dict(), "clip": {"model_id": source.model_id, "revision": source.revision}}
+    model_dir = save_scorer(work / "model", build_head(spec).state_dict(), spec_doc)
+    paths = sorted((ava / "image").glob("*.jpg"))
+    items = [(int(p.stem), p) for p in paths]
+
+    started = time.perf_counter()
+    scorer = AestheticScorer().load({"head": str(model_dir / "artifacts" / "head.pt"),
+                                     "scorer_spec": str(model_dir / "artifacts" / "scorer.json")}, "cpu")
+    scorer.score_paths(paths)
+    local_score = len(paths) / (time.perf_counter() - started)  # model load included, as Spark's figure has it
+    model, processor = load_clip(source, torch.device("cpu"))
+    cache = EmbeddingCache(work / "cache-local")
+    cache.open({"embedding_dim": 512})
+    started = time.perf_counter()
+    embed_to_cache(cache, items, model, processor, pick_dtype("float32", torch.device("cpu")), 32,
+                   default_workers(-1), 4096, progress=False)
+    local_embed = len(items) / (time.perf_counter() - started)
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["CLIP_AESTHETICS_SPARK_MASTER"] = "local[2]"
+    started = time.perf_counter()
+    session = spark.session()
+    session.sparkContext.setLogLevel("ERROR")
+    session.range(1).count()
+    startup = time.perf_counter() - started
+    started = time.perf_counter()
+    done = spark.score_files(session, [str(ava / "image")], str(model_dir), str(work / "scores.parquet"))
+    spark_score = (done["scored"] + done["failed"]) / (time.perf_counter() - started)
+    cache = EmbeddingCache(work / "cache-spark")
+    cache.open({"embedding_dim": 512})
+    started = time.perf_counter()
+    spark.embed_missing(cache.root, items, clip, "float32", 32, 4096)
+    spark_embed = len(items) / (time.perf_counter() - started)
+    session.stop()
+    return {"spark_startup_seconds": startup,
+            "spark_score_images_per_second": spark_score, "local_score_images_per_second": local_score,
+            "spark_score_fraction_of_local": spark_score / local_score,
+            "spark_embed_images_per_second": spark_embed, "local_embed_images_per_second": local_embed,
+            "spark_embed_fraction_of_local": spark_embed / local_embed, "spark_model_loads": done["model_loads"]}
 
 
 def bench_training(work: Path, quick: bool) -> dict:
@@ -270,9 +321,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images and a sampled baseline: under 5 minutes")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
-    parser.add_argument("--only", choices=TARGETS_SECTIONS + ["scorer"], action="append")
+    parser.add_argument("--only", choices=TARGETS_SECTIONS + ["scorer", "spark"], action="append")
     args = parser.parse_args()
-    sections = args.only or TARGETS_SECTIONS + ["scorer"]
+    sections = args.only or TARGETS_SECTIONS + ["scorer", "spark"]
     figures = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads", "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
@@ -287,6 +338,8 @@ def main() -> None:
             figures.update(bench_memory(work))
         if "scorer" in sections:
             figures.update(bench_scorer(work / "scorer", 96 if args.quick else 256))
+        if "spark" in sections:
+            figures.update(bench_spark(work / "spark", 96 if args.quick else 256))
     if set(TARGETS_SECTIONS) <= set(sections):
         print(report(figures, args))
     else:

@@ -63,7 +63,9 @@ def test_mlproject_parameters_map_one_to_one_onto_cli_flags():
     spec = yaml.safe_load((ROOT / "MLproject").read_text())
     for entry, body in spec["entry_points"].items():
         flags = re.findall(r"--([\w-]+) \{(\w+)\}", body["command"])
-        assert {name for _, name in flags} == set(body["parameters"]), entry
+        positional = set(re.findall(r"(?<!\S)\{(\w+)\}", body["command"])) - {name for _, name in flags}
+        assert {name for _, name in flags} | positional == set(body["parameters"]), entry
+        assert positional == ({"inputs"} if entry == "score" else set()), entry
         assert all(flag == name.replace("_", "-") for flag, name in flags), entry
     main = spec["entry_points"]["main"]["parameters"]
     assert main["clip"]["default"] == "b16" and main["epochs"]["default"] == 5
@@ -76,3 +78,23 @@ def test_conda_yaml_pins_the_same_dependencies_as_pyproject():
     pip_list = next(item["pip"] for item in conda if isinstance(item, dict))
     assert sorted(project) == sorted(pip_list)
     assert all("==" in requirement for requirement in project), "every dependency is pinned"
+
+
+def test_engine_spark_without_pyspark_or_java_is_one_line(monkeypatch, capsys, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyspark(name, *args, **kwargs):
+        if name.startswith("pyspark"):
+            raise ImportError("No module named 'pyspark'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyspark)
+    assert cli.main(["score", str(tmp_path), "--engine", "spark"]) == 2
+    assert "engine=spark needs pyspark: pip install -e '.[spark]'" in capsys.readouterr().err
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert cli.main(["score", str(tmp_path), "--engine", "spark"]) == 2
+    assert "engine=spark needs Java 17" in capsys.readouterr().err

@@ -68,17 +68,30 @@ class RegisterCommand(TrackingSettings, RegisterSettings):
 class ScoreCommand(ScoreSettings):
     """Score image files and folders (recursively) with a registered or logged model; write a CSV."""
 
-    inputs: CliPositionalArg[list[Path]] = Field(description="image files or folders")
+    inputs: CliPositionalArg[list[str]] = Field(
+        description="image files or folders (with engine=spark, any path or URI your Spark reads: hdfs://, s3a://, ...)")
 
     def cli_cmd(self) -> None:
         from .scoring import check_output, score_files
 
+        if self.engine == "spark":
+            return self._on_spark()
         check_output(self.out)
-        frame = score_files(self.inputs, self.model, self.num_workers)
+        frame = score_files([Path(p) for p in self.inputs], self.model, self.num_workers)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(self.out, index=False)
         failed = int((frame["error"] != "").sum())
         print(f"scored {len(frame) - failed} image(s), {failed} failed; wrote {self.out}")
+
+
+    def _on_spark(self) -> None:
+        from . import spark
+
+        out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
+        done = spark.score_files(spark.session(), self.inputs, self.model, str(out),
+                                 self.spark_partitions)
+        print(f"scored {done['scored']} image(s), {done['failed']} failed (model loaded {done['model_loads']} "
+              f"time(s), once per executor process); wrote {out}")
 
 
 class SampleDataCommand(Settings):
@@ -128,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import DatasetError
     from .registry import RegistryError
     from .scoring import ScoringInputError
+    from .spark import SparkUnavailableError
     from .sweep import SweepError
 
     try:
@@ -140,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (AvaFormatError, CacheError, DatasetError, ClipUnavailableError, RegistryError, ScoringInputError) as error:
+    except (AvaFormatError, CacheError, DatasetError, ClipUnavailableError, RegistryError, ScoringInputError,
+            SparkUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)  # one line: what is wrong and what to do
         return 2
     except SweepError as error:  # some grid points failed: the work was done, not all of it succeeded

@@ -72,7 +72,15 @@ class ClipSettings(RevisionSettings):
         return check_clip(value)
 
 
-class EmbedSettings(Settings):
+class EngineSettings(Settings):
+    engine: Literal["local", "spark"] = Field(
+        "local", description="local: this process and its decoding workers; spark: Apache Spark tasks "
+        "(the session spark-submit or your platform provides, else local[*]; needs the spark extra and Java)",
+    )
+    spark_partitions: int = Field(0, ge=0, description="Spark tasks to split the images into; 0 = Spark's choice")
+
+
+class EmbedSettings(EngineSettings):
     cache_dir: Path = Field(
         Path("~/.cache/clip-aesthetics"),
         description="where embeddings are cached: one folder per CLIP model + revision, image folder and precision",
@@ -191,7 +199,8 @@ class RegisterSettings(Settings):
     )
 
 
-class ScoreSettings(Settings):
+class ScoreSettings(EngineSettings):
     model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
-    out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error")
+    out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error; with engine=spark a "
+                      "parquet folder (default scores.parquet)")
     num_workers: int = Field(-1, ge=-1, description="image decoding processes; -1 = one per CPU core (max 8)")

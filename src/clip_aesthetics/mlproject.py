@@ -11,7 +11,8 @@ from pathlib import Path
 from .cli import ClipAesthetics
 
 # MLproject entry point -> CLI subcommand. Settings that `mlflow run` decides itself are left out.
-ENTRY_POINTS = ["main", "embed", "train", "sweep", "register"]  # each is the CLI subcommand of that name
+ENTRY_POINTS = ["main", "embed", "train", "sweep", "register", "score"]  # each is the CLI subcommand of that name
+POSITIONAL = {"inputs"}  # `score`'s files or folders: given without a flag
 # `python3`, not `python`: every environment has it (a venv, conda, a bare system), and where it is not the
 # project's environment, `python -m clip_aesthetics` says so in one line (environment.require_dependencies).
 INTERPRETER = "python3"
@@ -20,6 +21,8 @@ NOT_PARAMETERS = {"experiment"}  # `mlflow run --experiment-name` chooses the ex
 
 def _parameter(name: str, field) -> str:
     kind = "float" if field.annotation in (int, float) else "string"
+    if field.is_required():
+        return f"      {name}: {{type: {kind}}}"
     default = field.default
     if isinstance(default, bool):
         default = str(default).lower()
@@ -39,7 +42,8 @@ def render() -> str:
         fields = {name: field for name, field in model.model_fields.items() if name not in NOT_PARAMETERS}
         lines += [f"  {entry}:", "    parameters:"]
         lines += [_parameter(name, field) for name, field in fields.items()]
-        flags = " ".join(f"--{name.replace('_', '-')} {{{name}}}" for name in fields)
+        flags = " ".join(f"{{{name}}}" if name in POSITIONAL else f"--{name.replace('_', '-')} {{{name}}}"
+                         for name in fields)
         lines += [f"    command: \"PYTHONPATH=src {INTERPRETER} -m clip_aesthetics {entry} {flags}\"", ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -48,6 +52,8 @@ README_START, README_END = "<!-- parameters:start -->", "<!-- parameters:end -->
 
 
 def _default_text(field) -> str:
+    if field.is_required():
+        return "(required)"
     default = field.default
     return str(default).lower() if isinstance(default, bool) else ("(empty)" if default == "" else str(default))
 

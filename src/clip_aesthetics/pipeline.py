@@ -80,9 +80,13 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progr
     answers = cache.answers()
     todo = still_failing_left_out(cache.missing(items, answers), answers)
     started = time.perf_counter()
-    if todo:  # a complete cache does no CLIP work at all, not even loading the model
+    batch = embed.embed_batch_size or (256 if device.type == "cuda" else 32)
+    if todo and embed.engine == "spark":  # Spark tasks write shards into the same cache folder
+        from .spark import embed_missing
+
+        embed_missing(cache.root, todo, source.folder, precision, batch, embed.shard_size, embed.spark_partitions)
+    elif todo:  # a complete cache does no CLIP work at all, not even loading the model
         model, processor = load_clip(source, device)
-        batch = embed.embed_batch_size or (256 if device.type == "cuda" else 32)
         embed_to_cache(cache, todo, model, processor, dtype, batch,
                        default_workers(embed.num_workers), embed.shard_size, progress)
     return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), table)

@@ -44,22 +44,36 @@ SIGNATURE = ModelSignature(
 )
 
 
+def write_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder: Path | None = None) -> dict[str, str]:
+    """The scorer's files in `folder`, as the artifacts dict the model is logged with (and `load` reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(head_state, folder / HEAD_FILE)
+    (folder / SPEC_FILE).write_text(json.dumps(spec_doc, indent=2, sort_keys=True))
+    artifacts = {"head": str(folder / HEAD_FILE), "scorer_spec": str(folder / SPEC_FILE)}
+    if clip_folder is not None:
+        artifacts["clip"] = str(clip_folder)
+    return artifacts
+
+
+def _pyfunc(artifacts: dict[str, str]) -> dict:
+    return dict(python_model=str(SCORER_ENTRY), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
+                pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in RUNTIME_PACKAGES],
+                signature=SIGNATURE, input_example=pd.DataFrame({"image": [_example_png()]}))
+
+
 def log_scorer(name: str, head_state: dict, spec_doc: dict, clip_folder: Path | None = None,
                model_id: str | None = None) -> str:
     """Log the scorer (in the active run, or as the given logged model); returns its model URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        torch.save(head_state, folder / HEAD_FILE)
-        (folder / SPEC_FILE).write_text(json.dumps(spec_doc, indent=2, sort_keys=True))
-        artifacts = {"head": str(folder / HEAD_FILE), "scorer_spec": str(folder / SPEC_FILE)}
-        if clip_folder is not None:
-            artifacts["clip"] = str(clip_folder)
-        info = mlflow.pyfunc.log_model(
-            name=name, python_model=str(SCORER_ENTRY), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
-            pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in RUNTIME_PACKAGES],
-            signature=SIGNATURE, input_example=pd.DataFrame({"image": [_example_png()]}), model_id=model_id,
-        )
-    return info.model_uri
+        artifacts = write_artifacts(Path(tmp), head_state, spec_doc, clip_folder)
+        return mlflow.pyfunc.log_model(name=name, model_id=model_id, **_pyfunc(artifacts)).model_uri
+
+
+def save_scorer(path: Path, head_state: dict, spec_doc: dict, clip_folder: Path | None = None) -> Path:
+    """The same model saved to a local folder, outside any tracking store (benchmarks, offline copies)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.pyfunc.save_model(str(path), **_pyfunc(write_artifacts(Path(tmp), head_state, spec_doc, clip_folder)))
+    return Path(path)
 
 
 def read_logged(artifact_location: str) -> tuple[dict, dict]:
@@ -151,6 +165,13 @@ class AestheticScorer(PythonModel):
         if self.model.config.projection_dim != self.spec.in_dim:
             raise RuntimeError(f"CLIP {source.model_id} gives {self.model.config.projection_dim}-d embeddings but the "
                                f"head was trained on {self.spec.in_dim}-d ones")
+        return self
+
+    def to(self, device) -> AestheticScorer:
+        """Move the CLIP to `device` (a GPU Spark assigned a task, say), in that device's precision."""
+        self.device = torch.device(device)
+        self.dtype = pick_dtype("auto", self.device)
+        self.model = self.model.to(self.device)
         return self
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

@@ -1,0 +1,127 @@
+"""Spark as the engine (local[2], the real pyspark): scoring and embedding give what the single process gives."""
+
+import os
+import shutil
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from clip_aesthetics import cli, spark
+from clip_aesthetics.cache import EmbeddingCache
+
+
+def _available() -> str:
+    """Why Spark cannot run here, or '' when it can."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark (the spark extra)"
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        return "Java"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """One session for every Spark test: local[2], no UI, bound to 127.0.0.1."""
+    missing = _available()
+    if missing:
+        message = f"Spark tests need {missing}; .ci/run installs it"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (SparkSession.builder.master("local[2]").appName("clip-aesthetics-tests")
+               .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_ava, tiny_clip):
+    """A tracking store with one training run; its logged scorer is what the tests score with."""
+    root = tmp_path_factory.mktemp("spark")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir",
+                         str(root / "cache"), "--epochs", "2", "--lr", "0.003", "--num-workers", "0"]) == 0
+        run = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("clip-aesthetics").experiment_id])[0]
+        yield {"root": root, "uri": uri, "model": f"runs:/{run.info.run_id}/model", "run": run}
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+@pytest.fixture
+def photos(sample_ava, tmp_path):
+    """Images in nested folders, a truncated one, an empty one (Spark's binaryFile skips 0-byte files)."""
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    ids = sorted(p.stem for p in (sample_ava / "image").glob("*.jpg"))[:14]
+    for index, image_id in enumerate(ids):
+        shutil.copy(sample_ava / "image" / f"{image_id}.jpg", folder / ("nested" if index % 2 else "") / f"{image_id}.jpg")
+    shutil.copy(sample_ava / "image" / "21.jpg", folder / "truncated.jpg")
+    (folder / "nested" / "empty.jpg").write_bytes(b"")
+    return folder
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    assert cli.main(["score", str(photos), "--model", trained["model"], "--out", str(tmp_path / "cli.csv"),
+                     "--num-workers", "0"]) == 0
+    assert cli.main(["score", str(photos), "--model", trained["model"], "--engine", "spark",
+                     "--out", str(tmp_path / "spark.parquet")]) == 0
+    local = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False).set_index("path")
+    distributed = pd.read_parquet(tmp_path / "spark.parquet")
+    distributed.index = distributed["path"].str.removeprefix("file:")
+    assert len(distributed) == len(local) == 16, "one row per file, the empty one included"
+    assert sorted(distributed.index) == sorted(local.index)
+    distributed = distributed.loc[local.index]
+    assert (distributed["error"].to_numpy() == local["error"].to_numpy()).all()
+    assert distributed.loc[str(photos / "nested" / "empty.jpg"), "error"] == "empty file"
+    assert distributed.loc[str(photos / "truncated.jpg"), "error"].startswith("truncated")
+    ok = local["error"] == ""
+    np.testing.assert_allclose(distributed.loc[ok, "score"].astype(float), local.loc[ok, "score"].astype(float),
+                               atol=1e-5)
+
+
+def test_the_model_is_loaded_once_per_executor_process_not_per_partition(spark_session, trained, photos, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(trained["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    done = spark.score_files(spark_session, [str(photos)], trained["model"], str(tmp_path / "s.parquet"), partitions=8)
+    assert done["scored"] == 14 and done["failed"] == 2
+    assert 1 <= done["model_loads"] <= 2, f"{done['model_loads']} loads for 8 partitions on 2 executor processes"
+
+
+def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(
+        spark_session, sample_ava, tiny_clip, tmp_path, tracking_uri):
+    common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--shard-size", "32"]
+    assert cli.main(["embed", *common, "--cache-dir", str(tmp_path / "local"), "--num-workers", "0"]) == 0
+    assert cli.main(["embed", *common, "--cache-dir", str(tmp_path / "spark"), "--engine", "spark",
+                     "--spark-partitions", "4"]) == 0
+    caches = [EmbeddingCache(next((tmp_path / name).glob("*/images-*/*"))) for name in ("local", "spark")]
+    local, distributed = (cache.load() for cache in caches)
+    assert len(caches[1].shards()) >= 4 and not list(caches[1].root.glob(".*.tmp")), "one writer per task, no half shard"
+    order_l, order_d = np.argsort(local.ids), np.argsort(distributed.ids)
+    np.testing.assert_array_equal(local.ids[order_l], distributed.ids[order_d])
+    np.testing.assert_allclose(local.embeddings[order_l].astype(float), distributed.embeddings[order_d], atol=1e-3)
+    assert sorted(zip(local.failures["image_id"], local.failures["reason"])) == sorted(
+        zip(distributed.failures["image_id"], distributed.failures["reason"]))
+    train = ["--epochs", "2", "--lr", "0.003", "--num-workers", "0"]
+    for name in ("local", "spark"):
+        assert cli.main(["train", *common, "--cache-dir", str(tmp_path / name), *train, "--run-name", name]) == 0
+    client = mlflow.MlflowClient()
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id])}
+    assert runs["spark"].data.metrics["test_spearman"] == pytest.approx(runs["local"].data.metrics["test_spearman"],
+                                                                         abs=1e-6)
