@@ -104,6 +104,15 @@ def test_the_model_is_loaded_once_per_executor_process_not_per_partition(spark_s
     assert 1 <= done["model_loads"] <= 2, f"{done['model_loads']} loads for 8 partitions on 2 executor processes"
 
 
+def test_spark_input_that_does_not_exist_is_one_line(spark_session, trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(trained["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    assert cli.main(["score", str(tmp_path / "nowhere"), "--model", trained["model"], "--engine", "spark",
+                     "--out", str(tmp_path / "s.parquet")]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "Spark cannot read" in error[0] and "nowhere" in error[0]
+
+
 def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(
         spark_session, sample_ava, tiny_clip, tmp_path, tracking_uri):
     common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--shard-size", "32"]

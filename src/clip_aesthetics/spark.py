@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .scoring import IMAGE_SUFFIXES
+from .scoring import IMAGE_SUFFIXES, ScoringInputError
 
 RESULT_SCHEMA = "path string, score double, error string"
 IMAGE_PATTERN = "(?i)\\.(" + "|".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)) + ")$"
@@ -91,8 +91,15 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     shipped = _shipped(spark, local_model)
     loads = spark.sparkContext.accumulator(0)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ROWS_PER_BATCH))
-    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(list(inputs))
-    listed = sorted(_same_form(p) for p in files.inputFiles() if re.search(IMAGE_PATTERN, p))
+    from pyspark.errors import AnalysisException
+
+    try:
+        files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(list(inputs))
+        listed = sorted(_same_form(p) for p in files.inputFiles() if re.search(IMAGE_PATTERN, p))
+    except AnalysisException as error:  # a path that does not exist, a filesystem Spark is not set up for
+        raise ScoringInputError(f"Spark cannot read {', '.join(inputs)}: {str(error).splitlines()[0]}") from None
+    if not listed:
+        raise ScoringInputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {', '.join(inputs)}")
     images = files.select("path", "content").filter(files.path.rlike(IMAGE_PATTERN))
     if partitions:
         images = images.repartition(partitions)
