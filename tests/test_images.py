@@ -101,3 +101,31 @@ def test_memory_per_image_is_bounded_whatever_the_aspect_ratio(width):
     shape, grown_mb = done.stdout.strip().rsplit(" ", 1)
     assert shape == "(3, 224, 224)"
     assert float(grown_mb) < 200, f"decoding + preprocessing one {width}x1 image grew the peak RSS by {grown_mb} MB"
+
+
+@pytest.mark.parametrize("short", [224, 32])
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (225, 224), (30, 20), (1, 5), (2000, 251)])
+def test_direct_clip_pixels_equal_the_image_processors(short, size):
+    """The embedding path computes CLIP's model input itself (faster); it must be the processor's, exactly."""
+    from transformers import CLIPImageProcessor
+
+    from clip_aesthetics.clip import ClipPixels
+
+    processor = CLIPImageProcessor(size={"shortest_edge": short}, crop_size={"height": short, "width": short})
+    pixels = ClipPixels(processor)
+    assert pixels.fast
+    image = Image.fromarray(np.random.default_rng(size[0]).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    expected = processor(images=image, return_tensors="np")["pixel_values"][0]
+    np.testing.assert_allclose(pixels(image), expected, atol=1e-5)
+
+
+def test_a_processor_configured_otherwise_is_called_as_it_is():
+    from transformers import CLIPImageProcessor
+
+    from clip_aesthetics.clip import ClipPixels
+
+    processor = CLIPImageProcessor(do_center_crop=False)
+    pixels = ClipPixels(processor)
+    image = Image.new("RGB", (300, 200), (10, 200, 30))
+    assert not pixels.fast
+    np.testing.assert_array_equal(pixels(image), processor(images=image, return_tensors="np")["pixel_values"][0])

@@ -10,8 +10,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
+from PIL import Image
 from transformers import AutoImageProcessor, CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
 
 from .config import CLIP_ALIASES
@@ -88,6 +90,44 @@ def load_clip(source: ClipSource, device: torch.device):
     model = CLIPVisionModelWithProjection.from_pretrained(source.folder, dtype=torch.float32)
     processor = AutoImageProcessor.from_pretrained(source.folder)
     return model.eval().to(device), processor
+
+
+class ClipPixels:
+    """RGB image -> the model input CLIP's image processor makes, computed directly (about 2x faster).
+
+    The same steps as transformers' CLIPImageProcessor (Pil backend, the one used without torchvision):
+    short side to `size` with bicubic resampling, centre crop, 1/255, mean/std; a test holds the two
+    equal. A processor configured otherwise is called as it is.
+    """
+
+    def __init__(self, processor):
+        self.processor = processor
+        size, crop = getattr(processor, "size", None), getattr(processor, "crop_size", None)
+        self.fast = (type(processor).__name__ in ("CLIPImageProcessor", "CLIPImageProcessorPil")
+                     and all(getattr(processor, f"do_{step}", False)
+                             for step in ("resize", "center_crop", "rescale", "normalize"))
+                     and size is not None and size.get("shortest_edge") and crop is not None
+                     and crop.get("height") and crop.get("height") == crop.get("width")
+                     and int(getattr(processor, "resample", -1)) == int(Image.Resampling.BICUBIC))
+        if self.fast:
+            self.short, self.crop = int(size["shortest_edge"]), int(crop["height"])
+            self.scale = np.float32(processor.rescale_factor)
+            self.mean = np.asarray(processor.image_mean, np.float32).reshape(3, 1, 1)
+            self.std = np.asarray(processor.image_std, np.float32).reshape(3, 1, 1)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        if not self.fast:
+            return self.processor(images=image, return_tensors="np")["pixel_values"][0]
+        width, height = image.size
+        if width <= height:
+            size = (self.short, int(self.short * height / width))
+        else:
+            size = (int(self.short * width / height), self.short)
+        image = image.convert("RGB").resize(size, resample=Image.Resampling.BICUBIC)
+        left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) * self.scale
+        return (pixels - self.mean) / self.std
 
 
 def save_random_clip(folder: Path, size: str = "tiny", seed: int = 0, projection_dim: int = 16) -> Path:

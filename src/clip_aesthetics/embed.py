@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .cache import EmbeddingCache, file_stamp
+from .clip import ClipPixels
 from .images import ImageError, crop_long_side, load_rgb
 
 
@@ -45,7 +46,7 @@ class _ImageSources(Dataset):
     """(key, source) -> (key, pixel array or None, reason or None, file stamp or None)."""
 
     def __init__(self, items: list, load: Callable, processor, stamp: bool):
-        self.items, self.load, self.processor, self.stamp = items, load, processor, stamp
+        self.items, self.load, self.to_pixels, self.stamp = items, load, ClipPixels(processor), stamp
 
     def __len__(self) -> int:
         return len(self.items)
@@ -57,7 +58,7 @@ class _ImageSources(Dataset):
             image = self.load(source)
         except ImageError as error:
             return key, None, str(error), stamp
-        pixels = self.processor(images=crop_long_side(image), return_tensors="np")["pixel_values"][0]
+        pixels = self.to_pixels(crop_long_side(image))
         return key, pixels, None, stamp
 
 

@@ -200,11 +200,12 @@ class AestheticScorer(PythonModel):
         workers = default_workers(num_workers)
         return self._score([Path(p) for p in paths], load_rgb, threads=False, workers=workers, progress=progress)
 
-    def _score(self, sources: list, load, threads: bool, workers: int = 4, progress: bool = False) -> pd.DataFrame:
+    def _score(self, sources: list, load, threads: bool, workers: int = -1, progress: bool = False) -> pd.DataFrame:
         scores = np.full(len(sources), np.nan)
         errors = [""] * len(sources)
         batch = DEFAULT_BATCH.get(self.device.type, 32)
         items = list(enumerate(sources))
+        workers = default_workers(workers)  # bytes: a thread pool sized to the cores; files: worker processes
         for ok, embeddings, failed in embed_sources(
             items, load, self.model, self.processor, self.dtype, batch, workers, threads=threads, progress=progress
         ):
