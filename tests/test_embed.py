@@ -42,7 +42,8 @@ def count_forwards(monkeypatch, fail_after=None):
 
 
 def test_cache_rows_belong_to_their_images_and_failures_keep_reasons(ava_copy, tiny_clip, tmp_path):
-    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", num_workers=2, embed_batch_size=7)
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", num_workers=2, embed_batch_size=7,
+                                  precision="float32")  # compared below with a float32 forward
     report = pipeline.embed_ava(data, embed, clip, progress=False)
     cached = report.cache.load()
     voted = read_ava(ava_copy / "AVA.txt").query("n_votes > 0")["image_id"]
@@ -72,7 +73,8 @@ def test_second_embed_does_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypat
 
 
 def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy, tiny_clip, tmp_path, monkeypatch):
-    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", embed_batch_size=16, shard_size=32)
+    data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", embed_batch_size=16, shard_size=32,
+                                  precision="float32")
     count_forwards(monkeypatch, fail_after=5)
     with pytest.raises(KeyboardInterrupt):
         pipeline.embed_ava(data, embed, clip, progress=False)

@@ -88,6 +88,14 @@ def test_the_champions_source_run_is_the_training_run_with_its_datasets(store):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+def test_the_registered_model_scores_in_the_precision_it_was_trained_in(store):
+    champion = mlflow.MlflowClient().get_model_version_by_alias(NAME, "champion")
+    training = mlflow.MlflowClient().get_run(champion.run_id)
+    scorer = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").unwrap_python_model()
+    assert scorer.precision == training.data.params["compute_precision"]
+    assert scorer.dtype == getattr(torch, scorer.precision)
+
+
 def test_registering_again_creates_no_version(store, capsys):
     assert cli.main(["register"]) == 0
     assert "was already" in capsys.readouterr().out

@@ -155,7 +155,7 @@ def test_each_precision_has_its_own_cache_and_train_finds_it(sample_ava, tiny_cl
     common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
               "--num-workers", "0"]
     assert cli.main(["embed", *common, "--precision", "bfloat16"]) == 0
-    assert cli.main(["main", *common, *FAST]) == 0  # float32 on this CPU: embeds again, into its own cache
+    assert cli.main(["main", *common, *FAST, "--precision", "float32"]) == 0  # embeds again, into its own cache
     assert cli.main(["train", *common, *FAST, "--precision", "bfloat16", "--run-name", "from-bf16"]) == 0
     _, runs = only_run()
     by_name = {run.info.run_name: run for run in runs}
@@ -163,3 +163,14 @@ def test_each_precision_has_its_own_cache_and_train_finds_it(sample_ava, tiny_cl
     assert by_name["from-bf16"].data.metrics["test_spearman"] > 0.5
     caches = sorted(p.name for p in (tmp_path / "cache").glob("*/images-*/*"))
     assert caches == ["bfloat16", "float32"]
+    assert by_name["from-bf16"].data.params["compute_precision"] == "bfloat16"
+    assert by_name["tiny-a-normed"].data.params["compute_precision"] == "float32"
+
+
+def test_a_model_scores_in_its_recorded_precision_where_the_device_runs_it_well():
+    from clip_aesthetics.embed import scoring_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert scoring_dtype("bfloat16", cpu) == torch.bfloat16 and scoring_dtype("float32", cuda) == torch.float32
+    assert scoring_dtype("float16", cpu) == torch.float32, "no fast float16 on CPUs: the device's own choice"
+    assert scoring_dtype(None, cpu) == torch.float32 and scoring_dtype(None, cuda) == torch.float16

@@ -33,6 +33,13 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     return getattr(torch, precision)
 
 
+def scoring_dtype(recorded: str | None, device: torch.device) -> torch.dtype:
+    """The precision a model was trained with (recorded in it), unless this device cannot run it well."""
+    if recorded is None or (device.type == "cpu" and recorded == "float16"):  # no fast float16 on CPUs
+        return pick_dtype("auto", device)
+    return getattr(torch, recorded)
+
+
 def embed_pixels(model, pixel_values: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     """The projected image embedding (not normalised), rounded to the cache's float16 as at training."""
     device = next(model.parameters()).device

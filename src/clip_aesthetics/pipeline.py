@@ -63,6 +63,11 @@ class EmbedReport:
     device: str
     table: pd.DataFrame | None = None  # AVA.txt as parsed by the embed step, so training need not parse it again
 
+    @property
+    def precision(self) -> str:
+        """The dtype the cached embeddings were computed in (part of the cache's key)."""
+        return str(self.cache.manifest().get("precision", "float32"))
+
 
 def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progress: bool = True) -> EmbedReport:
     """Make sure every voted image of AVA.txt has a cached embedding or a recorded failure."""

@@ -27,7 +27,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
 from .clip import ClipSource, load_clip, resolve_clip
-from .embed import default_workers, embed_sources, pick_device, pick_dtype
+from .embed import default_workers, embed_sources, pick_device, scoring_dtype
 from .head import HeadSpec, build_head, predict_scores, prepare
 from .images import ImageError, decode_rgb, load_rgb
 
@@ -160,7 +160,8 @@ class AestheticScorer(PythonModel):
                     f"trained with {self.clip_info['revision']}); scores would not match the trained head"
                 )
         self.device = pick_device(device)
-        self.dtype = pick_dtype("auto", self.device)
+        self.precision = doc.get("precision")  # as at training; older models have none: the device's choice
+        self.dtype = scoring_dtype(self.precision, self.device)
         self.model, self.processor = load_clip(source, self.device)
         if self.model.config.projection_dim != self.spec.in_dim:
             raise RuntimeError(f"CLIP {source.model_id} gives {self.model.config.projection_dim}-d embeddings but the "
@@ -170,7 +171,7 @@ class AestheticScorer(PythonModel):
     def to(self, device) -> AestheticScorer:
         """Move the CLIP to `device` (a GPU Spark assigned a task, say), in that device's precision."""
         self.device = torch.device(device)
-        self.dtype = pick_dtype("auto", self.device)
+        self.dtype = scoring_dtype(self.precision, self.device)
         self.model = self.model.to(self.device)
         return self
 

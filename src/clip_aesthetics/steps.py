@@ -66,7 +66,8 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         **data.model_dump(), **train.model_dump(), "clip": clip, **clip_params(report.source),
         "embedding_dim": dataset.train.embeddings.shape[1], "n_train": len(dataset.train.ids),
         "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids), "n_skipped": len(dataset.skipped),
-        "device": report.device, "train_device": "cpu", **tracking.library_versions(),
+        "device": report.device, "train_device": "cpu", "compute_precision": report.precision,
+        **tracking.library_versions(),
     })
     log_ava_datasets(data, report, dataset)
     tracking.log_csv(dataset.skipped, "data/skipped.csv")
@@ -83,7 +84,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
                                                   f"test, epoch {result.best_epoch}"), "plots/test_scatter.png")):
         tracking.log_figure(figure, name)
         plots.close(figure)
-    log_scorer(MODEL_NAME, result.best_state, scorer_spec(result, report.source))
+    log_scorer(MODEL_NAME, result.best_state, scorer_spec(result, report))
     return result
 
 
@@ -97,10 +98,11 @@ def log_epoch(epoch: int, row: dict, state: dict) -> None:
     tracking.log_state(state, f"checkpoints/epoch_{epoch:03d}.pt")
 
 
-def scorer_spec(result: TrainResult, source: ClipSource) -> dict:
-    """What rebuilds the image path at scoring time: the head, and the exact CLIP (id + revision)."""
-    return {"head": result.spec.to_dict(), "best_epoch": result.best_epoch,
-            "clip": {"model_id": source.model_id, "revision": source.revision}}
+def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
+    """What rebuilds the image path at scoring time: the head, the exact CLIP (id + revision) and the
+    precision its embeddings were computed in (the scorer computes in it too)."""
+    return {"head": result.spec.to_dict(), "best_epoch": result.best_epoch, "precision": report.precision,
+            "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
 
 
 def ava_dataset_name(data: AvaSettings) -> str:
