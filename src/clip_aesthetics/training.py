@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 
 from . import ava, metrics
-from .config import DataSettings, TrainSettings
+from .config import TrainSettings
 from .head import (SCORE_RANGE, HeadSpec, build_head, fit, fit_ridge, head_outputs, n_outside_range, predict_scores,
                    prepare)
 from .pipeline import Dataset
