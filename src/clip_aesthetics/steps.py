@@ -15,7 +15,7 @@ import pandas as pd
 from . import ava, plots, tracking
 from .clip import ClipSource, resolve_clip
 from .config import AvaSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
-from .pipeline import Dataset, EmbedReport, embed_ava, load_dataset, locate_cache
+from .pipeline import EmbedReport, embed_ava, load_dataset, locate_cache
 from .scorer import log_scorer
 from .training import TrainResult, clip_label, default_run_name, train_and_evaluate
 
@@ -61,7 +61,9 @@ def clip_params(source: ClipSource) -> dict[str, str]:
 
 def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:
     """Inside an active run: train, and log params, datasets, per-epoch metrics, artifacts and the scorer model."""
-    dataset = load_dataset(data, report.cache, report.table)
+    # Parsed once here when `train` did not embed (main passes the embed step's table along).
+    table = report.table if report.table is not None else ava.read_ava(Path(data.ava_dir) / "AVA.txt")
+    dataset = load_dataset(data, report.cache, table)
     tracking.log_params({
         **data.model_dump(), **train.model_dump(), "clip": clip, **clip_params(report.source),
         "embedding_dim": dataset.train.embeddings.shape[1], "n_train": len(dataset.train.ids),
@@ -69,7 +71,8 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         "device": report.device, "train_device": "cpu", "compute_precision": report.precision,
         **tracking.library_versions(),
     })
-    log_ava_datasets(data, report, dataset)
+    log_ava_table(data, table, {context: {"num_rows": len(getattr(dataset, part).ids)}
+                                for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
     tracking.log_csv(dataset.skipped, "data/skipped.csv")
     result = train_and_evaluate(dataset, train, data.seed, log_epoch)
     best = result.history[result.best_epoch - 1]
@@ -105,18 +108,15 @@ def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
             "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
 
 
-def ava_dataset_name(data: AvaSettings) -> str:
-    """Which label table: `<AVA folder name>/AVA.txt`."""
-    return f"{Path(data.ava_dir).resolve().name}/AVA.txt"
+def log_ava_table(data: DataSettings, table: pd.DataFrame, profiles: dict[str, dict]) -> None:
+    """The AVA label table as the active run's input, once per context, all with the table's digest.
 
-
-def log_ava_datasets(data: DataSettings, report: EmbedReport, dataset: Dataset) -> None:
-    """The AVA table as the run's input, once per context, with the same digest (the table's)."""
-    table = report.table if report.table is not None else ava.read_ava(Path(data.ava_dir) / "AVA.txt")
+    Named `<AVA folder name>/AVA.txt`; each context's profile also holds the split that made it.
+    """
     split = {"split": data.split, "val_fraction": data.val_fraction, "seed": data.seed, "table_rows": len(table)}
-    profiles = {context: {"num_rows": len(getattr(dataset, part).ids), **split}
-                for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))}
-    tracking.log_datasets(ava_dataset_name(data), ava.table_digest(table), str(Path(data.ava_dir).resolve()), profiles)
+    folder = Path(data.ava_dir).resolve()
+    tracking.log_datasets(f"{folder.name}/AVA.txt", ava.table_digest(table), str(folder),
+                          {context: {**profile, **split} for context, profile in profiles.items()})
 
 
 def register_step(command) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import ava, plots, tracking
+from . import plots, tracking
 from .config import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
 from .clip import resolve_clip
 from .pipeline import EmbedReport, embed_ava
-from .steps import ava_dataset_name, clip_params, train_and_log
+from .steps import clip_params, log_ava_table, train_and_log
 from .training import clip_label, default_run_name
 
 KEY_TAG = "clip_aesthetics.run_key"
@@ -41,7 +41,7 @@ def code_version() -> str:
 def run_key(report: EmbedReport, data: DataSettings, train: TrainSettings) -> str:
     """Everything that decides a child's result, as strings (params are stored as strings)."""
     values = {**{k: str(v) for k, v in data.model_dump().items()}, **{k: str(v) for k, v in train.model_dump().items()},
-              "ava_dir": str(Path(data.ava_dir).resolve()), **clip_params(report.source), "precision": report.cache.manifest().get("precision", ""),
+              "ava_dir": str(Path(data.ava_dir).resolve()), **clip_params(report.source), "precision": report.precision,
               "code_version": code_version()}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -139,10 +139,7 @@ def _log_dataset(data: DataSettings, reports: dict) -> None:
     """The parent's input: the AVA table its children were trained and tested on, logged once."""
     report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.table is not None), None)
     if report is not None:
-        profile = {"num_rows": len(report.table), "split": data.split, "val_fraction": data.val_fraction,
-                   "seed": data.seed}
-        tracking.log_datasets(ava_dataset_name(data), ava.table_digest(report.table),
-                              str(Path(data.ava_dir).resolve()), {"all splits": profile})
+        log_ava_table(data, report.table, {"all splits": {"num_rows": len(report.table)}})
 
 
 def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
