@@ -125,10 +125,10 @@ def test_a_repaired_image_is_embedded_and_its_old_failure_forgotten(ava_copy, ti
     victim, twin = (int(i) for i in read_ava(ava_copy / "AVA.txt")["image_id"].iloc[:2])
     real_load = embed_module.load_rgb
 
-    def permission_denied_for_victim(path):  # as the (root) test user cannot make a file unreadable to itself
+    def permission_denied_for_victim(path, **options):  # as the (root) test user cannot make a file unreadable
         if path.name == f"{victim}.jpg":
             raise ImageError("unreadable file: Permission denied")
-        return real_load(path)
+        return real_load(path, **options)
 
     monkeypatch.setattr(embed_module, "load_rgb", permission_denied_for_victim)
     first = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
@@ -213,3 +213,19 @@ def test_images_named_with_leading_zeros_are_found(ava_copy, tiny_clip, tmp_path
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
     cached = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
     assert image_id in set(cached.ids) and image_id not in set(cached.failures["image_id"])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_embeddings_leave_the_model_in_float32(tiny_clip, dtype):
+    """The transformer runs in half precision; its last layer norm and projection in float32, so the
+    embedding keeps the cache's float16 resolution instead of bfloat16's 8 bits."""
+    model, _ = load_clip(resolve_clip(str(tiny_clip)), torch.device("cpu"))
+    pixels = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    exact = embed_pixels(model, pixels, torch.float32)
+    with torch.inference_mode():
+        assert np.allclose(exact, model(pixel_values=pixels).image_embeds.numpy(), atol=2e-3, rtol=1e-3)
+    half = embed_pixels(model, pixels, dtype)
+    cosine = (half * exact).sum(1) / np.linalg.norm(half, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cosine.min() > 0.999
+    as_bf16 = torch.from_numpy(half).to(torch.bfloat16).float().numpy()
+    assert np.mean(as_bf16 != half) > 0.5, "the embedding was rounded to bfloat16 on its way out"

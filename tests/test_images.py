@@ -129,3 +129,23 @@ def test_a_processor_configured_otherwise_is_called_as_it_is():
     image = Image.new("RGB", (300, 200), (10, 200, 30))
     assert not pixels.fast
     np.testing.assert_array_equal(pixels(image), processor(images=image, return_tensors="np")["pixel_values"][0])
+
+
+@pytest.mark.parametrize("size, decoded", [((1000, 700), (500, 350)), ((448, 600), (224, 300)),
+                                           ((447, 600), (447, 600)), ((4000, 3000), (500, 375)),
+                                           ((3000, 4000), (375, 500))])
+def test_reduced_decoding_keeps_the_short_side_at_least_the_target(tmp_path, size, decoded):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    assert load_rgb(path, min_short=224).size == decoded
+    assert decode_rgb(path.read_bytes(), min_short=224).size == decoded
+    assert load_rgb(path).size == size, "without min_short every image is decoded whole"
+
+
+def test_reduced_decoding_leaves_other_formats_whole_and_keeps_orientation(tmp_path):
+    Image.new("RGB", (1000, 800), (10, 200, 30)).save(tmp_path / "a.png")
+    assert load_rgb(tmp_path / "a.png", min_short=224).size == (1000, 800)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new("RGB", (1000, 800), (10, 200, 30)).save(tmp_path / "b.jpg", exif=exif)
+    assert load_rgb(tmp_path / "b.jpg", min_short=224).size == (400, 500)

@@ -174,3 +174,23 @@ def test_a_model_scores_in_its_recorded_precision_where_the_device_runs_it_well(
     assert scoring_dtype("bfloat16", cpu) == torch.bfloat16 and scoring_dtype("float32", cuda) == torch.float32
     assert scoring_dtype("float16", cpu) == torch.float32, "no fast float16 on CPUs: the device's own choice"
     assert scoring_dtype(None, cpu) == torch.float32 and scoring_dtype(None, cuda) == torch.float16
+
+
+def test_a_model_scores_with_the_decoding_and_precision_it_was_trained_with(sample_ava, tiny_clip, tmp_path,
+                                                                            tracking_uri):
+    """Reduced decoding and bfloat16 are recorded in the run and the model, and the model scores with both:
+    its scores of the test images are the training run's own test predictions."""
+    common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
+              "--num-workers", "0"]
+    assert cli.main(["main", *common, *FAST, "--decoding", "reduced", "--precision", "bfloat16"]) == 0
+    client, (run,) = only_run()
+    assert (run.data.params["decoding"], run.data.params["compute_precision"]) == ("reduced", "bfloat16")
+    assert [p.name for p in (tmp_path / "cache").glob("*/images-*/*")] == ["bfloat16-reduced"]
+    scorer = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").unwrap_python_model()
+    assert (scorer.decoding, scorer.precision, scorer.dtype) == ("reduced", "bfloat16", torch.bfloat16)
+    predictions = pd.read_csv(io.StringIO(artifact(client, run.info.run_id, "predictions/test.csv")))
+    paths = [sample_ava / "image" / f"{i}.jpg" for i in predictions["image_id"]]
+    scored = scorer.score_paths(paths, num_workers=0)["score"].to_numpy()
+    assert np.allclose(scored, predictions["score_pred"], atol=2e-3), np.abs(scored - predictions["score_pred"]).max()
+    scorer.decoding = "full"  # what a model that forgot its decoding would do: visibly different scores
+    assert np.abs(scorer.score_paths(paths, num_workers=0)["score"].to_numpy() - scored).max() > 0.01

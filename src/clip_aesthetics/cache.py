@@ -1,6 +1,6 @@
 """Embedding cache on disk: verified shards of (image ids, float16 embeddings, file stamps) plus failures with reasons.
 
-One cache folder per (CLIP model id + revision, image folder, precision). The target normalisation is
+One cache folder per (CLIP model id + revision, image folder, precision, decoding). The target normalisation is
 not part of the key: an embedding does not depend on it. Each image's file stamp (size, mtime) is
 stored, so a replaced file is embedded again; a failed image is tried again on the next embed; for
 every image the newest answer wins. Shards are written atomically under a unique name that carries

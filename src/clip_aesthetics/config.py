@@ -83,11 +83,18 @@ class EngineSettings(Settings):
 class EmbedSettings(EngineSettings):
     cache_dir: Path = Field(
         Path("~/.cache/clip-aesthetics"),
-        description="where embeddings are cached: one folder per CLIP model + revision, image folder and precision",
+        description="where embeddings are cached: one folder per CLIP model + revision, image folder, precision "
+        "and decoding",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda when available")
     precision: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="autocast dtype of the CLIP forward; auto = float16 on cuda, float32 elsewhere"
+    )
+    decoding: Literal["full", "reduced"] = Field(
+        "full", description="full: every image decoded whole, as CLIP's own preprocessing does; reduced: JPEGs "
+        "at least twice CLIP's input size are decoded at 1/2, 1/4 or 1/8 size (DCT scaling), 2-4x less decoding "
+        "work on large photos, embeddings slightly different (benchmarks/RESULTS.md); the model records it and "
+        "scores with it",
     )
     embed_batch_size: int = Field(0, ge=0, description="images per CLIP forward; 0 = 256 on cuda, 32 on cpu")
     num_workers: int = Field(-1, ge=-1, description="image decoding processes; -1 = one per CPU core (max 8)")

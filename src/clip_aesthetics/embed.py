@@ -40,20 +40,45 @@ def scoring_dtype(recorded: str | None, device: torch.device) -> torch.dtype:
     return getattr(torch, recorded)
 
 
+DECODINGS = ("full", "reduced")
+
+
 def embed_pixels(model, pixel_values: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
-    """The projected image embedding (not normalised), rounded to the cache's float16 as at training."""
+    """The projected image embedding (not normalised), rounded to the cache's float16 as at training.
+
+    In float16/bfloat16 the transformer runs under autocast (matrix products in that dtype, the residual
+    stream in float32); its final layer norm and projection run in float32, so the embedding is not
+    rounded to 8 or 11 bits on its way out (measured: half the score differences against float32).
+    """
     device = next(model.parameters()).device
     pixel_values = pixel_values.to(device, non_blocking=True)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        embeds = model(pixel_values=pixel_values).image_embeds
+    with torch.inference_mode():
+        if dtype == torch.float32:
+            embeds = model(pixel_values=pixel_values).image_embeds
+        else:
+            with torch.autocast(device.type, dtype=dtype):
+                hidden = model.vision_model(pixel_values=pixel_values).last_hidden_state
+            pooled = model.vision_model.post_layernorm(hidden[:, 0, :].float())  # CLIP pools its class token
+            embeds = model.visual_projection(pooled)
     return embeds.float().cpu().numpy().astype(np.float16).astype(np.float32)
+
+
+def decode_target(pixels: ClipPixels, decoding: str) -> int | None:
+    """The short side reduced decoding must keep (CLIP's resize target), or None for full decoding.
+
+    A processor configured otherwise than CLIP's (see ClipPixels) always gets full decoding.
+    """
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding={decoding!r}: expected one of {', '.join(DECODINGS)}")
+    return pixels.short if decoding == "reduced" and pixels.fast else None
 
 
 class _ImageSources(Dataset):
     """(key, source) -> (key, pixel array or None, reason or None, file stamp or None)."""
 
-    def __init__(self, items: list, load: Callable, processor, stamp: bool):
+    def __init__(self, items: list, load: Callable, processor, stamp: bool, decoding: str = "full"):
         self.items, self.load, self.to_pixels, self.stamp = items, load, ClipPixels(processor), stamp
+        self.min_short = decode_target(self.to_pixels, decoding)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -62,7 +87,7 @@ class _ImageSources(Dataset):
         key, source = self.items[index]
         stamp = file_stamp(source) if self.stamp else None
         try:
-            image = self.load(source)
+            image = self.load(source, min_short=self.min_short)
         except ImageError as error:
             return key, None, str(error), stamp
         pixels = self.to_pixels(crop_long_side(image))
@@ -94,14 +119,15 @@ def _batches(dataset: _ImageSources, batch_size: int, num_workers: int, threads:
 
 def embed_sources(
     items: list, load: Callable, model, processor, dtype: torch.dtype, batch_size: int, num_workers: int,
-    threads: bool = False, stamp: bool = False, progress: bool = True,
+    threads: bool = False, stamp: bool = False, progress: bool = True, decoding: str = "full",
 ) -> Iterator[tuple[list, np.ndarray | None, list]]:
     """The one embedding path of training and scoring: yields (ok rows, their embeddings, failed rows).
 
     Rows are (key, pixels, reason, stamp); a failed row's reason says why its image was skipped.
+    `load(source, min_short=...)` decodes one source; `decoding` is "full" or "reduced" (images.py).
     """
     device = next(model.parameters()).device
-    dataset = _ImageSources(items, load, processor, stamp)
+    dataset = _ImageSources(items, load, processor, stamp, decoding)
     with tqdm(total=len(items), unit="img", desc="embedding", disable=not progress, smoothing=0.1) as bar:
         for ok, pixels, failed in _batches(dataset, batch_size, num_workers, threads, device.type == "cuda"):
             yield ok, (embed_pixels(model, pixels, dtype) if ok else None), failed
@@ -110,13 +136,14 @@ def embed_sources(
 
 def embed_to_cache(
     cache: EmbeddingCache, items: Iterable[tuple[int, Path]], model, processor, dtype: torch.dtype,
-    batch_size: int, num_workers: int, shard_size: int, progress: bool = True,
+    batch_size: int, num_workers: int, shard_size: int, progress: bool = True, decoding: str = "full",
 ) -> int:
     """Embed the given (id, path) pairs into new shards (see EmbeddingCache.missing); returns how many."""
     items = list(items)
     pending = _Shard()
     for ok, embeddings, failed in embed_sources(
-        items, load_rgb, model, processor, dtype, batch_size, num_workers, stamp=True, progress=progress
+        items, load_rgb, model, processor, dtype, batch_size, num_workers, stamp=True, progress=progress,
+        decoding=decoding,
     ):
         if ok:
             pending.add_ok(ok, embeddings)

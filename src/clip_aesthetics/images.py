@@ -34,8 +34,8 @@ class ImageError(Exception):
     """An image that cannot be used; str(error) is the reason recorded beside its id."""
 
 
-def load_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Read one file into an upright RGB image."""
+def load_rgb(path: Path, max_pixels: int = MAX_PIXELS, min_short: int | None = None) -> Image.Image:
+    """Read one file into an upright RGB image (see `_to_rgb` for `min_short`)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -45,21 +45,21 @@ def load_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"unreadable file: {error.strerror or error}") from None
     if size == 0:
         raise ImageError("empty file")
-    return _decode(lambda: Image.open(path), max_pixels)
+    return _decode(lambda: Image.open(path), max_pixels, min_short)
 
 
-def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS, min_short: int | None = None) -> Image.Image:
     """Decode encoded image bytes (JPEG, PNG, ...) into an upright RGB image."""
     if not data:
         raise ImageError("empty image data")
-    return _decode(lambda: Image.open(io.BytesIO(data)), max_pixels)
+    return _decode(lambda: Image.open(io.BytesIO(data)), max_pixels, min_short)
 
 
-def _decode(open_image, max_pixels: int) -> Image.Image:
+def _decode(open_image, max_pixels: int, min_short: int | None = None) -> Image.Image:
     """Open, check and convert; every decoder failure becomes an ImageError with its reason."""
     try:
         with open_image() as image:
-            return _to_rgb(image, max_pixels)
+            return _to_rgb(image, max_pixels, min_short)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -68,11 +68,18 @@ def _decode(open_image, max_pixels: int) -> Image.Image:
         raise ImageError(_describe(error)) from None
 
 
-def _to_rgb(image: Image.Image, max_pixels: int) -> Image.Image:
-    """Refuse oversized images before decoding, then apply EXIF orientation and convert any mode."""
+def _to_rgb(image: Image.Image, max_pixels: int, min_short: int | None = None) -> Image.Image:
+    """Refuse oversized images before decoding, then apply EXIF orientation and convert any mode.
+
+    With `min_short`, a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 of its size (libjpeg's DCT
+    scaling, several times less work on large photos) whose short side is still at least `min_short`;
+    smaller JPEGs and other formats are decoded whole.
+    """
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")
+    if min_short and image.format == "JPEG":
+        image.draft(None, (min_short, min_short))  # Pillow keeps both sides >= these (scale <= short // min_short)
     image.load()  # decode now, so truncation surfaces here with a reason
     image = ImageOps.exif_transpose(image)
     if image.mode in _WIDE_GREY_RANGE:

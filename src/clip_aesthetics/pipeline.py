@@ -40,11 +40,13 @@ def image_dir(ava_dir: Path) -> Path:
 PRECISIONS = ("float32", "float16", "bfloat16")
 
 
-def cache_for(cache_dir: Path, source: ClipSource, images: Path, precision: str) -> EmbeddingCache:
-    """One cache per (CLIP id + revision, image folder, compute precision); the target norm is not part of it."""
+def cache_for(cache_dir: Path, source: ClipSource, images: Path, precision: str, decoding: str = "full") -> EmbeddingCache:
+    """One cache per (CLIP id + revision, image folder, compute precision, decoding); the target norm is not
+    part of it. Full decoding keeps the plain precision folder (caches written before `decoding` existed)."""
     model_key = re.sub(r"[^\w.-]+", "_", source.model_id.strip("/"))[-60:] + "@" + source.revision[:16]
     folder_key = hashlib.sha256(str(images.resolve()).encode()).hexdigest()[:12]
-    return EmbeddingCache(Path(cache_dir) / model_key / f"images-{folder_key}" / precision)
+    leaf = precision if decoding == "full" else f"{precision}-{decoding}"
+    return EmbeddingCache(Path(cache_dir) / model_key / f"images-{folder_key}" / leaf)
 
 
 def embedding_dim(source: ClipSource) -> int:
@@ -68,6 +70,11 @@ class EmbedReport:
         """The dtype the cached embeddings were computed in (part of the cache's key)."""
         return str(self.cache.manifest().get("precision", "float32"))
 
+    @property
+    def decoding(self) -> str:
+        """How the images were decoded, full or reduced (part of the cache's key)."""
+        return str(self.cache.manifest().get("decoding", "full"))
+
 
 def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progress: bool = True) -> EmbedReport:
     """Make sure every voted image of AVA.txt has a cached embedding or a recorded failure."""
@@ -76,9 +83,9 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progr
     device = pick_device(embed.device)
     dtype = pick_dtype(embed.precision, device)
     precision = str(dtype).removeprefix("torch.")
-    cache = cache_for(embed.cache_dir, source, images, precision)
+    cache = cache_for(embed.cache_dir, source, images, precision, embed.decoding)
     cache.open({"model_id": source.model_id, "revision": source.revision, "image_dir": str(images.resolve()),
-                "embedding_dim": embedding_dim(source), "precision": precision})
+                "embedding_dim": embedding_dim(source), "precision": precision, "decoding": embed.decoding})
     voted = table[table["n_votes"] > 0]
     items = [(image_id, ava.image_path(images, image_id, name))
              for image_id, name in zip(voted["image_id"].tolist(), voted["image_name"].tolist(), strict=True)]
@@ -89,11 +96,12 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progr
     if todo and embed.engine == "spark":  # Spark tasks write shards into the same cache folder
         from .spark import embed_missing
 
-        embed_missing(cache.root, todo, source.folder, precision, batch, embed.shard_size, embed.spark_partitions)
+        embed_missing(cache.root, todo, source.folder, precision, batch, embed.shard_size, embed.spark_partitions,
+                      embed.decoding)
     elif todo:  # a complete cache does no CLIP work at all, not even loading the model
         model, processor = load_clip(source, device)
         embed_to_cache(cache, todo, model, processor, dtype, batch,
-                       default_workers(embed.num_workers), embed.shard_size, progress)
+                       default_workers(embed.num_workers), embed.shard_size, progress, embed.decoding)
     return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), table)
 
 
@@ -117,11 +125,11 @@ def locate_cache(data: AvaSettings, embed: EmbedSettings, source: ClipSource) ->
     """The cache an earlier `embed` wrote for this CLIP model and image folder, without embedding.
 
     Prefers the precision this machine would embed in; else any precision found (embedded on a GPU,
-    trained on a CPU, say).
+    trained on a CPU, say). The decoding is as asked: full and reduced embeddings are never mixed up.
     """
     images = image_dir(data.ava_dir)
     wanted = str(pick_dtype(embed.precision, pick_device(embed.device))).removeprefix("torch.")
-    caches = [cache_for(embed.cache_dir, source, images, p) for p in (wanted, *PRECISIONS)]
+    caches = [cache_for(embed.cache_dir, source, images, p, embed.decoding) for p in (wanted, *PRECISIONS)]
     cache = next((c for c in caches if c.manifest_path.exists()), caches[0])
     if not cache.manifest_path.exists():
         raise DatasetError(

@@ -129,8 +129,8 @@ def _image_bytes(value) -> bytes:
     raise ImageError(f"image must be bytes or a base64 string, got {type(value).__name__}")
 
 
-def _decode_value(value):
-    return decode_rgb(_image_bytes(value))
+def _decode_value(value, min_short: int | None = None):
+    return decode_rgb(_image_bytes(value), min_short=min_short)
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -138,7 +138,8 @@ def _bad_request(message: str) -> MlflowException:
 
 
 class AestheticScorer(PythonModel):
-    """The registered model: applies exactly the CLIP (id + revision), processor, embed_norm and scale of training."""
+    """The registered model: applies exactly the CLIP (id + revision), processor, decoding, precision, embed_norm
+    and scale of training."""
 
     def load_context(self, context) -> None:
         self.load(context.artifacts)
@@ -161,6 +162,7 @@ class AestheticScorer(PythonModel):
                 )
         self.device = pick_device(device)
         self.precision = doc.get("precision")  # as at training; older models have none: the device's choice
+        self.decoding = doc.get("decoding", "full")  # as at training; older models decoded in full
         self.dtype = scoring_dtype(self.precision, self.device)
         self.model, self.processor = load_clip(source, self.device)
         if self.model.config.projection_dim != self.spec.in_dim:
@@ -208,7 +210,8 @@ class AestheticScorer(PythonModel):
         items = list(enumerate(sources))
         workers = default_workers(workers)  # bytes: a thread pool sized to the cores; files: worker processes
         for ok, embeddings, failed in embed_sources(
-            items, load, self.model, self.processor, self.dtype, batch, workers, threads=threads, progress=progress
+            items, load, self.model, self.processor, self.dtype, batch, workers, threads=threads, progress=progress,
+            decoding=self.decoding,
         ):
             if ok:
                 rows = [row[0] for row in ok]

@@ -142,7 +142,7 @@ def _scorer(shipped: str, loads):
 
 
 def embed_missing(cache_root: Path, todo: list[tuple[int, Path]], clip_folder: Path, precision: str,
-                  batch_size: int, shard_size: int, partitions: int = 0) -> int:
+                  batch_size: int, shard_size: int, partitions: int = 0, decoding: str = "full") -> int:
     """Embed the (id, path) pairs on Spark: each task runs the project's embedding into new shards of the cache."""
     spark = session()
     shipped = _shipped(spark, str(clip_folder))
@@ -155,13 +155,13 @@ def embed_missing(cache_root: Path, todo: list[tuple[int, Path]], clip_folder: P
     def embed_partition(items):
         items = list(items)
         if items:
-            _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads)
+            _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads, decoding)
 
     spark.sparkContext.parallelize(rows, slices).foreachPartition(embed_partition)
     return loads.value
 
 
-def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads) -> None:
+def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads, decoding) -> None:
     import torch
 
     from .cache import EmbeddingCache
@@ -176,4 +176,5 @@ def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads)
         loads.add(1)
     model, processor = _loaded[key]
     embed_to_cache(EmbeddingCache(Path(root)), [(image_id, Path(path)) for image_id, path in items], model,
-                   processor, getattr(torch, precision), batch_size, 0, shard_size, progress=False)
+                   processor, getattr(torch, precision), batch_size, 0, shard_size, progress=False,
+                   decoding=decoding)

@@ -69,7 +69,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         "embedding_dim": dataset.train.embeddings.shape[1], "n_train": len(dataset.train.ids),
         "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids), "n_skipped": len(dataset.skipped),
         "device": report.device, "train_device": "cpu", "compute_precision": report.precision,
-        **tracking.library_versions(),
+        "decoding": report.decoding, **tracking.library_versions(),
     })
     log_ava_table(data, table, {context: {"num_rows": len(getattr(dataset, part).ids)}
                                 for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
@@ -102,9 +102,10 @@ def log_epoch(epoch: int, row: dict, state: dict) -> None:
 
 
 def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
-    """What rebuilds the image path at scoring time: the head, the exact CLIP (id + revision) and the
-    precision its embeddings were computed in (the scorer computes in it too)."""
+    """What rebuilds the image path at scoring time: the head, the exact CLIP (id + revision), the precision
+    its embeddings were computed in and how images were decoded (the scorer does the same)."""
     return {"head": result.spec.to_dict(), "best_epoch": result.best_epoch, "precision": report.precision,
+            "decoding": report.decoding,
             "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
 
 

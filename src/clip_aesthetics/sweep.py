@@ -42,6 +42,7 @@ def run_key(report: EmbedReport, data: DataSettings, train: TrainSettings) -> st
     """Everything that decides a child's result, as strings (params are stored as strings)."""
     values = {**{k: str(v) for k, v in data.model_dump().items()}, **{k: str(v) for k, v in train.model_dump().items()},
               "ava_dir": str(Path(data.ava_dir).resolve()), **clip_params(report.source), "precision": report.precision,
+              "decoding": report.decoding,
               "code_version": code_version()}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:24]
 
