@@ -31,7 +31,7 @@ import synthetic  # noqa: E402
 from clip_aesthetics.ava import target_scale  # noqa: E402
 from clip_aesthetics.cache import EmbeddingCache  # noqa: E402
 from clip_aesthetics.config import TrainSettings  # noqa: E402
-from clip_aesthetics.clip import load_clip, resolve_clip, save_random_clip  # noqa: E402
+from clip_aesthetics.clip import ClipPixels, load_clip, resolve_clip, save_random_clip  # noqa: E402
 from clip_aesthetics.embed import default_workers, embed_pixels, embed_to_cache  # noqa: E402
 from clip_aesthetics.head import HeadSpec, build_head, fit, fit_ridge, predict_scores  # noqa: E402
 from clip_aesthetics.images import load_rgb  # noqa: E402
@@ -40,14 +40,24 @@ from clip_aesthetics.sample_data import write_sample_ava  # noqa: E402
 
 TARGETS = {  # figure: (comparison, bound)
     "embed_grid_speedup_vs_seed": (">=", 1.9),
-    "embed_fraction_of_forward": (">=", 0.85),
+    "embed_fraction_of_forward": (">=", 0.9),
+    "embed_fraction_of_forward_bf16": (">=", 0.9),
+    "score_fraction_of_forward_pyfunc_bytes": (">=", 0.9),
+    "score_fraction_of_forward_cli_files": (">=", 0.9),
+    "score_fraction_of_forward_pyfunc_bytes_bf16": (">=", 0.9),
+    "score_fraction_of_forward_cli_files_bf16": (">=", 0.9),
     "train_grid_speedup_vs_seed": (">=", 20.0),
     "closed_form_seconds": ("<=", 5.0),
     "peak_rss_mb": ("<=", 2000.0),
 }
+# A faster path becomes a default only if, against full decoding in float32, a trained head's scores keep a
+# Spearman >= 0.999 and no image's embedding moves further (cosine) than re-saving the JPEG at quality 95
+# moves it: a change nobody looking at the photos would call a change.
+DEFAULT_BAR_SPEARMAN = 0.999
 
 
 TARGETS_SECTIONS = ["embed", "train", "closed_form", "memory"]
+EXTRA_SECTIONS = ["decoding", "scorer", "spark"]
 
 
 def bench_embedding(work: Path, n_images: int) -> dict:
@@ -71,20 +81,53 @@ def bench_embedding(work: Path, n_images: int) -> dict:
             total, rates[name], model, processor = _project_pass(work / name / model_dir.name, model_dir, items, dtype)
             seconds[name] += total
     # The model forward alone, on pre-decoded tensors: the ceiling that end-to-end embedding can approach.
-    pixels = torch.from_numpy(np.stack([processor(images=load_rgb(p), return_tensors="np")["pixel_values"][0]
-                                        for p in paths]))
+    pixels = _pixels(processor, paths)
     figures = {"embed_images": n_images, "embed_workers": default_workers(-1),
                "embed_seed_seconds": seconds["seed"], "embed_project_seconds": seconds["float32"]}
     for name in rates:
-        forward = _forward_rate(model, pixels, getattr(torch, name))
+        dtype = getattr(torch, name)
         suffix = "" if name == "float32" else "_bf16"
+
+        def end_to_end(dtype=dtype, counter=iter(range(1000))):
+            cache = EmbeddingCache(work / "fraction" / str(next(counter)))
+            cache.open({"embedding_dim": 512})
+            embed_to_cache(cache, items, model, processor, dtype, 32, default_workers(-1), 4096, progress=False)
+
+        forward, through, fraction = _fraction_of_forward(lambda dtype=dtype: _forward(model, pixels, dtype),
+                                                          end_to_end, len(items))
         figures.update({
             f"embed_grid_speedup_vs_seed{suffix}": seconds["seed"] / seconds[name],
             f"embed_forward_images_per_second{suffix}": forward,
-            f"embed_end_to_end_images_per_second{suffix}": rates[name],
-            f"embed_fraction_of_forward{suffix}": rates[name] / forward,
+            f"embed_end_to_end_images_per_second{suffix}": through,
+            f"embed_fraction_of_forward{suffix}": fraction,
         })
     return figures
+
+
+def _pixels(processor, paths: list[Path]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([ClipPixels(processor)(load_rgb(p)) for p in paths]))
+
+
+def _forward(model, pixels: torch.Tensor, dtype: torch.dtype) -> None:
+    for start in range(0, len(pixels), 32):
+        embed_pixels(model, pixels[start:start + 32], dtype)
+
+
+def _fraction_of_forward(forward, end_to_end, n: int, rounds: int = 3) -> tuple[float, float, float]:
+    """(forward images/s, end-to-end images/s, their ratio): each the best of `rounds` passes, the two
+    alternating, so that a slow spell of this shared machine does not fall on one side only."""
+    forward()  # warm-up: the first pass of a precision pays for its kernels
+    best_forward = best_through = 0.0
+    for _ in range(rounds):
+        for run, which in ((forward, "forward"), (end_to_end, "through")):
+            started = time.perf_counter()
+            run()
+            rate = n / (time.perf_counter() - started)
+            if which == "forward":
+                best_forward = max(best_forward, rate)
+            else:
+                best_through = max(best_through, rate)
+    return best_forward, best_through, best_through / best_forward
 
 
 def _project_pass(cache_root: Path, model_dir: Path, items: list, dtype: torch.dtype):
@@ -99,16 +142,9 @@ def _project_pass(cache_root: Path, model_dir: Path, items: list, dtype: torch.d
     return done - started, len(items) / (done - loaded), model, processor
 
 
-def _forward_rate(model, pixels: torch.Tensor, dtype: torch.dtype) -> float:
-    embed_pixels(model, pixels[:32], dtype)  # warm-up
-    started = time.perf_counter()
-    for start in range(0, len(pixels), 32):
-        embed_pixels(model, pixels[start:start + 32], dtype)
-    return len(pixels) / (time.perf_counter() - started)
-
-
 def bench_scorer(work: Path, n_images: int) -> dict:
-    """The registered-model path: encoded image bytes (threads) and file paths (workers) -> scores."""
+    """The registered model's path against its own forward, in each precision this CPU runs well:
+    pyfunc on encoded bytes (what a server gets) and file paths (what `clip-aesthetics score` calls)."""
     import pandas as pd
 
     from clip_aesthetics.scorer import AestheticScorer, write_artifacts
@@ -116,20 +152,129 @@ def bench_scorer(work: Path, n_images: int) -> dict:
     ava = write_sample_ava(work / "ava", n_images, seed=1, size=(500, 400))
     clip = save_random_clip(work / "vit-b32", "b32", seed=3)
     source = resolve_clip(str(clip))
-    head = build_head(HeadSpec("linear", 512, "none", 10.0))
-    spec_doc = {"head": HeadSpec("linear", 512, "none", 10.0).to_dict(),
-                "clip": {"model_id": source.model_id, "revision": source.revision}}
-    scorer = AestheticScorer().load(write_artifacts(work / "scorer", head.state_dict(), spec_doc, None), "cpu")
+    spec = HeadSpec("linear", 512, "none", 10.0)
+    head = build_head(spec)
     paths = sorted((ava / "image").glob("*.jpg"))
     images = pd.DataFrame({"image": [p.read_bytes() for p in paths]})
-    scorer.predict(None, images.head(8))  # warm-up
-    started = time.perf_counter()
-    scorer.predict(None, images)
-    bytes_rate = len(paths) / (time.perf_counter() - started)
-    started = time.perf_counter()
-    scorer.score_paths(paths)
-    return {"scorer_images_per_second_bytes": bytes_rate,
-            "scorer_images_per_second_paths": len(paths) / (time.perf_counter() - started)}
+    figures = {"scorer_images": len(paths)}
+    for precision in _fast_precisions():
+        spec_doc = {"head": spec.to_dict(), "precision": precision,
+                    "clip": {"model_id": source.model_id, "revision": source.revision}}
+        scorer = AestheticScorer().load(write_artifacts(work / precision, head.state_dict(), spec_doc, None), "cpu")
+        pixels = _pixels(scorer.processor, paths)
+        suffix = "" if precision == "float32" else "_bf16"
+        for kind, end_to_end in (("pyfunc_bytes", lambda: scorer.predict(None, images)),
+                                 ("cli_files", lambda: scorer.score_paths(paths))):
+            forward, through, fraction = _fraction_of_forward(lambda: _forward(scorer.model, pixels, scorer.dtype),
+                                                              end_to_end, len(paths))
+            figures.update({f"score_forward_images_per_second{suffix}": forward,
+                            f"score_images_per_second_{kind}{suffix}": through,
+                            f"score_fraction_of_forward_{kind}{suffix}": fraction})
+    return figures
+
+
+def _fast_precisions() -> list[str]:
+    """float32, and bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX)."""
+    return ["float32"] + (["bfloat16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else [])
+
+
+def bench_decoding(work: Path, quick: bool) -> dict:
+    """Reduced-size JPEG decoding and bfloat16 against full decoding in float32, on the same images.
+
+    Cost: decoding (and decoding + CLIP's model input) per image on one core, for photo-sized JPEGs
+    (640-1024 px) and large ones (2000-4000 px). Fidelity, on the photo-sized ones: the model input (PSNR,
+    pixel units), the embeddings of a real-sized random ViT-B/32 (cosine) and the scores of heads on them
+    (Spearman against full decoding in float32): a ridge head trained on the scored pictures' embeddings,
+    and 20 random linear heads. Beside them, the same figures for re-saving each JPEG at quality 95, a
+    change nobody looking at the photos would notice.
+    """
+    from scipy.stats import spearmanr
+
+    photos = synthetic.photo_like_jpegs(work / "photos", 96 if quick else 192, (640, 1024), seed=0)
+    large = synthetic.photo_like_jpegs(work / "large", 8 if quick else 16, (2000, 4000), seed=1)
+    clip = save_random_clip(work / "vit-b32", "b32", seed=0)
+    model, processor = load_clip(resolve_clip(str(clip)), torch.device("cpu"))
+    to_pixels = ClipPixels(processor)
+    figures = {"decode_photos": len(photos), "decode_large_photos": len(large)}
+    for label, images in (("", photos), ("_large", large)):
+        paths = [path for path, _ in images]
+        for decoding, min_short in (("full", None), ("reduced", to_pixels.short)):
+            decode = _best_ms(lambda: [load_rgb(p, min_short=min_short) for p in paths], len(paths))
+            both = _best_ms(lambda: [to_pixels(load_rgb(p, min_short=min_short)) for p in paths], len(paths))
+            figures[f"decode_ms_per_image{label}_{decoding}"] = decode
+            figures[f"decode_and_model_input_ms_per_image{label}_{decoding}"] = both
+        figures[f"decode_speedup{label}_reduced"] = (figures[f"decode_and_model_input_ms_per_image{label}_full"]
+                                                     / figures[f"decode_and_model_input_ms_per_image{label}_reduced"])
+
+    paths = [path for path, _ in photos]
+    variants = {"full": [to_pixels(load_rgb(p)) for p in paths],
+                "reduced": [to_pixels(load_rgb(p, min_short=to_pixels.short)) for p in paths],
+                "resave_q95": [to_pixels(_resaved(p, 95)) for p in paths]}
+    inputs = {name: torch.from_numpy(np.stack(arrays)) for name, arrays in variants.items()}
+    embeddings = {name: _embed_all(model, x, torch.float32) for name, x in inputs.items()}
+    if "bfloat16" in _fast_precisions():
+        inputs["bfloat16"] = inputs["full"]
+        embeddings["bfloat16"] = _embed_all(model, inputs["full"], torch.bfloat16)
+    reference = embeddings["full"]
+    scores = np.array([score for _, score in photos])
+    scored = np.flatnonzero(~np.isnan(scores))
+    train, val = scored[: len(scored) // 2], scored[len(scored) // 2: 3 * len(scored) // 4]
+    spec = HeadSpec("ridge", 512, "none", 10.0)
+    head = build_head(spec)
+    fit_ridge(head, reference[train], scores[train] / 10, reference[val], scores[val] / 10)
+    random_heads = np.random.default_rng(1).normal(size=(20, 512))
+    std = torch.tensor(processor.image_std).reshape(1, 3, 1, 1)
+    names = {"full": None, "reduced": "decoding_reduced", "resave_q95": "resave_q95", "bfloat16": "precision_bf16"}
+    trained = predict_scores(head, spec, reference)
+    figures["fidelity_trained_head_spread"] = float(np.std(trained))
+    for name, prefix in names.items():
+        if prefix is None or name not in embeddings:
+            continue
+        error = ((inputs[name] - inputs["full"]) * std).square().mean(dim=(1, 2, 3)).numpy()
+        psnr = 10 * np.log10(1.0 / np.maximum(error, 1e-12))
+        x = embeddings[name]
+        cosine = (x * reference).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(reference, axis=1)
+        randoms = [spearmanr(x @ h, reference @ h)[0] for h in random_heads]
+        ours = predict_scores(head, spec, x)
+        figures.update({
+            f"{prefix}_input_psnr_db_min": float(psnr.min()), f"{prefix}_input_psnr_db_mean": float(psnr.mean()),
+            f"{prefix}_embedding_cosine_min": float(cosine.min()),
+            f"{prefix}_embedding_cosine_mean": float(cosine.mean()),
+            f"{prefix}_score_spearman_trained_head": float(spearmanr(ours, trained)[0]),
+            f"{prefix}_score_max_abs_change_trained_head": float(np.abs(ours - trained).max()),
+            f"{prefix}_score_spearman_random_heads_min": float(min(randoms)),
+            f"{prefix}_score_spearman_random_heads_mean": float(np.mean(randoms)),
+        })
+    for prefix in ("decoding_reduced", "precision_bf16"):
+        if f"{prefix}_embedding_cosine_min" in figures:
+            figures[f"{prefix}_meets_default_bar"] = bool(
+                figures[f"{prefix}_score_spearman_trained_head"] >= DEFAULT_BAR_SPEARMAN
+                and figures[f"{prefix}_embedding_cosine_min"] >= figures["resave_q95_embedding_cosine_min"])
+    return figures
+
+
+def _best_ms(work, n: int, rounds: int = 3) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best / n * 1000
+
+
+def _resaved(path: Path, quality: int):
+    import io
+
+    from clip_aesthetics.images import decode_rgb
+
+    buffer = io.BytesIO()
+    load_rgb(path).save(buffer, format="JPEG", quality=quality)
+    return decode_rgb(buffer.getvalue())
+
+
+def _embed_all(model, pixels: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """Embeddings as the project computes and caches them (float16 storage included on every side)."""
+    return np.concatenate([embed_pixels(model, pixels[start:start + 32], dtype) for start in range(0, len(pixels), 32)])
 
 
 def bench_spark(work: Path, n_images: int) -> dict:
@@ -289,21 +434,18 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def report(figures: dict, args) -> str:
-    rows = [
-        ("embedding, 2-model grid (s)", "embed_project_seconds", "embed_seed_seconds", "embed_grid_speedup_vs_seed"),
-        ("training, one config-epoch (s)", "train_seconds_per_config_epoch", "train_seed_seconds_per_config_epoch",
-         "train_grid_speedup_vs_seed"),
-    ]
-    lines = ["| figure | project | seed-style | ratio | target |", "|---|---|---|---|---|"]
-    for label, ours, theirs, ratio in rows:
-        comparison, bound = TARGETS[ratio]
-        lines.append(f"| {label} | {figures[ours]:.3f} | {figures[theirs]:.3f} | {figures[ratio]:.2f}x | "
-                     f"{comparison} {bound} {'met' if _met(figures[ratio], ratio) else 'NOT MET'} |")
-    for name in ("embed_fraction_of_forward", "closed_form_seconds", "peak_rss_mb"):
-        lines.append(f"| {name} | {figures[name]:.3f} | | | {TARGETS[name][0]} {TARGETS[name][1]} "
+def report(figures: dict) -> str:
+    """The targets present in `figures`, project against seed-style where there is one, then every figure."""
+    pairs = {"embed_grid_speedup_vs_seed": ("embed_project_seconds", "embed_seed_seconds"),
+             "train_grid_speedup_vs_seed": ("train_seconds_per_config_epoch", "train_seed_seconds_per_config_epoch")}
+    lines = ["| figure | project | seed-style | value | target |", "|---|---|---|---|---|"]
+    for name, (comparison, bound) in TARGETS.items():
+        if name not in figures:
+            continue
+        ours, theirs = (f"{figures[k]:.3f}" for k in pairs[name]) if name in pairs else ("", "")
+        lines.append(f"| {name} | {ours} | {theirs} | {figures[name]:.3f} | {comparison} {bound} "
                      f"{'met' if _met(figures[name], name) else 'NOT MET'} |")
-    extra = [k for k in figures if k not in TARGETS and not k.startswith(("embed_project", "embed_seed", "train_seed_sec"))]
+    extra = [k for k in figures if k not in TARGETS]
     lines += ["", "| other figure | value |", "|---|---|"] + [f"| {k} | {_fmt(figures[k])} |" for k in extra]
     return "\n".join(lines)
 
@@ -321,9 +463,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images and a sampled baseline: under 5 minutes")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
-    parser.add_argument("--only", choices=TARGETS_SECTIONS + ["scorer", "spark"], action="append")
+    parser.add_argument("--only", choices=TARGETS_SECTIONS + EXTRA_SECTIONS, action="append")
     args = parser.parse_args()
-    sections = args.only or TARGETS_SECTIONS + ["scorer", "spark"]
+    sections = args.only or TARGETS_SECTIONS + EXTRA_SECTIONS
     figures = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads", "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
@@ -336,14 +478,13 @@ def main() -> None:
             figures.update(bench_closed_form())
         if "memory" in sections:
             figures.update(bench_memory(work))
+        if "decoding" in sections:
+            figures.update(bench_decoding(work / "decoding", args.quick))
         if "scorer" in sections:
             figures.update(bench_scorer(work / "scorer", 96 if args.quick else 256))
         if "spark" in sections:
             figures.update(bench_spark(work / "spark", 96 if args.quick else 256))
-    if set(TARGETS_SECTIONS) <= set(sections):
-        print(report(figures, args))
-    else:
-        print(json.dumps(figures, indent=2))
+    print(report(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

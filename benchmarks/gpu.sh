@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# GPU figures for a lent machine, in one command under 5 minutes: writes $OUT/gpu.json (or ./gpu.json).
+# GPU figures in one command, under 5 minutes: writes gpu.json (or $OUT/gpu.json). See benchmarks/gpu.py.
 #
-# The device image has torch and transformers but not pydantic-settings: download its wheels here
-# first and carry them (`pip download -d build/wheels pydantic-settings`, run with carry=["build/wheels"]).
+# Uses the project's .venv when there is one, else python3 with the machine's CUDA build of torch. What
+# else the script needs and that Python lacks (transformers, pillow, numpy, pydantic-settings, tqdm) is
+# installed into build/gpu-site, never into the system: from build/wheels when that folder exists (for a
+# machine without internet, `pip download -d build/wheels <names>` beforehand), else from the index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! python3 -c "import pydantic_settings" 2>/dev/null; then
-    python3 -m pip install --quiet --no-index --find-links build/wheels pydantic-settings
+PY=python3
+[ -x .venv/bin/python3 ] && PY=.venv/bin/python3
+export PYTHONPATH="src:build/gpu-site${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PY" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    echo "error: $PY has no CUDA build of torch, or no GPU is visible: install torch for this machine's CUDA" >&2
+    exit 2
 fi
-PYTHONPATH=src timeout 290 python3 benchmarks/gpu.py --out "${OUT:-.}/gpu.json"
+missing=$("$PY" - <<'PYEOF'
+import importlib.util
+wanted = {"transformers": "transformers", "PIL": "pillow", "numpy": "numpy",
+          "pydantic_settings": "pydantic-settings", "tqdm": "tqdm"}
+print(" ".join(pip for module, pip in wanted.items() if importlib.util.find_spec(module) is None))
+PYEOF
+)
+if [ -n "$missing" ]; then
+    source_args=()
+    [ -d build/wheels ] && source_args=(--no-index --find-links build/wheels)
+    echo "installing into build/gpu-site: $missing" >&2
+    # shellcheck disable=SC2086
+    "$PY" -m pip install --quiet --target build/gpu-site "${source_args[@]}" $missing
+fi
+timeout 290 "$PY" benchmarks/gpu.py --out "${OUT:-.}/gpu.json" "$@"

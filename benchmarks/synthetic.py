@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clip_aesthetics.clip import resolve_clip, save_random_clip
-from clip_aesthetics.pipeline import Dataset, SplitFeatures, cache_for
+if TYPE_CHECKING:
+    from clip_aesthetics.pipeline import Dataset
+
 
 AVA_ROWS, SEED_TRAIN = 255_530, 229_971
 MEAN, STD = 5.38, 0.73  # AVA's mean and spread of mean scores
@@ -28,6 +30,8 @@ def embeddings_and_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def dataset(seed: int, val_fraction: float = 0.05) -> Dataset:
     """The seed split's sizes: 229,971 train (of which val_fraction is val) and 25,559 test."""
+    from clip_aesthetics.pipeline import Dataset, SplitFeatures  # here: the GPU script needs none of it
+
     x, y = embeddings_and_scores(AVA_ROWS, seed)
     n_val = round(SEED_TRAIN * val_fraction)
     n_train = SEED_TRAIN - n_val
@@ -41,6 +45,9 @@ def dataset(seed: int, val_fraction: float = 0.05) -> Dataset:
 
 def full_size_cache(folder: Path) -> tuple[Path, Path, Path]:
     """An AVA folder with 255,530 labelled rows and a complete float16 cache of 512-d embeddings."""
+    from clip_aesthetics.clip import resolve_clip, save_random_clip
+    from clip_aesthetics.pipeline import cache_for
+
     ava, cache_dir = folder / "ava", folder / "cache"
     (ava / "image").mkdir(parents=True, exist_ok=True)
     from PIL import Image
@@ -61,3 +68,43 @@ def full_size_cache(folder: Path) -> tuple[Path, Path, Path]:
         stop = min(start + 4096, AVA_ROWS)
         cache.add_shard(ids[start:stop], x[start:stop], np.full((stop - start, 2), -1), [], np.zeros((0, 2)), [])
     return ava, clip, cache_dir
+
+
+def texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A colour image with natural images' spectrum (amplitude ~ 1/frequency): detail at every scale,
+    the content where decoding and resampling differences show most."""
+    fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+    frequency = np.sqrt(fx ** 2 + fy ** 2)
+    frequency[0, 0] = 1.0
+    channels = []
+    for _ in range(3):
+        spectrum = (rng.normal(size=frequency.shape) + 1j * rng.normal(size=frequency.shape)) / frequency
+        channel = np.fft.irfft2(spectrum, s=(height, width))
+        channels.append(((channel - channel.mean()) / channel.std()).astype(np.float32))
+    mixing = rng.normal(size=(3, 3)) * 0.3 + np.eye(3)
+    pixels = np.tensordot(np.stack(channels, -1), mixing, axes=([2], [1])) * 0.18 + rng.uniform(0.3, 0.7, 3)
+    return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+
+
+def photo_like_jpegs(folder: Path, n: int, long_side: tuple[int, int], seed: int) -> list[tuple[Path, float]]:
+    """`n` JPEGs (quality 90) with a long side in the given range, 4:3 to 3:2, landscape and portrait:
+    even ones are the sample data's scored pictures (smooth), odd ones textures (score NaN)."""
+    from PIL import Image
+
+    from clip_aesthetics.sample_data import _picture
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for index in range(n):
+        long = int(rng.uniform(*long_side))
+        short = int(long / rng.uniform(4 / 3, 3 / 2))
+        width, height = (long, short) if rng.random() < 0.7 else (short, long)
+        if index % 2 == 0:
+            pixels, score = _picture(rng, width, height)
+        else:
+            pixels, score = texture(rng, width, height), float("nan")
+        path = folder / f"{index:05d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        made.append((path, score))
+    return made

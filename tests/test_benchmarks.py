@@ -34,3 +34,30 @@ def test_seed_style_training_resumes_from_its_checkpoint_each_epoch(tmp_path):
     # Epoch 2 went on from epoch 1's checkpoint: Adam counted every batch of both epochs.
     assert state["epoch"] == 1
     assert int(state["optimizer"]["state"][0]["step"]) == 2 * -(-2_200 // 32)
+
+
+def test_photo_like_jpegs_have_the_asked_sizes_and_both_kinds(tmp_path):
+    from PIL import Image
+
+    made = synthetic.photo_like_jpegs(tmp_path, 6, (640, 1024), seed=0)
+    sizes = [Image.open(path).size for path, _ in made]
+    assert all(640 <= max(size) < 1024 and 1.3 <= max(size) / min(size) <= 1.51 for size in sizes), sizes
+    scores = np.array([score for _, score in made])
+    assert np.isnan(scores[1::2]).all() and np.isfinite(scores[::2]).all()
+
+
+def test_the_gpu_script_pieces_run_and_it_refuses_a_machine_without_a_gpu(tmp_path, tiny_clip):
+    import subprocess
+
+    import gpu
+
+    from clip_aesthetics.clip import load_clip, resolve_clip
+
+    items = gpu.image_files(tmp_path / "images", unique=4, total=8)
+    assert len(items) == 8 and all(path.stat().st_size > 0 for _, path in items)
+    _, processor = load_clip(resolve_clip(str(tiny_clip)), torch.device("cpu"))
+    assert gpu.decode_rate(items, processor, workers=0, batch=4, decoding="reduced") > 0
+    if not torch.cuda.is_available():
+        root = Path(__file__).resolve().parents[1]
+        done = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], capture_output=True, text=True, cwd=root)
+        assert done.returncode == 2 and "no CUDA build of torch, or no GPU" in done.stderr

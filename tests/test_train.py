@@ -167,13 +167,20 @@ def test_each_precision_has_its_own_cache_and_train_finds_it(sample_ava, tiny_cl
     assert by_name["tiny-a-normed"].data.params["compute_precision"] == "float32"
 
 
-def test_a_model_scores_in_its_recorded_precision_where_the_device_runs_it_well():
-    from clip_aesthetics.embed import scoring_dtype
+@pytest.mark.parametrize("native", [True, False])
+def test_a_model_scores_in_its_recorded_precision_where_the_device_runs_it_well(monkeypatch, native):
+    from clip_aesthetics import embed
+    from clip_aesthetics.embed import pick_dtype, scoring_dtype
 
+    monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert scoring_dtype("bfloat16", cpu) == torch.bfloat16 and scoring_dtype("float32", cuda) == torch.float32
-    assert scoring_dtype("float16", cpu) == torch.float32, "no fast float16 on CPUs: the device's own choice"
-    assert scoring_dtype(None, cpu) == torch.float32 and scoring_dtype(None, cuda) == torch.float16
+    assert scoring_dtype("float32", cpu) == torch.float32 and scoring_dtype("float32", cuda) == torch.float32
+    assert scoring_dtype("bfloat16", cuda) == torch.bfloat16
+    assert scoring_dtype("bfloat16", cpu) == (torch.bfloat16 if native else torch.float32), "emulated: float32"
+    assert scoring_dtype("float16", cpu) == torch.float32, "no fast float16 on CPUs: float32"
+    auto_cpu = torch.bfloat16 if native else torch.float32
+    assert pick_dtype("auto", cpu) == auto_cpu and pick_dtype("auto", cuda) == torch.float16
+    assert scoring_dtype(None, cpu) == auto_cpu and scoring_dtype(None, cuda) == torch.float16
 
 
 def test_a_model_scores_with_the_decoding_and_precision_it_was_trained_with(sample_ava, tiny_clip, tmp_path,

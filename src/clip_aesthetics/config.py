@@ -88,7 +88,8 @@ class EmbedSettings(EngineSettings):
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda when available")
     precision: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="autocast dtype of the CLIP forward; auto = float16 on cuda, float32 elsewhere"
+        "auto", description="dtype of the CLIP forward; auto = float16 on cuda, bfloat16 on CPUs that compute it "
+        "natively (AVX512-BF16, AMX), float32 elsewhere"
     )
     decoding: Literal["full", "reduced"] = Field(
         "full", description="full: every image decoded whole, as CLIP's own preprocessing does; reduced: JPEGs "
@@ -97,7 +98,7 @@ class EmbedSettings(EngineSettings):
         "scores with it",
     )
     embed_batch_size: int = Field(0, ge=0, description="images per CLIP forward; 0 = 256 on cuda, 32 on cpu")
-    num_workers: int = Field(-1, ge=-1, description="image decoding processes; -1 = one per CPU core (max 8)")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads between forwards on a CPU, processes beside a GPU); -1 = one per core")
     shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")
 
     @field_validator("cache_dir")
@@ -201,8 +202,10 @@ class RegisterSettings(Settings):
     )
     metric: str = Field("val_spearman", description="what 'best' means: the run's value at its best epoch")
     model_name: str = Field("clip-aesthetics", description="registered model name")
-    bundle_dtype: Literal["float16", "float32"] = Field(
-        "float16", description="precision of the CLIP vision weights copied into the registered model"
+    bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="precision of the CLIP vision weights copied into the registered model; auto = "
+        "bfloat16 for a model computed in bfloat16 (its transformer then sees the very weights of training), "
+        "float16 otherwise (half the size of float32)",
     )
 
 
@@ -210,4 +213,4 @@ class ScoreSettings(EngineSettings):
     model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
     out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error; with engine=spark a "
                       "parquet folder (default scores.parquet)")
-    num_workers: int = Field(-1, ge=-1, description="image decoding processes; -1 = one per CPU core (max 8)")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads between forwards on a CPU, processes beside a GPU); -1 = one per core")

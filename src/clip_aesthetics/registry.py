@@ -191,14 +191,35 @@ def bundle_scorer(run, dtype: str) -> tuple[str, str, dict]:
         raise RegistryError(f"CLIP {source.model_id} changed since run {run.info.run_id} was trained "
                             f"(now {source.revision}, trained with {spec_doc['clip']['revision']})")
     model, processor = load_clip(source, torch.device("cpu"))
+    model, dtype = _bundled_weights(model, dtype, spec_doc.get("precision"))
     spec_doc = {**spec_doc, "clip_dtype": dtype, "source_run_id": run.info.run_id}
     logged = mlflow.initialize_logged_model(name=BUNDLED_MODEL, source_run_id=run.info.run_id,
                                             experiment_id=run.info.experiment_id)
     with tempfile.TemporaryDirectory() as tmp:
         clip_dir = Path(tmp) / "clip"
-        model.to(getattr(torch, dtype)).save_pretrained(clip_dir)
+        model.save_pretrained(clip_dir)
         processor.save_pretrained(clip_dir)
         uri = log_scorer(BUNDLED_MODEL, head_state, spec_doc, clip_dir, model_id=logged.model_id)
     best = {k: v for k, v in run.data.metrics.items() if k.startswith("best_")}
     link_metrics_to_model(run.info.run_id, logged.model_id, best)
     return uri, logged.model_id, spec_doc
+
+
+def _bundled_weights(model, dtype: str, precision: str | None) -> tuple[torch.nn.Module, str]:
+    """The CLIP tower as it will be bundled, and how to describe it.
+
+    `auto` for a model computed in float16/bfloat16: the transformer's matrix weights in that dtype (autocast
+    rounds them to it anyway, so scoring sees the very numbers of training) and the rest (norms, embeddings,
+    the final projection, which run in float32) unchanged: about half of float32's size, scores as at
+    training. `auto` for a float32 model: float16 throughout. Otherwise the whole tower in `dtype`.
+    """
+    if dtype == "auto" and precision in ("float16", "bfloat16"):
+        half = getattr(torch, precision)
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and name != "visual_projection":
+                    for parameter in module.parameters(recurse=False):
+                        parameter.data = parameter.data.to(half)
+        return model, f"{precision} matrices, float32 norms, embeddings and projection"
+    dtype = "float16" if dtype == "auto" else dtype
+    return model.to(getattr(torch, dtype)), dtype
