@@ -61,3 +61,18 @@ def test_the_gpu_script_pieces_run_and_it_refuses_a_machine_without_a_gpu(tmp_pa
         root = Path(__file__).resolve().parents[1]
         done = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], capture_output=True, text=True, cwd=root)
         assert done.returncode == 2 and "no CUDA build of torch, or no GPU" in done.stderr
+
+
+def test_every_name_the_benchmarks_import_from_the_project_exists():
+    """bench.py imports inside its sections; a name moved by a refactor must fail here, not mid-benchmark."""
+    import ast
+    import importlib
+
+    for script in ("bench.py", "gpu.py", "synthetic.py", "seed_baseline.py"):
+        tree = ast.parse((Path(__file__).resolve().parents[1] / "benchmarks" / script).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clip_aesthetics"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name):  # a submodule (from clip_aesthetics import spark)
+                        importlib.import_module(f"{node.module}.{alias.name}")

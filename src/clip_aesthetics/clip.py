@@ -97,7 +97,10 @@ class ClipPixels:
 
     The same steps as transformers' CLIPImageProcessor (Pil backend, the one used without torchvision):
     short side to `size` with bicubic resampling, centre crop, 1/255, mean/std; a test holds the two
-    equal. A processor configured otherwise is called as it is.
+    equal. Split in two so that decoding workers do the image work and hand over 8-bit pixels (a quarter of
+    the bytes), while 1/255 and mean/std run once per batch where the model is: `crop` per image, then
+    `finish` per batch; calling the object does both for one image. A processor configured otherwise is
+    called as it is (by `crop`; `finish` then passes its float output through).
     """
 
     def __init__(self, processor):
@@ -110,12 +113,16 @@ class ClipPixels:
                      and crop.get("height") and crop.get("height") == crop.get("width")
                      and int(getattr(processor, "resample", -1)) == int(Image.Resampling.BICUBIC))
         if self.fast:
-            self.short, self.crop = int(size["shortest_edge"]), int(crop["height"])
-            self.scale = np.float32(processor.rescale_factor)
-            self.mean = np.asarray(processor.image_mean, np.float32).reshape(3, 1, 1)
-            self.std = np.asarray(processor.image_std, np.float32).reshape(3, 1, 1)
+            self.short, self.crop_side = int(size["shortest_edge"]), int(crop["height"])
+            self.scale = float(np.float32(processor.rescale_factor))
+            self.mean = torch.tensor(processor.image_mean, dtype=torch.float32).reshape(1, 3, 1, 1)
+            self.std = torch.tensor(processor.image_std, dtype=torch.float32).reshape(1, 3, 1, 1)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.finish(torch.from_numpy(self.crop(image)[None]))[0].numpy()
+
+    def crop(self, image: Image.Image) -> np.ndarray:
+        """Resized and centre-cropped: height x width x 3 uint8 (or the processor's own float output)."""
         if not self.fast:
             return self.processor(images=image, return_tensors="np")["pixel_values"][0]
         width, height = image.size
@@ -124,10 +131,15 @@ class ClipPixels:
         else:
             size = (int(self.short * width / height), self.short)
         image = image.convert("RGB").resize(size, resample=Image.Resampling.BICUBIC)
-        left, top = (size[0] - self.crop) // 2, (size[1] - self.crop) // 2
-        image = image.crop((left, top, left + self.crop, top + self.crop))
-        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) * self.scale
-        return (pixels - self.mean) / self.std
+        left, top = (size[0] - self.crop_side) // 2, (size[1] - self.crop_side) // 2
+        return np.asarray(image.crop((left, top, left + self.crop_side, top + self.crop_side)))
+
+    def finish(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch of `crop` outputs -> float32 N x 3 x H x W model input, on the batch's device."""
+        if batch.dtype != torch.uint8:
+            return batch
+        pixels = batch.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format) * self.scale
+        return (pixels - self.mean.to(batch.device)) / self.std.to(batch.device)
 
 
 def save_random_clip(folder: Path, size: str = "tiny", seed: int = 0, projection_dim: int = 16) -> Path:

@@ -203,9 +203,9 @@ class RegisterSettings(Settings):
     metric: str = Field("val_spearman", description="what 'best' means: the run's value at its best epoch")
     model_name: str = Field("clip-aesthetics", description="registered model name")
     bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="precision of the CLIP vision weights copied into the registered model; auto = "
-        "bfloat16 for a model computed in bfloat16 (its transformer then sees the very weights of training), "
-        "float16 otherwise (half the size of float32)",
+        "auto", description="precision of the CLIP vision weights copied into the registered model; auto: "
+        "a model computed in bfloat16 or float16 keeps its transformer's matrix weights in that dtype (the very "
+        "numbers it computed with) and the rest in float32; a float32 model is copied in float16 (half the size)",
     )
 
 

@@ -106,7 +106,7 @@ class _ImageSources(Dataset):
             image = self.load(source, min_short=self.min_short)
         except ImageError as error:
             return key, None, str(error), stamp
-        pixels = self.to_pixels(crop_long_side(image))
+        pixels = self.to_pixels.crop(crop_long_side(image))  # 8-bit; ClipPixels.finish completes it per batch
         return key, pixels, None, stamp
 
 
@@ -124,9 +124,9 @@ def _batches(dataset: _ImageSources, batch_size: int, num_workers: int, threads:
     """Decoded, preprocessed batches, in order.
 
     On a CPU the forward already uses every core, so decoding runs between forwards, one batch at a time on
-    `num_workers` threads: decoding beside the forward only takes cores from its matrix products (measured on
-    2 cores: 0.75-0.97 of the forward's rate with worker processes, 1.0 this way). Beside a GPU decoding
-    overlaps the forward: worker processes for files, a thread pool two batches ahead for bytes (a server).
+    `num_workers` threads: decoding beside the forward only takes cores from its matrix products and slows
+    them more than it saves (benchmarks/RESULTS.md). Beside a GPU decoding overlaps the forward: worker
+    processes for files, a thread pool two batches ahead for bytes (a server).
     """
     starts = range(0, len(dataset), batch_size)
     if device.type == "cpu" or threads:
@@ -160,6 +160,8 @@ def embed_sources(
     dataset = _ImageSources(items, load, processor, stamp, decoding)
     with tqdm(total=len(items), unit="img", desc="embedding", disable=not progress, smoothing=0.1) as bar:
         for ok, pixels, failed in _batches(dataset, batch_size, num_workers, threads, device):
+            if ok:
+                pixels = dataset.to_pixels.finish(pixels.to(device, non_blocking=True))
             yield ok, (embed_pixels(model, pixels, dtype) if ok else None), failed
             bar.update(len(ok) + len(failed))
 
