@@ -11,6 +11,8 @@ on a 255,530-image cache. The baseline is written here, reproducing the seed not
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import platform
@@ -20,6 +22,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_baseline  # noqa: E402
 import synthetic  # noqa: E402
 
+from clip_aesthetics import embed as embed_module  # noqa: E402
 from clip_aesthetics.ava import target_scale  # noqa: E402
 from clip_aesthetics.cache import EmbeddingCache  # noqa: E402
 from clip_aesthetics.config import TrainSettings  # noqa: E402
@@ -88,18 +92,22 @@ def bench_embedding(work: Path, n_images: int) -> dict:
         dtype = getattr(torch, name)
         suffix = "" if name == "float32" else "_bf16"
 
-        def end_to_end(dtype=dtype, counter=iter(range(1000))):
-            cache = EmbeddingCache(work / "fraction" / str(next(counter)))
+        def end_to_end(dtype=dtype, name=name, overlap=None, counter=itertools.count()):
+            cache = EmbeddingCache(work / "fraction" / f"{name}-{overlap}-{next(counter)}")
             cache.open({"embedding_dim": 512})
-            embed_to_cache(cache, items, model, processor, dtype, 32, default_workers(-1), 4096, progress=False)
+            with mock.patch.object(embed_module, "_batches", functools.partial(embed_module._batches, overlap=overlap)):
+                embed_to_cache(cache, items, model, processor, dtype, 32, default_workers(-1), 4096, progress=False)
 
-        forward, through, fraction = _fraction_of_forward(lambda dtype=dtype: _forward(model, pixels, dtype),
-                                                          end_to_end, len(items))
+        # Also with decoding worker processes beside the forward (what a GPU gets): why a CPU decodes between forwards.
+        forward, through, fraction, beside = _fraction_of_forward(
+            lambda dtype=dtype: _forward(model, pixels, dtype), end_to_end, len(items),
+            beside=functools.partial(end_to_end, overlap=True))
         figures.update({
             f"embed_grid_speedup_vs_seed{suffix}": seconds["seed"] / seconds[name],
             f"embed_forward_images_per_second{suffix}": forward,
             f"embed_end_to_end_images_per_second{suffix}": through,
             f"embed_fraction_of_forward{suffix}": fraction,
+            f"embed_fraction_of_forward_decoding_beside_forward{suffix}": beside,
         })
     return figures
 
@@ -113,21 +121,20 @@ def _forward(model, pixels: torch.Tensor, dtype: torch.dtype) -> None:
         embed_pixels(model, pixels[start:start + 32], dtype)
 
 
-def _fraction_of_forward(forward, end_to_end, n: int, rounds: int = 3) -> tuple[float, float, float]:
-    """(forward images/s, end-to-end images/s, their ratio): each the best of `rounds` passes, the two
-    alternating, so that a slow spell of this shared machine does not fall on one side only."""
+def _fraction_of_forward(forward, end_to_end, n: int, rounds: int = 3, **others) -> tuple[float, ...]:
+    """(forward images/s, end-to-end images/s, their ratio, then each of `others`' ratio): each rate the best
+    of `rounds` passes, all alternating, so that a slow spell of this shared machine does not fall on one
+    side only."""
     forward()  # warm-up: the first pass of a precision pays for its kernels
-    best_forward = best_through = 0.0
+    runs = {"forward": forward, "through": end_to_end, **others}
+    best = dict.fromkeys(runs, 0.0)
     for _ in range(rounds):
-        for run, which in ((forward, "forward"), (end_to_end, "through")):
+        for name, run in runs.items():
             started = time.perf_counter()
             run()
-            rate = n / (time.perf_counter() - started)
-            if which == "forward":
-                best_forward = max(best_forward, rate)
-            else:
-                best_through = max(best_through, rate)
-    return best_forward, best_through, best_through / best_forward
+            best[name] = max(best[name], n / (time.perf_counter() - started))
+    return (best["forward"], best["through"], best["through"] / best["forward"],
+            *(best[name] / best["forward"] for name in others))
 
 
 def _project_pass(cache_root: Path, model_dir: Path, items: list, dtype: torch.dtype):

@@ -120,18 +120,21 @@ def _single_thread_worker(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the model for every core
 
 
-def _batches(dataset: _ImageSources, batch_size: int, num_workers: int, threads: bool, device: torch.device):
+def _batches(dataset: _ImageSources, batch_size: int, num_workers: int, threads: bool, device: torch.device,
+             overlap: bool | None = None):
     """Decoded, preprocessed batches, in order.
 
     On a CPU the forward already uses every core, so decoding runs between forwards, one batch at a time on
     `num_workers` threads: decoding beside the forward only takes cores from its matrix products and slows
     them more than it saves (benchmarks/RESULTS.md). Beside a GPU decoding overlaps the forward: worker
-    processes for files, a thread pool two batches ahead for bytes (a server).
+    processes for files, a thread pool two batches ahead for bytes (a server). `overlap` overrides the
+    choice by device (the benchmark measures both on a CPU).
     """
     starts = range(0, len(dataset), batch_size)
-    if device.type == "cpu" or threads:
+    overlap = device.type != "cpu" if overlap is None else overlap
+    if not overlap or threads:
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
-            ahead = 0 if device.type == "cpu" else 2  # batches submitted before the current one is used
+            ahead = 2 if overlap else 0  # batches submitted before the current one is used
             pending: deque = deque()
             for start in starts:
                 pending.append([pool.submit(dataset.__getitem__, i)
