@@ -229,3 +229,18 @@ def test_half_precision_embeddings_leave_the_model_in_float32(tiny_clip, dtype):
     assert cosine.min() > 0.999
     as_bf16 = torch.from_numpy(half).to(torch.bfloat16).float().numpy()
     assert np.mean(as_bf16 != half) > 0.5, "the embedding was rounded to bfloat16 on its way out"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_completes_an_existing_cache_instead_of_starting_over(sample_ava, tiny_clip, tmp_path,
+                                                                            monkeypatch, native):
+    """A float32 cache made before bfloat16 became the CPU default is reused by precision=auto: no CLIP work."""
+    monkeypatch.setattr(embed_module, "native_bfloat16", lambda: native)
+    data, embed, clip = settings(sample_ava, tiny_clip, tmp_path / "cache", precision="float32")
+    pipeline.embed_ava(data, embed, clip, progress=False)
+    seen = count_forwards(monkeypatch)
+    again = pipeline.embed_ava(data, embed.model_copy(update={"precision": "auto"}), clip, progress=False)
+    assert (again.precision, again.n_processed, seen["images"]) == ("float32", 0, 0)
+    # An explicit precision is obeyed: its own cache, embedded from scratch.
+    fresh = pipeline.embed_ava(data, embed.model_copy(update={"precision": "bfloat16"}), clip, progress=False)
+    assert fresh.precision == "bfloat16" and fresh.n_processed > 0 and seen["images"] > 0

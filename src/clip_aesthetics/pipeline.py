@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import ava
 from .cache import EmbeddingCache
 from .clip import ClipSource, load_clip
 from .config import AvaSettings, DataSettings, EmbedSettings
-from .embed import default_workers, embed_to_cache, pick_device, pick_dtype
+from .embed import default_workers, embed_to_cache, pick_device, pick_dtype, scoring_dtype
 from .images import ImageError, load_rgb
 from .scoring import IMAGE_SUFFIXES
 
@@ -81,8 +82,8 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progr
     table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
     images = image_dir(data.ava_dir)
     device = pick_device(embed.device)
-    dtype = pick_dtype(embed.precision, device)
-    precision = str(dtype).removeprefix("torch.")
+    precision = auto_precision(embed, source, images, device)
+    dtype = getattr(torch, precision)
     cache = cache_for(embed.cache_dir, source, images, precision, embed.decoding)
     cache.open({"model_id": source.model_id, "revision": source.revision, "image_dir": str(images.resolve()),
                 "embedding_dim": embedding_dim(source), "precision": precision, "decoding": embed.decoding})
@@ -103,6 +104,20 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progr
         embed_to_cache(cache, todo, model, processor, dtype, batch,
                        default_workers(embed.num_workers), embed.shard_size, progress, embed.decoding)
     return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), table)
+
+
+def auto_precision(embed: EmbedSettings, source: ClipSource, images: Path, device) -> str:
+    """The precision to embed in: as asked; for `auto`, this device's choice unless a cache of these images
+    already exists in another precision the device runs well (a float32 cache from before bfloat16 became
+    the CPU default, one embedded on another machine): that one is completed instead of starting over."""
+    chosen = str(pick_dtype(embed.precision, device)).removeprefix("torch.")
+    if embed.precision != "auto":
+        return chosen
+    for precision in (chosen, *PRECISIONS):
+        runs_well = str(scoring_dtype(precision, device)).removeprefix("torch.") == precision
+        if runs_well and cache_for(embed.cache_dir, source, images, precision, embed.decoding).manifest_path.exists():
+            return precision
+    return chosen
 
 
 def still_failing_left_out(todo: list[tuple[int, Path]], answers: dict) -> list[tuple[int, Path]]:
