@@ -88,12 +88,30 @@ def test_the_champions_source_run_is_the_training_run_with_its_datasets(store):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_the_registered_model_scores_in_the_precision_it_was_trained_in(store):
-    champion = mlflow.MlflowClient().get_model_version_by_alias(NAME, "champion")
-    training = mlflow.MlflowClient().get_run(champion.run_id)
-    scorer = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").unwrap_python_model()
-    assert scorer.precision == training.data.params["compute_precision"]
-    assert scorer.dtype == getattr(torch, scorer.precision)
+def test_the_registered_model_scores_with_the_decoding_and_precision_it_was_trained_with(store):
+    """A run trained with reduced decoding (and bfloat16 where the CPU has it) is registered; the registered,
+    self-contained model records both and scores with them: its scores are the run's test predictions."""
+    from clip_aesthetics.embed import native_bfloat16
+
+    client = mlflow.MlflowClient()
+    precision = "bfloat16" if native_bfloat16() else "float32"
+    assert cli.main(["main", "--clip", str(store["clips"][0]), "--ava-dir", str(store["ava"]), "--cache-dir",
+                     str(store["root"] / "cache"), "--epochs", "4", "--lr", "0.003", "--batch-size", "16",
+                     "--num-workers", "0", "--decoding", "reduced", "--precision", precision,
+                     "--run-name", "reduced-decoding"]) == 0
+    experiment = client.get_experiment_by_name("clip-aesthetics").experiment_id
+    run = client.search_runs([experiment], "attributes.run_name = 'reduced-decoding'")[0]
+    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", "reduced"]) == 0
+    version = client.get_model_version_by_alias("reduced", "champion")
+    assert version.run_id == run.info.run_id
+    scorer = mlflow.pyfunc.load_model("models:/reduced@champion").unwrap_python_model()
+    assert (scorer.decoding, scorer.precision, scorer.dtype) == ("reduced", precision, getattr(torch, precision))
+    predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(store["root"])))
+    paths = [store["ava"] / "image" / f"{i}.jpg" for i in predictions["image_id"]]
+    scores = scorer.score_paths(paths, num_workers=0)["score"].to_numpy()
+    np.testing.assert_allclose(scores, predictions["score_pred"], atol=1e-4 if precision != "float32" else 0.03)
+    scorer.decoding = "full"  # a model that forgot how it was trained would score visibly differently
+    assert np.abs(scorer.score_paths(paths, num_workers=0)["score"].to_numpy() - scores).max() > 0.01
 
 
 def test_registering_again_creates_no_version(store, capsys):
