@@ -113,11 +113,17 @@ def auto_precision(embed: EmbedSettings, source: ClipSource, images: Path, devic
     chosen = str(pick_dtype(embed.precision, device)).removeprefix("torch.")
     if embed.precision != "auto":
         return chosen
-    for precision in (chosen, *PRECISIONS):
-        runs_well = str(scoring_dtype(precision, device)).removeprefix("torch.") == precision
-        if runs_well and cache_for(embed.cache_dir, source, images, precision, embed.decoding).manifest_path.exists():
-            return precision
-    return chosen
+    runs_well = (p for p, _ in existing_caches(embed, source, images, chosen)
+                 if str(scoring_dtype(p, device)).removeprefix("torch.") == p)
+    return next(runs_well, chosen)
+
+
+def existing_caches(embed: EmbedSettings, source: ClipSource, images: Path, first: str):
+    """(precision, cache) of the caches of these images already on disk for `embed.decoding`, `first` first."""
+    for precision in dict.fromkeys((first, *PRECISIONS)):
+        cache = cache_for(embed.cache_dir, source, images, precision, embed.decoding)
+        if cache.manifest_path.exists():
+            yield precision, cache
 
 
 def still_failing_left_out(todo: list[tuple[int, Path]], answers: dict) -> list[tuple[int, Path]]:
@@ -144,9 +150,8 @@ def locate_cache(data: AvaSettings, embed: EmbedSettings, source: ClipSource) ->
     """
     images = image_dir(data.ava_dir)
     wanted = str(pick_dtype(embed.precision, pick_device(embed.device))).removeprefix("torch.")
-    caches = [cache_for(embed.cache_dir, source, images, p, embed.decoding) for p in (wanted, *PRECISIONS)]
-    cache = next((c for c in caches if c.manifest_path.exists()), caches[0])
-    if not cache.manifest_path.exists():
+    _, cache = next(existing_caches(embed, source, images, wanted), (None, None))
+    if cache is None:
         raise DatasetError(
             f"no embeddings of {images} for {source.model_id} (revision {source.revision}) under {embed.cache_dir}; "
             "run `clip-aesthetics embed` (or the main entry point) with the same clip, ava_dir and cache_dir first"
