@@ -98,11 +98,15 @@ def bench_embedding(work: Path, n_images: int) -> dict:
             with mock.patch.object(embed_module, "_batches", functools.partial(embed_module._batches, overlap=overlap)):
                 embed_to_cache(cache, items, model, processor, dtype, 32, default_workers(-1), 4096, progress=False)
 
-        # Also with decoding worker processes beside the forward (what a GPU gets): why a CPU decodes between forwards.
-        forward, through, fraction, beside = _fraction_of_forward(
+        # Both CPU decoding policies, whichever this CPU's rule picks (embed.decode_beside_forward): worker
+        # processes beside the forward, and threads between forwards.
+        forward, through, fraction, beside, between = _fraction_of_forward(
             lambda dtype=dtype: _forward(model, pixels, dtype), end_to_end, len(items),
-            beside=functools.partial(end_to_end, overlap=True))
+            beside=functools.partial(end_to_end, overlap=True), between=functools.partial(end_to_end, overlap=False))
         figures.update({
+            "embed_cpu_decoding_policy": "beside" if embed_module.decode_beside_forward(torch.device("cpu"))
+            else "between", "embed_cpu_avx512": embed_module.avx512_cpu(),
+            f"embed_fraction_of_forward_decoding_between_forwards{suffix}": between,
             f"embed_grid_speedup_vs_seed{suffix}": seconds["seed"] / seconds[name],
             f"embed_forward_images_per_second{suffix}": forward,
             f"embed_end_to_end_images_per_second{suffix}": through,
@@ -474,8 +478,12 @@ def main() -> None:
     parser.add_argument("--only", choices=TARGETS_SECTIONS + EXTRA_SECTIONS, action="append")
     args = parser.parse_args()
     sections = args.only or TARGETS_SECTIONS + EXTRA_SECTIONS
-    figures = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads", "quick": args.quick}
+    native = "native bfloat16" if embed_module.native_bfloat16() else "no native bfloat16"
+    figures = {"date": date.today().isoformat(), "machine": f"{platform.machine()} "
+               f"({torch.backends.cpu.get_cpu_capability()}, {native}), {os.cpu_count()} cores, "
+               f"torch {torch.__version__}, {torch.get_num_threads()} threads", "quick": args.quick,
+               "command": "python benchmarks/bench.py" + " --quick" * args.quick
+               + "".join(f" --only {s}" for s in args.only or [])}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "embed" in sections:

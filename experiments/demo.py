@@ -89,7 +89,7 @@ def summary(workdir: Path, scores: Path, timings: list) -> None:
           f"test_spearman {float(champion.tags['test_spearman']):.4f})")
     frame = pd.read_csv(scores, keep_default_na=False)
     print(f"\nscores of {len(frame)} images: {scores}")
-    print(frame.sort_values("score", ascending=False).head(3).to_string(index=False))
+    print(frame.sort_values("score", ascending=False).head(3).to_string(index=False, float_format="{:.4f}".format))
     print(frame[frame["error"] != ""].to_string(index=False))
     print("\n=== time per step")
     for title, seconds in timings:
@@ -114,6 +114,7 @@ def main() -> None:
     # Subprocesses (mlflow run -> python3) use this interpreter's environment, activated or not.
     env = interpreter_env({k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")})
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # dozens of per-file bars otherwise
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
     timings: list[tuple[str, float]] = []
 

@@ -21,6 +21,25 @@ N_SAMPLE_IMAGES = 240
 os.environ["PATH"] = interpreter_env()["PATH"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--cpu-bf16", choices=("machine", "native", "emulated"), default="machine",
+                     help="answer of the native-bfloat16 CPU detection inside the test process: this machine's, or "
+                          "forced, to run the suite as on a CPU of the other kind (tests that force it themselves win)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_bf16(request):
+    forced = request.config.getoption("--cpu-bf16")
+    if forced == "machine":
+        yield
+        return
+    from clip_aesthetics import embed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(embed, "native_bfloat16", lambda: forced == "native")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     return save_random_clip(tmp_path_factory.mktemp("clip") / "tiny-a", "tiny", seed=0)

@@ -98,3 +98,54 @@ def test_engine_spark_without_pyspark_or_java_is_one_line(monkeypatch, capsys, t
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert cli.main(["score", str(tmp_path), "--engine", "spark"]) == 2
     assert "engine=spark needs Java 17" in capsys.readouterr().err
+
+
+SUBCOMMANDS = ["main", "embed", "train", "sweep", "register", "score", "sample-data"]
+# What must not be imported to answer --help or refuse a flag: each takes seconds to import.
+HEAVY = ("torch", "mlflow", "transformers", "pandas", "scipy", "pyspark")
+
+
+@pytest.mark.parametrize("args", [["--help"], *([name, "--help"] for name in SUBCOMMANDS),
+                                  *([name, "--no-such-flag"] for name in SUBCOMMANDS),
+                                  ["main", "--norm", "maybe"], ["register", "--metric", "val_foo"]])
+def test_help_and_argument_errors_load_nothing_heavy(args, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom clip_aesthetics import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\n"
+            f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [], done.stdout + done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_boolean_flags_work_alone_negated_and_with_a_value():
+    assert cli.with_explicit_booleans(["sample-data", "--traps"]) == ["sample-data", "--traps", "true"]
+    assert cli.with_explicit_booleans(["sample-data", "--traps", "--seed", "1"])[:3] == ["sample-data", "--traps", "true"]
+    assert cli.with_explicit_booleans(["main", "--no-norm"]) == ["main", "--norm", "false"]
+    assert cli.with_explicit_booleans(["main", "--norm", "false"]) == ["main", "--norm", "false"]
+    assert cli.with_explicit_booleans(["main", "--norm=false"]) == ["main", "--norm=false"]
+
+
+def test_sample_data_traps_flag_alone(tmp_path, capsys):
+    assert cli.main(["sample-data", "--out", str(tmp_path / "s"), "--n-images", "12", "--traps"]) == 0
+    assert len(list((tmp_path / "s" / "ava" / "image").iterdir())) > 12, "the trap files were written too"
+
+
+def test_a_bad_boolean_lists_the_accepted_values(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["main", "--norm", "maybe"]) == 2
+    assert "accepted: true or false" in capsys.readouterr().err
+
+
+def test_train_offers_only_the_flags_it_uses(capsys):
+    for name, expected in (("train", False), ("main", True)):
+        with pytest.raises(SystemExit):
+            cli.main([name, "--help"])
+        text = capsys.readouterr().out
+        for flag in ("--engine", "--num-workers", "--shard-size", "--embed-batch-size"):
+            assert (flag in text) == expected, (name, flag)
+        assert "--cache-dir" in text and "--precision" in text

@@ -244,3 +244,25 @@ def test_auto_precision_completes_an_existing_cache_instead_of_starting_over(sam
     # An explicit precision is obeyed: its own cache, embedded from scratch.
     fresh = pipeline.embed_ava(data, embed.model_copy(update={"precision": "bfloat16"}), clip, progress=False)
     assert fresh.precision == "bfloat16" and fresh.n_processed > 0 and seen["images"] > 0
+
+
+@pytest.mark.parametrize("avx512", [True, False], ids=["avx512-cpu", "avx2-cpu"])
+def test_cpu_decoding_policy_follows_the_cpu_and_both_give_the_same_cache(sample_ava, tiny_clip, tmp_path,
+                                                                         monkeypatch, avx512):
+    """Between forwards (threads) on AVX512 CPUs, beside the forward (worker processes) elsewhere, always beside
+    a GPU: the detection is forced either way, whatever this machine's CPU, and the cache is the same."""
+    monkeypatch.setattr(embed_module, "avx512_cpu", lambda: avx512)
+    assert embed_module.decode_beside_forward(torch.device("cpu")) is not avx512
+    assert embed_module.decode_beside_forward(torch.device("cuda")) is True
+    used = []
+    real_loader = embed_module.DataLoader
+    monkeypatch.setattr(embed_module, "DataLoader", lambda *a, **k: used.append(k["num_workers"]) or real_loader(*a, **k))
+    data, embed, clip = settings(sample_ava, tiny_clip, tmp_path / "policy", num_workers=2)
+    report = pipeline.embed_ava(data, embed, clip, progress=False)
+    assert bool(used) is not avx512 and (not used or used[0] == 2), "worker processes only beside the forward"
+    monkeypatch.setattr(embed_module, "avx512_cpu", lambda: not avx512)
+    other = pipeline.embed_ava(data, embed.model_copy(update={"cache_dir": tmp_path / "other"}), clip, progress=False)
+    mine, theirs = report.cache.load(), other.cache.load()
+    order_a, order_b = np.argsort(mine.ids), np.argsort(theirs.ids)
+    np.testing.assert_array_equal(mine.ids[order_a], theirs.ids[order_b])
+    np.testing.assert_array_equal(mine.embeddings[order_a], theirs.embeddings[order_b])

@@ -88,23 +88,28 @@ def test_the_champions_source_run_is_the_training_run_with_its_datasets(store):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_the_registered_model_scores_with_the_decoding_and_precision_it_was_trained_with(store):
-    """A run trained with reduced decoding (and bfloat16 where the CPU has it) is registered; the registered,
-    self-contained model records both and scores with them: its scores are the run's test predictions."""
-    from clip_aesthetics.embed import native_bfloat16
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16-cpu", "emulated-bf16-cpu"])
+def test_the_registered_model_scores_with_the_decoding_and_precision_it_was_trained_with(store, monkeypatch, native):
+    """A run trained with reduced decoding in what precision=auto picks (bfloat16 on a CPU that computes it
+    natively, float32 elsewhere: the detection is forced either way, whatever this machine's CPU) is registered;
+    the registered, self-contained model records both and scores with them: its scores are the run's test
+    predictions."""
+    from clip_aesthetics import embed
 
+    monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
     client = mlflow.MlflowClient()
-    precision = "bfloat16" if native_bfloat16() else "float32"
+    precision = "bfloat16" if native else "float32"
+    name = f"reduced-{precision}"
     assert cli.main(["main", "--clip", str(store["clips"][0]), "--ava-dir", str(store["ava"]), "--cache-dir",
                      str(store["root"] / "cache"), "--epochs", "4", "--lr", "0.003", "--batch-size", "16",
-                     "--num-workers", "0", "--decoding", "reduced", "--precision", precision,
-                     "--run-name", "reduced-decoding"]) == 0
+                     "--num-workers", "0", "--decoding", "reduced", "--device", "cpu", "--run-name", name]) == 0
     experiment = client.get_experiment_by_name("clip-aesthetics").experiment_id
-    run = client.search_runs([experiment], "attributes.run_name = 'reduced-decoding'")[0]
-    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", "reduced"]) == 0
-    version = client.get_model_version_by_alias("reduced", "champion")
+    run = client.search_runs([experiment], f"attributes.run_name = '{name}'")[0]
+    assert run.data.params["compute_precision"] == precision
+    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", name]) == 0
+    version = client.get_model_version_by_alias(name, "champion")
     assert version.run_id == run.info.run_id
-    scorer = mlflow.pyfunc.load_model("models:/reduced@champion").unwrap_python_model()
+    scorer = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
     assert (scorer.decoding, scorer.precision, scorer.dtype) == ("reduced", precision, getattr(torch, precision))
     predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(store["root"])))
     paths = [store["ava"] / "image" / f"{i}.jpg" for i in predictions["image_id"]]
@@ -186,6 +191,31 @@ def test_score_command_writes_a_csv_for_folders(store, tmp_path):
     assert table.loc[table["error"] == "", "score"].astype(float).between(1, 10).all()
 
 
+def test_score_from_another_folder_names_the_store_and_version_it_used(store, tmp_path, monkeypatch, capsys):
+    """Outside the store's folder, the default store is refused before any work (MLflow would create an empty
+    one there); with --tracking-uri it scores and says which version of which store it used, in a few lines."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(store["ava"] / "image" / "14.jpg", elsewhere / "14.jpg")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert cli.main(["score", "14.jpg"]) == 2
+    error = capsys.readouterr().err
+    assert f"no tracking store at {elsewhere / 'mlflow.db'}" in error and "--tracking-uri" in error
+    assert not (elsewhere / "mlflow.db").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-m", "clip_aesthetics", "score", "14.jpg", "--tracking-uri", store["uri"],
+                           "--num-workers", "0"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    version = mlflow.MlflowClient().get_model_version_by_alias(NAME, "champion")
+    assert f"models:/{NAME}@champion -> version {version.version} of {NAME}" in done.stdout
+    assert store["uri"] in done.stdout and "scores: mean" in done.stdout
+    assert "Downloading artifacts" not in done.stderr, "MLflow's per-file progress bars are off"
+    score = pd.read_csv(elsewhere / "scores.csv")["score"][0]
+    assert f"max {score:.4f}" in done.stdout, "scores are printed to 4 decimals"
+    assert not (elsewhere / "mlflow.db").exists()
+
+
 def post(url: str, payload: dict):
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     try:
@@ -231,6 +261,7 @@ def test_score_without_a_registered_model_says_what_to_do(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'empty.db'}")
+    mlflow.MlflowClient().search_experiments()  # the store exists, but holds no registered model
     (tmp_path / "a.png").write_bytes(b"")
     assert cli.main(["score", str(tmp_path / "a.png")]) == 2
     error = capsys.readouterr().err

@@ -115,9 +115,10 @@ def test_spark_input_that_does_not_exist_is_one_line(spark_session, trained, tmp
 
 def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(
         spark_session, sample_ava, tiny_clip, tmp_path, tracking_uri):
-    common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--shard-size", "32"]
-    assert cli.main(["embed", *common, "--cache-dir", str(tmp_path / "local"), "--num-workers", "0"]) == 0
-    assert cli.main(["embed", *common, "--cache-dir", str(tmp_path / "spark"), "--engine", "spark",
+    common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava)]
+    assert cli.main(["embed", *common, "--shard-size", "32", "--cache-dir", str(tmp_path / "local"),
+                     "--num-workers", "0"]) == 0
+    assert cli.main(["embed", *common, "--shard-size", "32", "--cache-dir", str(tmp_path / "spark"), "--engine", "spark",
                      "--spark-partitions", "4"]) == 0
     caches = [EmbeddingCache(next((tmp_path / name).glob("*/images-*/*"))) for name in ("local", "spark")]
     local, distributed = (cache.load() for cache in caches)
@@ -127,7 +128,7 @@ def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(
     np.testing.assert_allclose(local.embeddings[order_l].astype(float), distributed.embeddings[order_d], atol=1e-3)
     assert sorted(zip(local.failures["image_id"], local.failures["reason"])) == sorted(
         zip(distributed.failures["image_id"], distributed.failures["reason"]))
-    train = ["--epochs", "2", "--lr", "0.003", "--num-workers", "0"]
+    train = ["--epochs", "2", "--lr", "0.003"]
     for name in ("local", "spark"):
         assert cli.main(["train", *common, "--cache-dir", str(tmp_path / name), *train, "--run-name", name]) == 0
     client = mlflow.MlflowClient()

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from clip_aesthetics import cli
 from clip_aesthetics.ava import read_ava
@@ -21,7 +22,8 @@ EPOCHS = 6
 STEP_METRICS = ["train_mse", "train_loss", "val_mse", "val_spearman", "test_mse", "test_spearman",
                 "test_pearson", "test_accuracy"]
 # The seed's lr needs far more than 240 images; these settings converge on the generated data.
-FAST = ["--epochs", str(EPOCHS), "--lr", "0.003", "--batch-size", "16", "--num-workers", "0"]
+TRAINING = ["--epochs", str(EPOCHS), "--lr", "0.003", "--batch-size", "16"]
+FAST = [*TRAINING, "--num-workers", "0"]  # main embeds: one decoding thread is plenty for 252 tiny images
 
 
 def only_run(experiment="clip-aesthetics"):
@@ -99,7 +101,7 @@ def test_train_without_embeddings_says_to_embed_first(sample_ava, tiny_clip, tmp
 def test_embed_then_train_entry_points(sample_ava, tiny_clip, tmp_path, tracking_uri):
     common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache")]
     assert cli.main(["embed", *common, "--num-workers", "0"]) == 0
-    assert cli.main(["train", *common, *FAST, "--head", "mlp", "--embed-norm", "l2", "--lr", "0.001"]) == 0
+    assert cli.main(["train", *common, *TRAINING, "--head", "mlp", "--embed-norm", "l2", "--lr", "0.001"]) == 0
     _, runs = only_run()
     names = {run.info.run_name: run for run in runs}
     assert set(names) == {"embed-tiny-a", "tiny-a-normed-mlp-l2"}
@@ -152,11 +154,10 @@ def test_ridge_head_is_converged_and_blind_to_target_scaling(sample_ava, tiny_cl
 
 
 def test_each_precision_has_its_own_cache_and_train_finds_it(sample_ava, tiny_clip, tmp_path, tracking_uri):
-    common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
-              "--num-workers", "0"]
-    assert cli.main(["embed", *common, "--precision", "bfloat16"]) == 0
+    common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(["embed", *common, "--num-workers", "0", "--precision", "bfloat16"]) == 0
     assert cli.main(["main", *common, *FAST, "--precision", "float32"]) == 0  # embeds again, into its own cache
-    assert cli.main(["train", *common, *FAST, "--precision", "bfloat16", "--run-name", "from-bf16"]) == 0
+    assert cli.main(["train", *common, *TRAINING, "--precision", "bfloat16", "--run-name", "from-bf16"]) == 0
     _, runs = only_run()
     by_name = {run.info.run_name: run for run in runs}
     assert by_name["tiny-a-normed"].data.metrics["embed_images_processed"] > 0
@@ -183,10 +184,15 @@ def test_a_model_scores_in_its_recorded_precision_where_the_device_runs_it_well(
     assert scoring_dtype(None, cpu) == auto_cpu and scoring_dtype(None, cuda) == torch.float16
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16-cpu", "emulated-bf16-cpu"])
 def test_a_model_scores_with_the_decoding_and_precision_it_was_trained_with(sample_ava, tiny_clip, tmp_path,
-                                                                            tracking_uri):
-    """Reduced decoding and bfloat16 are recorded in the run and the model, and the model scores with both:
-    its scores of the test images are the training run's own test predictions."""
+                                                                            tracking_uri, monkeypatch, native):
+    """Reduced decoding and bfloat16 are recorded in the run and the model, and the model scores with both where
+    the CPU computes bfloat16 natively: its scores of the test images are the training run's own test predictions.
+    Where bfloat16 is emulated (the detection forced either way, whatever this machine's CPU), it scores in float32."""
+    from clip_aesthetics import embed
+
+    monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
     common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
               "--num-workers", "0"]
     assert cli.main(["main", *common, *FAST, "--decoding", "reduced", "--precision", "bfloat16"]) == 0
@@ -194,10 +200,31 @@ def test_a_model_scores_with_the_decoding_and_precision_it_was_trained_with(samp
     assert (run.data.params["decoding"], run.data.params["compute_precision"]) == ("reduced", "bfloat16")
     assert [p.name for p in (tmp_path / "cache").glob("*/images-*/*")] == ["bfloat16-reduced"]
     scorer = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").unwrap_python_model()
-    assert (scorer.decoding, scorer.precision, scorer.dtype) == ("reduced", "bfloat16", torch.bfloat16)
+    expected_dtype = torch.bfloat16 if native else torch.float32
+    assert (scorer.decoding, scorer.precision, scorer.dtype) == ("reduced", "bfloat16", expected_dtype)
     predictions = pd.read_csv(io.StringIO(artifact(client, run.info.run_id, "predictions/test.csv")))
     paths = [sample_ava / "image" / f"{i}.jpg" for i in predictions["image_id"]]
     scored = scorer.score_paths(paths, num_workers=0)["score"].to_numpy()
-    assert np.allclose(scored, predictions["score_pred"], atol=2e-3), np.abs(scored - predictions["score_pred"]).max()
+    if native:
+        assert np.allclose(scored, predictions["score_pred"], atol=2e-3), np.abs(scored - predictions["score_pred"]).max()
+    else:  # float32 against bfloat16 embeddings: the same ranking, up to bfloat16's rounding
+        assert stats.spearmanr(scored, predictions["score_pred"]).statistic > 0.95
     scorer.decoding = "full"  # what a model that forgot its decoding would do: visibly different scores
     assert np.abs(scorer.score_paths(paths, num_workers=0)["score"].to_numpy() - scored).max() > 0.01
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_printed_and_logged_with_its_reason(sample_ava, tiny_clip, tmp_path, tracking_uri,
+                                                              monkeypatch, capsys, native):
+    from clip_aesthetics import embed
+
+    monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
+    args = ["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
+            "--device", "cpu", *FAST, "--epochs", "1"]
+    assert cli.main(args) == 0
+    _, (run,) = only_run()
+    chosen = "bfloat16" if native else "float32"
+    assert run.data.params["compute_precision"] == chosen
+    reason = run.data.params["precision_reason"]
+    assert reason.startswith(chosen) and ("natively" in reason if native else "no native bfloat16" in reason)
+    assert f"precision: {reason}" in capsys.readouterr().out

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import UserError
+
 VOTE_COLUMNS = [f"c{k}" for k in range(1, 11)]
 # The seed notebook's train size for the full 255,530-row AVA.txt.
 SEED_TRAIN_ROWS, SEED_TOTAL_ROWS = 229_971, 255_530
@@ -18,7 +20,7 @@ LAYOUT_HINT = (
 )
 
 
-class AvaFormatError(ValueError):
+class AvaFormatError(UserError, ValueError):
     """AVA.txt (or a list beside it) is missing or malformed; the message says where."""
 
 

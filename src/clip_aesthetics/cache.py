@@ -26,6 +26,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from .errors import UserError
+
 MISSING_STAMP = (-1, -1)
 _ARRAYS = ("ids", "embeddings", "stamps", "failed_ids", "failed_stamps", "failed_reasons")
 # shard-<time ns>-<pid>-<random>-<sha256 prefix>.npz; older caches have shard-<time ns>.npz (zip CRCs only).
@@ -33,7 +35,7 @@ _CHECKSUM = re.compile(r"^shard-\d+-\d+-[0-9a-f]+-(?P<sha>[0-9a-f]{16})\.npz$")
 _log = logging.getLogger(__name__)
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """The cache cannot be read as it is; the message says which file and what to do."""
 
 

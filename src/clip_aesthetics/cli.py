@@ -6,13 +6,14 @@ settings models in config.py, so a bad value is refused here, before any work st
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from pydantic import Field, ValidationError
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
-from .config import (AvaSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings, RevisionSettings,
+from .config import (AvaSettings, CacheSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings, RevisionSettings,
                      ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings)
 
 
@@ -26,7 +27,7 @@ class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
         print(f"embeddings for {report.n_images} images in {report.cache.root}")
 
 
-class TrainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings, ClipSettings):
+class TrainCommand(TrackingSettings, TrainSettings, DataSettings, CacheSettings, ClipSettings):
     """Train and evaluate a head on the cached embeddings of one CLIP model (run `embed` first)."""
 
     def cli_cmd(self) -> None:
@@ -72,24 +73,36 @@ class ScoreCommand(ScoreSettings):
         description="image files or folders (with engine=spark, any path or URI your Spark reads: hdfs://, s3a://, ...)")
 
     def cli_cmd(self) -> None:
-        from .scoring import check_output, score_files
+        from .scoring import DEFAULT_STORE, check_output, check_store, score_files
 
+        if self.tracking_uri:
+            os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri  # before MLflow is imported
+        store = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE)
         if self.engine == "spark":
-            return self._on_spark()
+            return self._on_spark(store)
+        check_store(self.model, store)
         check_output(self.out)
         frame = score_files([Path(p) for p in self.inputs], self.model, self.num_workers)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(self.out, index=False)
         failed = int((frame["error"] != "").sum())
         print(f"scored {len(frame) - failed} image(s), {failed} failed; wrote {self.out}")
+        if len(frame) - failed:
+            scores = frame["score"].dropna()
+            print(f"scores: mean {scores.mean():.4f}, min {scores.min():.4f}, median {scores.median():.4f}, "
+                  f"max {scores.max():.4f}")
 
 
-    def _on_spark(self) -> None:
+    def _on_spark(self, store: str) -> None:
         from . import spark
+        from .scorer import describe_model
+        from .scoring import check_store
 
+        session = spark.session()  # first: without pyspark or Java nothing else matters
+        check_store(self.model, store)
+        print(f"model: {describe_model(self.model)}")
         out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
-        done = spark.score_files(spark.session(), self.inputs, self.model, str(out),
-                                 self.spark_partitions)
+        done = spark.score_files(session, self.inputs, self.model, str(out), self.spark_partitions)
         print(f"scored {done['scored']} image(s), {done['failed']} failed (model loaded {done['model_loads']} "
               f"time(s), once per executor process); wrote {out}")
 
@@ -135,33 +148,64 @@ def _pandas_display():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .ava import AvaFormatError
-    from .cache import CacheError
-    from .clip import ClipUnavailableError
-    from .pipeline import DatasetError
-    from .registry import RegistryError
-    from .scoring import ScoringInputError
-    from .spark import SparkUnavailableError
-    from .sweep import SweepError
+    """Parse, validate and run one subcommand. Nothing heavy (torch, MLflow) is imported before the arguments
+    are accepted, so `--help` and a bad flag answer at once."""
+    from .errors import UserError
 
+    args = with_explicit_booleans(list(sys.argv[1:] if argv is None else argv))
+    # MLflow's per-file "Downloading artifacts" bars: dozens of lines for one model in a terminal.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        CliApp.run(ClipAesthetics, cli_args=sys.argv[1:] if argv is None else argv)
+        CliApp.run(ClipAesthetics, cli_args=args)
     except ValidationError as error:
         for problem in error.errors():
             flag = "--" + str(problem["loc"][-1]).replace("_", "-") if problem["loc"] else "input"
-            print(f"error: {flag}={problem.get('input')!r}: {problem['msg']}", file=sys.stderr)
+            hint = BOOLEAN_HINT if problem["type"] == "bool_parsing" else ""
+            print(f"error: {flag}={problem.get('input')!r}: {problem['msg']}{hint}", file=sys.stderr)
         return 2
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (AvaFormatError, CacheError, DatasetError, ClipUnavailableError, RegistryError, ScoringInputError,
-            SparkUnavailableError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)  # one line: what is wrong and what to do
         return 2
-    except SweepError as error:  # some grid points failed: the work was done, not all of it succeeded
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        from .sweep import SweepError
+
+        if not isinstance(error, SweepError):
+            raise
+        print(f"error: {error}", file=sys.stderr)  # some grid points failed: the work was done, not all of it
         return 1
     return 0
+
+
+BOOLEAN_HINT = "; accepted: true or false (also 1/0, yes/no, on/off), or the flag alone for true"
+
+
+def _boolean_flags(subcommand: str) -> set[str]:
+    for name, field in ClipAesthetics.model_fields.items():
+        if subcommand in (name.replace("_", "-"), field.alias):
+            model = field.annotation.__args__[0]
+            return {n.replace("_", "-") for n, f in model.model_fields.items() if f.annotation is bool}
+    return set()
+
+
+def with_explicit_booleans(args: list[str]) -> list[str]:
+    """`--traps` alone -> `--traps true`, `--no-traps` -> `--traps false`; `--norm false` (as MLproject passes
+    it) and `--norm=false` stay as they are."""
+    if not args:
+        return args
+    flags = _boolean_flags(args[0])
+    out = [args[0]]
+    for index, arg in enumerate(args[1:], start=1):
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg.startswith("--no-") and arg[5:] in flags:
+            out += [f"--{arg[5:]}", "false"]
+        elif arg.startswith("--") and arg[2:] in flags and (following is None or following.startswith("--")):
+            out += [arg, "true"]
+        else:
+            out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
 
 from .config import CLIP_ALIASES
+from .errors import UserError
 
 transformers.logging.set_verbosity_error()  # the load report lists every unused text-tower weight
 transformers.logging.disable_progress_bar()
@@ -24,7 +25,7 @@ transformers.logging.disable_progress_bar()
 _MODEL_FILES = ["config.json", "preprocessor_config.json"]
 
 
-class ClipUnavailableError(RuntimeError):
+class ClipUnavailableError(UserError, RuntimeError):
     """The CLIP checkpoint could not be found locally nor fetched from the hub."""
 
 

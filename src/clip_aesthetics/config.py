@@ -80,7 +80,9 @@ class EngineSettings(Settings):
     spark_partitions: int = Field(0, ge=0, description="Spark tasks to split the images into; 0 = Spark's choice")
 
 
-class EmbedSettings(EngineSettings):
+class CacheSettings(Settings):
+    """Which embedding cache: what `train` needs to find the one `embed` wrote."""
+
     cache_dir: Path = Field(
         Path("~/.cache/clip-aesthetics"),
         description="where embeddings are cached: one folder per CLIP model + revision, image folder, precision "
@@ -89,7 +91,7 @@ class EmbedSettings(EngineSettings):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda when available")
     precision: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="dtype of the CLIP forward; auto = float16 on cuda, bfloat16 on CPUs that compute it "
-        "natively (AVX512-BF16, AMX), float32 elsewhere"
+        "natively (AVX512-BF16, AMX), float32 elsewhere (the choice and its reason are printed and logged)"
     )
     decoding: Literal["full", "reduced"] = Field(
         "full", description="full: every image decoded whole, as CLIP's own preprocessing does; reduced: JPEGs "
@@ -97,14 +99,21 @@ class EmbedSettings(EngineSettings):
         "work on large photos, embeddings slightly different (benchmarks/RESULTS.md); the model records it and "
         "scores with it",
     )
-    embed_batch_size: int = Field(0, ge=0, description="images per CLIP forward; 0 = 256 on cuda, 32 on cpu")
-    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads between forwards on a CPU, processes beside a GPU); -1 = one per core")
-    shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")
 
     @field_validator("cache_dir")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+
+class EmbedSettings(EngineSettings, CacheSettings):
+    """How to fill the cache: batches, decoding workers, shards, the engine."""
+
+    embed_batch_size: int = Field(0, ge=0, description="images per CLIP forward; 0 = 256 on cuda, 32 on cpu")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see the "
+                             "README's Decoding); -1 = one per core")
+    shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")
+
 
 def check_clip(value: str) -> str:
     if value in CLIP_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
@@ -200,7 +209,8 @@ class RegisterSettings(Settings):
     experiment_name: str = Field(
         "", description="choose among all finished runs of this experiment instead of the latest sweep"
     )
-    metric: str = Field("val_spearman", description="what 'best' means: the run's value at its best epoch")
+    metric: str = Field("val_spearman", description="what 'best' means: the run's value at its best epoch; "
+                        "higher is better for *_spearman, *_pearson, *_accuracy, lower for *_mse, *_mae")
     model_name: str = Field("clip-aesthetics", description="registered model name")
     bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="precision of the CLIP vision weights copied into the registered model; auto: "
@@ -208,9 +218,20 @@ class RegisterSettings(Settings):
         "numbers it computed with) and the rest in float32; a float32 model is copied in float16 (half the size)",
     )
 
+    @field_validator("metric")
+    @classmethod
+    def _known_direction(cls, value: str) -> str:
+        from .metrics import direction
+
+        direction(value)  # refuses a name whose better direction is unknown
+        return value
+
 
 class ScoreSettings(EngineSettings):
     model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
+    tracking_uri: str = Field("", description="the MLflow tracking store holding the model, e.g. "
+                              "sqlite:////abs/path/mlflow.db; empty = $MLFLOW_TRACKING_URI, else ./mlflow.db")
     out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error; with engine=spark a "
                       "parquet folder (default scores.parquet)")
-    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads between forwards on a CPU, processes beside a GPU); -1 = one per core")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see the "
+                             "README's Decoding); -1 = one per core")

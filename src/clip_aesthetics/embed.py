@@ -36,14 +36,42 @@ def native_bfloat16() -> bool:
         return False
 
 
+def avx512_cpu() -> bool:
+    """Whether this CPU has AVX512 (torch's kernels then use it for the forward's matrix products)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def decode_beside_forward(device: torch.device) -> bool:
+    """Whether images are decoded beside the forward (worker processes) or between forwards (threads).
+
+    Beside a GPU, always. On a CPU the two compete for the same cores, and which costs the forward less
+    depends on the CPU (benchmarks/RESULTS.md, both measured on 2 cores): with AVX512 the forward keeps
+    every core busy and decoding between forwards keeps 0.968 of the forward in float32 (0.943 in
+    bfloat16) against 0.958 (0.878) beside it; without AVX512, decoding beside the forward keeps 0.949
+    against 0.896 between. So: between forwards on AVX512 CPUs, beside elsewhere.
+    """
+    return device.type != "cpu" or not avx512_cpu()
+
+
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     """`auto`: float16 on CUDA; bfloat16 on CPUs with native bfloat16 (about 2x the float32 forward, scores
     unchanged to Spearman 0.9999: benchmarks/RESULTS.md); float32 elsewhere."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if device.type == "cpu" and native_bfloat16() else torch.float32
-    return getattr(torch, precision)
+    return precision_choice(precision, device)[0]
+
+
+def precision_choice(precision: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype of the forward and why: two machines given `auto` may differ, and the user sees why."""
+    if precision != "auto":
+        return getattr(torch, precision), f"{precision} (as asked)"
+    if device.type == "cuda":
+        return torch.float16, "float16 (precision=auto on a CUDA GPU)"
+    if device.type == "cpu" and native_bfloat16():
+        return torch.bfloat16, "bfloat16 (precision=auto: this CPU computes bfloat16 natively, AVX512-BF16 or AMX)"
+    return torch.float32, (f"float32 (precision=auto on {device.type}: no native bfloat16 here, emulated it would be "
+                           "slower)")
 
 
 def scoring_dtype(recorded: str | None, device: torch.device) -> torch.dtype:
@@ -124,14 +152,12 @@ def _batches(dataset: _ImageSources, batch_size: int, num_workers: int, threads:
              overlap: bool | None = None):
     """Decoded, preprocessed batches, in order.
 
-    On a CPU the forward already uses every core, so decoding runs between forwards, one batch at a time on
-    `num_workers` threads: decoding beside the forward only takes cores from its matrix products and slows
-    them more than it saves (benchmarks/RESULTS.md). Beside a GPU decoding overlaps the forward: worker
-    processes for files, a thread pool two batches ahead for bytes (a server). `overlap` overrides the
-    choice by device (the benchmark measures both on a CPU).
+    Decoding overlaps the forward (see decode_beside_forward for when): worker processes for files, a thread
+    pool two batches ahead for bytes (a server). Otherwise it runs between forwards, one batch at a time on
+    `num_workers` threads. `overlap` overrides the choice (the benchmark measures both on a CPU).
     """
     starts = range(0, len(dataset), batch_size)
-    overlap = device.type != "cpu" if overlap is None else overlap
+    overlap = decode_beside_forward(device) if overlap is None else overlap
     if not overlap or threads:
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
             ahead = 2 if overlap else 0  # batches submitted before the current one is used

@@ -163,7 +163,7 @@ def fit_ridge(head: nn.Linear, x: np.ndarray, y: np.ndarray, x_val: np.ndarray |
     X^T X is accumulated in float64 over row blocks; one eigendecomposition serves every penalty.
     Writes the solution into `head` and returns the chosen penalty.
     """
-    from .metrics import mse, spearman
+    from .metrics import mse, ranking_key, spearman
 
     n, d = x.shape
     mean_x = np.zeros(d)
@@ -191,7 +191,8 @@ def fit_ridge(head: nn.Linear, x: np.ndarray, y: np.ndarray, x_val: np.ndarray |
                 break
             continue
         pred = x_val.astype(np.float64) @ w + b
-        key = (spearman(y_val, pred), -mse(y_val, pred))
+        # An undefined Spearman (constant predictions) never beats a defined one; ties go to the lower MSE.
+        key = (ranking_key(spearman(y_val, pred), "spearman"), -mse(y_val, pred))
         if best is None or key > best[0]:
             best = (key, alpha, w, b)
     alpha, w, b = best[-3:]

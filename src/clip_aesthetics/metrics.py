@@ -1,9 +1,11 @@
-"""True and predicted 1-10 scores -> the numbers we report (Spearman, Pearson, MSE, MAE, accuracy at 5)."""
+"""True and predicted 1-10 scores -> the numbers we report (Spearman, Pearson, MSE, MAE, accuracy at 5), and
+which of two such numbers is better."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from scipy import stats
 
 # AVA's convention for "good" vs "bad" photos; about 71% of AVA is above it, so read accuracy against that.
 ACCURACY_THRESHOLD = 5.0
@@ -12,12 +14,16 @@ ACCURACY_THRESHOLD = 5.0
 def spearman(true: np.ndarray, pred: np.ndarray) -> float:
     if len(true) < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0:
         return float("nan")  # undefined for constants; NaN shows in MLflow rather than a fake 0
+    from scipy import stats  # here, not at import: the CLI checks metric names before anything heavy loads
+
     return float(stats.spearmanr(true, pred).statistic)
 
 
 def pearson(true: np.ndarray, pred: np.ndarray) -> float:
     if len(true) < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0:
         return float("nan")
+    from scipy import stats
+
     return float(stats.pearsonr(true, pred).statistic)
 
 
@@ -44,3 +50,30 @@ def evaluate(split: str, true: np.ndarray, pred: np.ndarray) -> dict[str, float]
         "accuracy": accuracy(true, pred),
     }
     return {f"{split}_{name}": value for name, value in values.items()}
+
+
+# Which way is better, by a metric name's last word (`val_spearman`, `best_test_mse`, ...).
+HIGHER_IS_BETTER = ("spearman", "pearson", "accuracy")
+LOWER_IS_BETTER = ("mse", "mae", "loss")
+
+
+def direction(metric: str) -> int:
+    """+1 when a higher value of `metric` is better, -1 when a lower one is; ValueError when unknown."""
+    kind = metric.rsplit("_", 1)[-1]
+    if kind in HIGHER_IS_BETTER:
+        return 1
+    if kind in LOWER_IS_BETTER:
+        return -1
+    raise ValueError(f"metric {metric!r}: cannot tell whether higher or lower is better; expected a name ending in "
+                     f"{', '.join(f'_{k}' for k in HIGHER_IS_BETTER)} (higher is better) or "
+                     f"{', '.join(f'_{k}' for k in LOWER_IS_BETTER)} (lower is better)")
+
+
+def is_defined(value) -> bool:
+    """A number that can be compared: not None, NaN or infinite (a constant prediction's Spearman is NaN)."""
+    return value is not None and math.isfinite(float(value))
+
+
+def ranking_key(value, metric: str) -> tuple[bool, float]:
+    """Sort key, larger is better: every defined value ranks above every undefined one, whatever the metric."""
+    return (True, direction(metric) * float(value)) if is_defined(value) else (False, 0.0)

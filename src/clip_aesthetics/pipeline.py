@@ -17,13 +17,14 @@ import torch
 from . import ava
 from .cache import EmbeddingCache
 from .clip import ClipSource, load_clip
-from .config import AvaSettings, DataSettings, EmbedSettings
-from .embed import default_workers, embed_to_cache, pick_device, pick_dtype, scoring_dtype
+from .config import AvaSettings, CacheSettings, DataSettings, EmbedSettings
+from .embed import default_workers, embed_to_cache, pick_device, pick_dtype, precision_choice, scoring_dtype
+from .errors import UserError
 from .images import ImageError, load_rgb
 from .scoring import IMAGE_SUFFIXES
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The data folder cannot be used as given; the message names the path and what to do."""
 
 
@@ -65,6 +66,7 @@ class EmbedReport:
     seconds: float
     device: str
     table: pd.DataFrame | None = None  # AVA.txt as parsed by the embed step, so training need not parse it again
+    precision_reason: str = ""  # why the embeddings are in this precision (printed and logged)
 
     @property
     def precision(self) -> str:
@@ -82,7 +84,7 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progr
     table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
     images = image_dir(data.ava_dir)
     device = pick_device(embed.device)
-    precision = auto_precision(embed, source, images, device)
+    precision, reason = auto_precision(embed, source, images, device)
     dtype = getattr(torch, precision)
     cache = cache_for(embed.cache_dir, source, images, precision, embed.decoding)
     cache.open({"model_id": source.model_id, "revision": source.revision, "image_dir": str(images.resolve()),
@@ -103,22 +105,27 @@ def embed_ava(data: AvaSettings, embed: EmbedSettings, source: ClipSource, progr
         model, processor = load_clip(source, device)
         embed_to_cache(cache, todo, model, processor, dtype, batch,
                        default_workers(embed.num_workers), embed.shard_size, progress, embed.decoding)
-    return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), table)
+    return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), table,
+                       reason)
 
 
-def auto_precision(embed: EmbedSettings, source: ClipSource, images: Path, device) -> str:
+def auto_precision(embed: CacheSettings, source: ClipSource, images: Path, device) -> tuple[str, str]:
     """The precision to embed in: as asked; for `auto`, this device's choice unless a cache of these images
     already exists in another precision the device runs well (a float32 cache from before bfloat16 became
-    the CPU default, one embedded on another machine): that one is completed instead of starting over."""
-    chosen = str(pick_dtype(embed.precision, device)).removeprefix("torch.")
+    the CPU default, one embedded on another machine): that one is completed instead of starting over.
+    Returns (precision, why)."""
+    dtype, reason = precision_choice(embed.precision, device)
+    chosen = str(dtype).removeprefix("torch.")
     if embed.precision != "auto":
-        return chosen
+        return chosen, reason
     runs_well = (p for p, _ in existing_caches(embed, source, images, chosen)
                  if str(scoring_dtype(p, device)).removeprefix("torch.") == p)
-    return next(runs_well, chosen)
+    found = next(runs_well, chosen)
+    return found, reason if found == chosen else (f"{found} (precision=auto: completing the {found} cache of these "
+                                                  f"images already on disk, which this {device.type} runs well)")
 
 
-def existing_caches(embed: EmbedSettings, source: ClipSource, images: Path, first: str):
+def existing_caches(embed: CacheSettings, source: ClipSource, images: Path, first: str):
     """(precision, cache) of the caches of these images already on disk for `embed.decoding`, `first` first."""
     for precision in dict.fromkeys((first, *PRECISIONS)):
         cache = cache_for(embed.cache_dir, source, images, precision, embed.decoding)
@@ -142,7 +149,7 @@ def still_failing_left_out(todo: list[tuple[int, Path]], answers: dict) -> list[
     return kept
 
 
-def locate_cache(data: AvaSettings, embed: EmbedSettings, source: ClipSource) -> EmbedReport:
+def locate_cache(data: AvaSettings, embed: CacheSettings, source: ClipSource) -> EmbedReport:
     """The cache an earlier `embed` wrote for this CLIP model and image folder, without embedding.
 
     Prefers the precision this machine would embed in; else any precision found (embedded on a GPU,
@@ -156,7 +163,9 @@ def locate_cache(data: AvaSettings, embed: EmbedSettings, source: ClipSource) ->
             f"no embeddings of {images} for {source.model_id} (revision {source.revision}) under {embed.cache_dir}; "
             "run `clip-aesthetics embed` (or the main entry point) with the same clip, ava_dir and cache_dir first"
         )
-    return EmbedReport(source, cache, 0, 0, 0.0, "none (cached)")
+    found = str(cache.manifest().get("precision", "float32"))
+    why = f"{found} (the cache `embed` wrote{'' if found == wanted else f'; {wanted} is what this machine would pick'})"
+    return EmbedReport(source, cache, 0, 0, 0.0, "none (cached)", precision_reason=why)
 
 
 @dataclass

@@ -9,7 +9,6 @@ the model page's metrics are the training run's.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +19,16 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from .config import RegisterSettings
-from .scorer import log_scorer, read_logged
-from .steps import MODEL_NAME
-from .sweep import CHILDREN_TAG, SWEEP_TAG
-from .tracking import link_metrics_to_model
+from .errors import UserError
+from .metrics import direction, is_defined, ranking_key
+from .scorer import MODEL_NAME, log_scorer, read_logged
+from .tracking import CHILDREN_TAG, DEGENERATE_TAG, SELECTION_TAG, SWEEP_TAG, link_metrics_to_model
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 BUNDLED_MODEL = "scorer"  # the self-contained copy of a run's `model`, logged by this step
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     """No run to register, or the chosen run lacks what registering needs."""
 
 
@@ -49,7 +48,8 @@ MODEL_DESCRIPTION = (
     "weights and image processor and applies exactly the training run's preprocessing. Call it with "
     "`mlflow.pyfunc.load_model(\"models:/NAME@champion\").predict(pd.DataFrame({\"image\": [jpeg_bytes]}))` or "
     "serve it and POST `{\"dataframe_records\": [{\"image\": \"<base64>\"}]}`; each row gets `score` (1-10) "
-    "and `error` (why an image could not be scored). `champion` is the best version by validation Spearman."
+    "and `error` (why an image could not be scored). `champion` is the best version by the metric `register` "
+    "was given (validation Spearman unless stated; for errors such as val_mse, the lowest)."
 )
 
 
@@ -64,7 +64,8 @@ def candidate_runs(client: MlflowClient, settings: RegisterSettings) -> list:
         experiment = client.get_experiment_by_name(settings.experiment_name)
         if experiment is None:
             raise RegistryError(f"no experiment named {settings.experiment_name!r}")
-        return client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+        runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+        return [run for run in runs if "n_train" in run.data.params]  # training runs, not embed or register ones
     experiments = [e.experiment_id for e in client.search_experiments()]
     sweeps = client.search_runs(experiments, f"tags.`{SWEEP_TAG}` = 'true'",
                                 order_by=["attributes.start_time DESC"], max_results=1)
@@ -80,15 +81,64 @@ def score_of(run, metric: str) -> float:
     return float("nan") if value is None else float(value)
 
 
+def why_not(run, metric: str) -> str:
+    """Why `run` cannot be registered by `metric`, or "" when it can."""
+    tags = run.data.tags
+    if run.info.status != "FINISHED":
+        return f"status {run.info.status}"
+    if tags.get(SELECTION_TAG) == "undefined":
+        return f"no epoch had a defined val_spearman ({SELECTION_TAG}=undefined)"
+    if tags.get(DEGENERATE_TAG):
+        return f"degenerate model: {tags[DEGENERATE_TAG]}"
+    if not is_defined(score_of(run, metric)):
+        return f"no defined {metric}"
+    return ""
+
+
 def pick_best(runs: list, metric: str):
-    scored = [(score_of(run, metric), run) for run in runs if run.info.status == "FINISHED"]
-    scored = [(value, run) for value, run in scored if not math.isnan(value)]
-    if not scored:
-        raise RegistryError(f"none of the {len(runs)} candidate run(s) is FINISHED with a {metric!r} metric")
-    return max(scored, key=lambda pair: pair[0])
+    """(value, run) of the best eligible run by `metric`, in its direction (errors: lowest); a run with an
+    undefined value, or tagged undefined or degenerate, is never chosen. Refuses, naming each run and why."""
+    reasons = {run.info.run_id: why_not(run, metric) for run in runs}
+    eligible = [run for run in runs if not reasons[run.info.run_id]]
+    if not eligible:
+        known = sorted({k.removeprefix("best_") for run in runs for k in run.data.metrics if _has_direction(k)})
+        listed = "; ".join(f"{run.info.run_id} ({run.info.run_name}): {reasons[run.info.run_id]}" for run in runs[:5])
+        more = f"; and {len(runs) - 5} more" if len(runs) > 5 else ""
+        hint = ""
+        if metric.startswith("val_") and any(run.data.params.get("val_fraction") in ("0", "0.0") for run in runs):
+            hint = (" Runs trained with val_fraction=0 log no val_* metrics: pass metric=test_spearman to choose "
+                    "on the test split (then report the result as selected on test).")
+        raise RegistryError(f"no run can be registered by {metric!r}: {listed or 'no candidate runs'}{more}. "
+                            f"Metrics the candidates have: {', '.join(known) or 'none'}.{hint}")
+    best = max(eligible, key=lambda run: ranking_key(score_of(run, metric), metric))
+    return score_of(best, metric), best
 
 
-def register(settings: RegisterSettings) -> Registration:
+@dataclass
+class Choice:
+    value: float  # the winner's metric at its best epoch
+    run: object  # the winning mlflow Run
+    passed_over: list[str]  # "RUN_ID (name): why" for every candidate that could not be chosen
+
+
+def choose(settings: RegisterSettings) -> Choice:
+    """The run to register and the candidates passed over, decided before anything is written."""
+    runs = candidate_runs(MlflowClient(), settings)
+    value, run = pick_best(runs, settings.metric)
+    passed = [f"{r.info.run_id} ({r.info.run_name}): {why_not(r, settings.metric)}" for r in runs
+              if why_not(r, settings.metric)]
+    return Choice(value, run, passed)
+
+
+def _has_direction(metric: str) -> bool:
+    try:
+        direction(metric)
+        return True
+    except ValueError:
+        return False
+
+
+def register(settings: RegisterSettings, chosen: Choice | None = None) -> Registration:
     """Inside an active run (the register step's own): bundle the best run's scorer, register it, alias it.
 
     Safe under concurrency, also against a remote tracking server where no local lock helps: it converges
@@ -96,7 +146,8 @@ def register(settings: RegisterSettings) -> Registration:
     deleted by their writers; `champion` is recomputed from all versions, until no new one appears.
     """
     client = MlflowClient()
-    value, run = pick_best(candidate_runs(client, settings), settings.metric)
+    chosen = chosen or choose(settings)
+    value, run = chosen.value, chosen.run
     run_id, name = run.info.run_id, settings.model_name
     existing = versions_of_run(client, name, run_id)
     created = not existing
@@ -142,8 +193,9 @@ def elect_champion(client: MlflowClient, name: str, metric: str) -> str | None:
     """Point `champion` at the best version by `metric` (the oldest among equals); repeat while versions appear."""
     for _ in range(5):
         versions = client.search_model_versions(f"name = {quoted(name)}")
-        scored = [(float(v.tags.get(metric, "nan")), -int(v.version), str(v.version)) for v in versions]
-        scored = [row for row in scored if not math.isnan(row[0])]
+        scored = [(ranking_key(_number(v.tags.get(metric)), metric), -int(v.version), str(v.version))
+                  for v in versions]
+        scored = [row for row in scored if row[0][0]]  # a version without a defined value never wins
         if not scored:
             return None
         best = max(scored)[2]
@@ -152,6 +204,13 @@ def elect_champion(client: MlflowClient, name: str, metric: str) -> str | None:
         if {v.version for v in client.search_model_versions(f"name = {quoted(name)}")} == {v.version for v in versions}:
             return best
     return best
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _version_tags(run, spec_doc: dict, metric: str, value: float) -> dict[str, str]:

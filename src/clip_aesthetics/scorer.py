@@ -28,6 +28,7 @@ from mlflow.types import ColSpec, Schema
 
 from .clip import ClipSource, load_clip, resolve_clip
 from .embed import default_workers, embed_sources, pick_device, scoring_dtype
+from .errors import ScoringInputError
 from .head import HeadSpec, build_head, predict_scores, prepare
 from .images import ImageError, decode_rgb, load_rgb
 
@@ -36,6 +37,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 SCORER_ENTRY = PACKAGE_DIR / "scorer_entry.py"  # models-from-code: this file builds the pyfunc at load time
 RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
 HEAD_FILE, SPEC_FILE = "head.pt", "scorer.json"
+MODEL_NAME = "model"  # the scorer every training run logs (it refers to the CLIP checkpoint, not carrying it)
 # `image` is a string column: base64 text in JSON requests, bytes from Python (MLflow passes both through),
 # so that a null or a number among good rows becomes that row's error instead of rejecting the request.
 SIGNATURE = ModelSignature(
@@ -88,7 +90,6 @@ def read_logged(artifact_location: str) -> tuple[dict, dict]:
 def load_scorer(model_uri: str) -> AestheticScorer:
     """The AestheticScorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...)."""
     from .clip import ClipUnavailableError
-    from .scoring import ScoringInputError
 
     try:
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
@@ -99,6 +100,34 @@ def load_scorer(model_uri: str) -> AestheticScorer:
         ) from error
     except (ClipUnavailableError, RuntimeError, OSError) as error:  # the model's CLIP is gone or changed
         raise ScoringInputError(f"model {model_uri!r} cannot score: {error}") from error
+
+
+def describe_model(model_uri: str) -> str:
+    """What a model URI resolved to, for the user: `models:/NAME@ALIAS` -> its version, and the store."""
+    store = mlflow.get_tracking_uri()
+    rest = model_uri.removeprefix("models:/")
+    if rest == model_uri or rest.startswith("m-"):
+        return f"{model_uri} (tracking store {store})"
+    client = mlflow.MlflowClient()
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = rest.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except (MlflowException, ValueError):
+        return f"{model_uri} (not found in tracking store {store})"
+    return f"{model_uri} -> version {version.version} of {name}, trained in run {version.run_id}, tracking store {store}"
+
+
+def download_model(model_uri: str) -> str:
+    """A local folder holding the model behind `model_uri` (to ship to Spark executors, say)."""
+    try:
+        return mlflow.artifacts.download_artifacts(model_uri)
+    except MlflowException as error:
+        raise ScoringInputError(f"cannot find model {model_uri!r} in tracking store {mlflow.get_tracking_uri()}: "
+                                f"{error.message}") from error
 
 
 def set_model() -> None:

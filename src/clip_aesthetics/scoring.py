@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import ScoringInputError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
-
-class ScoringInputError(ValueError):
-    """An input path that does not exist, or inputs that hold no image."""
 
 
 def collect_images(inputs: list[Path]) -> list[Path]:
@@ -40,9 +38,26 @@ def check_output(out: Path) -> None:
         raise ScoringInputError(f"--out {out}: cannot create files under {folder}")
 
 
+DEFAULT_STORE = "sqlite:///mlflow.db"  # MLflow's own default: a file in the current folder
+
+
+def check_store(model_uri: str, tracking_uri: str) -> None:
+    """Refuse, before any work, a registry or run URI when the store it needs is a SQLite file that does not
+    exist (MLflow would create an empty one here and then find no model)."""
+    if not model_uri.startswith(("models:/", "runs:/")) or not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not database.is_file():
+        here = " (the default: ./mlflow.db in the folder you run from)" if tracking_uri == DEFAULT_STORE else ""
+        raise ScoringInputError(
+            f"no tracking store at {database.resolve()}{here} to find {model_uri} in: run from the folder that holds "
+            "mlflow.db, or pass --tracking-uri sqlite:////ABSOLUTE/PATH/mlflow.db (or set MLFLOW_TRACKING_URI)")
+
+
 def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:
-    from .scorer import load_scorer
+    from .scorer import describe_model, load_scorer
 
     paths = collect_images(inputs)
+    print(f"model: {describe_model(model_uri)}")
     scores = load_scorer(model_uri).score_paths(paths, num_workers=num_workers, progress=True)
     return pd.DataFrame({"path": [str(p) for p in paths], "score": scores["score"], "error": scores["error"]})

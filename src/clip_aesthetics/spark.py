@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .scoring import IMAGE_SUFFIXES, ScoringInputError
+from .errors import ScoringInputError, UserError
+from .scoring import IMAGE_SUFFIXES
 
 RESULT_SCHEMA = "path string, score double, error string"
 IMAGE_PATTERN = "(?i)\\.(" + "|".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)) + ")$"
@@ -25,7 +26,7 @@ ROWS_PER_BATCH = 256  # images per Arrow batch handed to the scorer: bounds an e
 _loaded: dict[tuple, object] = {}  # in each executor Python process: (what, where, device) -> loaded model
 
 
-class SparkUnavailableError(RuntimeError):
+class SparkUnavailableError(UserError, RuntimeError):
     """pyspark or Java is missing; the message says what to install."""
 
 
@@ -85,9 +86,9 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     One row per file, empty files included (Spark's binaryFile skips 0-byte files; they are added back
     with the error "empty file"). Returns counts: scored, failed, model_loads.
     """
-    import mlflow
+    from .scorer import download_model
 
-    local_model = mlflow.artifacts.download_artifacts(model_uri)  # once, on the driver
+    local_model = download_model(model_uri)  # once, on the driver
     shipped = _shipped(spark, local_model)
     loads = spark.sparkContext.accumulator(0)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ROWS_PER_BATCH))
@@ -133,9 +134,9 @@ def _scorer(shipped: str, loads):
     device = _task_device()
     key = ("scorer", shipped, str(device))
     if key not in _loaded:
-        import mlflow
+        from .scorer import load_scorer
 
-        scorer = mlflow.pyfunc.load_model(_open(shipped)).unwrap_python_model()
+        scorer = load_scorer(_open(shipped))
         _loaded[key] = scorer.to(device)
         loads.add(1)
     return _loaded[key]

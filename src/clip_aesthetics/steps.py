@@ -14,13 +14,11 @@ import pandas as pd
 
 from . import ava, plots, tracking
 from .clip import ClipSource, resolve_clip
-from .config import AvaSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
+from .config import AvaSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
 from .pipeline import EmbedReport, embed_ava, load_dataset, locate_cache
-from .scorer import log_scorer
-from .training import TrainResult, clip_label, default_run_name, train_and_evaluate
-
-MODEL_NAME = "model"  # the scorer every training run logs (it refers to the CLIP checkpoint, not carrying it)
-
+from .scorer import MODEL_NAME, log_scorer
+from .tracking import DEGENERATE_TAG, SELECTION_TAG
+from .training import SELECTION_METRIC, TrainResult, clip_label, default_run_name, train_and_evaluate
 
 def embed_step(command) -> EmbedReport:
     """`embed`: fill the cache for one CLIP model, as one run."""
@@ -32,22 +30,54 @@ def embed_step(command) -> EmbedReport:
 def train_step(command, embed_first: bool) -> None:
     """`main` (embed_first) and `train`: one cell of the grid as one run."""
     source = resolve_clip(command.clip, command.clip_revision)
-    data, embed, train = command.part(DataSettings), command.part(EmbedSettings), command.part(TrainSettings)
+    data, train = command.part(DataSettings), command.part(TrainSettings)
+    embed = command.part(EmbedSettings if embed_first else CacheSettings)
     report = None if embed_first else locate_cache(data, embed, source)  # refused before a run opens
+    if report is not None:
+        print(f"precision: {report.precision_reason}")
     started = time.perf_counter()
     run_name = command.run_name or default_run_name(command.clip, train)
     with tracking.run(command.experiment, run_name) as active:
         if report is None:
             report = embed_and_log(data, embed, command.clip, source)
         result = train_and_log(report, data, command.clip, train)
+    print(outcome(active.info.run_id, run_name, result) + f", {time.perf_counter() - started:.1f}s")
+    for warning in run_warnings(result):
+        print(f"warning: {warning}")
+
+
+def outcome(run_id: str, run_name: str, result: TrainResult) -> str:
     best = result.history[result.best_epoch - 1]
-    print(f"run {active.info.run_id} ({run_name}): best epoch {result.best_epoch}, "
-          f"test_spearman {best['test_spearman']:.4f}, {time.perf_counter() - started:.1f}s")
+    if result.selection == "last_epoch":
+        chosen = "last epoch kept (no validation split)"
+    elif result.selection == "undefined":
+        chosen = f"no epoch had a defined {SELECTION_METRIC}: last epoch kept, not a result"
+    else:
+        chosen = f"best epoch {result.best_epoch} by {SELECTION_METRIC} {best[SELECTION_METRIC]:.4f}"
+    return f"run {run_id} ({run_name}): {chosen}, test_spearman {_number(best['test_spearman'])}"
+
+
+def run_warnings(result: TrainResult) -> list[str]:
+    """What a user must know before trusting the run's model (also tagged on the run)."""
+    found = []
+    if result.selection == "undefined":
+        found.append(f"{SELECTION_METRIC} was undefined at every epoch (constant predictions on the validation "
+                     f"images); the run is tagged {SELECTION_TAG}=undefined and `register` will not promote it. "
+                     "Try a larger lr, more epochs, norm=true or head=ridge")
+    if result.degenerate:
+        found.append(f"the kept model is degenerate ({result.degenerate}); tagged {DEGENERATE_TAG}")
+    return found
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if np.isfinite(value) else "undefined"
 
 
 def embed_and_log(data: AvaSettings, embed: EmbedSettings, clip: str, source: ClipSource) -> EmbedReport:
     report = embed_ava(data, embed, source)
-    tracking.log_params({"clip": clip, **clip_params(source), "device": report.device})
+    print(f"precision: {report.precision_reason}")
+    tracking.log_params({"clip": clip, **clip_params(source), "device": report.device,
+                         "precision_reason": report.precision_reason})
     rate = report.n_processed / report.seconds if report.n_processed and report.seconds > 0 else 0.0
     tracking.log_metrics({"embed_images_processed": report.n_processed, "embed_seconds": report.seconds,
                           "embed_images_per_second": rate, "embed_shards_set_aside": len(report.cache.set_aside)})
@@ -69,6 +99,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         "embedding_dim": dataset.train.embeddings.shape[1], "n_train": len(dataset.train.ids),
         "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids), "n_skipped": len(dataset.skipped),
         "device": report.device, "train_device": "cpu", "compute_precision": report.precision,
+        "precision_reason": report.precision_reason,
         "decoding": report.decoding, **tracking.library_versions(),
     })
     log_ava_table(data, table, {context: {"num_rows": len(getattr(dataset, part).ids)}
@@ -78,7 +109,13 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
     best = result.history[result.best_epoch - 1]
     if result.ridge_lambda is not None:
         tracking.log_metrics({"ridge_lambda": result.ridge_lambda})
-    tracking.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds, **best_metrics(best)})
+    tracking.log_metrics({"train_seconds": result.seconds})
+    tracking.set_tags({SELECTION_TAG: result.selection, "kept_epoch": result.best_epoch,
+                       **({DEGENERATE_TAG: result.degenerate} if result.degenerate else {})})
+    if result.selection != "undefined":  # an epoch chosen on nothing is no result: no best_* to compare
+        tracking.log_metrics({"best_epoch": result.best_epoch, **best_metrics(best)})
+    if run_warnings(result):  # shown on the run's page and in the runs table
+        tracking.set_description("\n\n".join(f"**Warning**: {w}." for w in run_warnings(result)))
     predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
                                 "score_pred": result.test_pred})
     tracking.log_csv(predictions, "predictions/test.csv")
@@ -121,11 +158,17 @@ def log_ava_table(data: DataSettings, table: pd.DataFrame, profiles: dict[str, d
 
 
 def register_step(command) -> None:
-    """`register`: the best finished run -> a registered version whose source run is that training run."""
-    from .registry import register
+    """`register`: the best finished run -> a registered version whose source run is that training run.
 
+    The run to register is chosen before the step's own run opens: a refusal leaves nothing behind."""
+    from .registry import choose, register
+
+    settings = command.part(RegisterSettings)
+    chosen = choose(settings)
+    for passed in chosen.passed_over:
+        print(f"not a candidate: run {passed}")
     with tracking.run(command.experiment, command.run_name or "register"):
-        done = register(command.part(RegisterSettings))
+        done = register(settings, chosen)
         tracking.log_params({"source_run_id": done.run_id, "metric": command.metric, "model_name": command.model_name})
         tracking.set_tags({"registered_version": done.version, "alias": done.alias,
                            "registered_model_id": done.model_id})

@@ -15,15 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots, tracking
+from .metrics import ranking_key
+from .tracking import CHILDREN_TAG, DEGENERATE_TAG, KEY_TAG, SELECTION_TAG, SWEEP_TAG
 from .config import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
 from .clip import resolve_clip
 from .pipeline import EmbedReport, embed_ava
 from .steps import clip_params, log_ava_table, train_and_log
-from .training import clip_label, default_run_name
+from .training import SELECTION_METRIC, clip_label, default_run_name
 
-KEY_TAG = "clip_aesthetics.run_key"
-SWEEP_TAG = "clip_aesthetics.sweep"
-CHILDREN_TAG = "clip_aesthetics.children"  # run ids of every grid point, trained here or reused
 
 
 class SweepError(RuntimeError):
@@ -94,6 +93,7 @@ def _embed_once(clip: str, revision: str, data: DataSettings, embed: EmbedSettin
     except Exception as error:  # recorded on each of this model's children; the other models go on
         return error
     tracking.log_params({f"clip_revision.{clip_label(clip)}": report.source.revision})
+    print(f"{clip_label(clip)}: precision {report.precision_reason}")
     return report
 
 
@@ -122,11 +122,32 @@ def summarise(children: list[Child]) -> pd.DataFrame:
                "norm": child.train.norm, "head": child.train.head, "lr": child.train.lr,
                "embed_norm": child.train.embed_norm}
         if child.run_id and child.status != "FAILED":
-            metrics = tracking.run_metrics(child.run_id)
+            metrics, tags = tracking.run_metrics(child.run_id), tracking.run_tags(child.run_id)
             row.update({name: metrics.get(name) for name in (
                 "best_epoch", "best_val_spearman", "best_test_spearman", "test_spearman", "test_mse", "test_accuracy")})
+            row.update(selection=tags.get(SELECTION_TAG, ""), degenerate=tags.get(DEGENERATE_TAG, ""))
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "best_val_spearman" not in table:
+        return table
+    # Best first; a child whose value is undefined (or that is degenerate) after every defined one.
+    keys = [_ranking(row) for row in table.to_dict("records")]
+    order = sorted(range(len(table)), key=lambda i: keys[i], reverse=True)
+    return table.iloc[order].reset_index(drop=True)
+
+
+def _ranking(row: dict) -> tuple:
+    usable = not row.get("degenerate") and row.get("selection") != "undefined"
+    return (usable, ranking_key(row.get("best_val_spearman"), SELECTION_METRIC))
+
+
+def best_child(table: pd.DataFrame) -> dict | None:
+    """The child to name as best: the first of the ranked table, if its selection metric is defined."""
+    if table.empty or "best_val_spearman" not in table:
+        return None
+    first = table.iloc[0].to_dict()
+    usable, (defined, _) = _ranking(first)
+    return first if usable and defined else None
 
 
 def epoch_table(children: list[Child], metric: str = "test_spearman") -> pd.DataFrame:
@@ -149,8 +170,8 @@ def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
     epochs = epoch_table(children)
     tracking.log_text(epochs.round(4).to_string(), "comparison/epoch_table.txt")
     tags = {CHILDREN_TAG: ",".join(c.run_id for c in children if c.run_id)}
-    if "best_val_spearman" in table and table["best_val_spearman"].notna().any():
-        best = table.loc[table["best_val_spearman"].idxmax()]
+    best = best_child(table)
+    if best is not None:
         tags.update(best_run=best["run_id"], best_run_name=best["run_name"])
         tracking.log_metrics({"best_val_spearman": best["best_val_spearman"],
                               "best_test_spearman": best["best_test_spearman"]})
@@ -166,10 +187,17 @@ def _description(table: pd.DataFrame, epochs: pd.DataFrame) -> str:
     """The parent's description in the UI: what was compared, the winner, and the seed's epoch table."""
     lines = [f"Sweep of {len(table)} grid points (CLIP model x target normalisation x head x lr x embedding "
              "normalisation); each child is one training run, the best is chosen by `val_spearman` at its best epoch."]
-    if "best_val_spearman" in table and table["best_val_spearman"].notna().any():
-        best = table.loc[table["best_val_spearman"].idxmax()]
+    best = best_child(table)
+    if best is not None:
         lines.append(f"Best: **{best['run_name']}** (val_spearman {best['best_val_spearman']:.4f}, "
                      f"test_spearman {best['best_test_spearman']:.4f}).")
+    else:
+        lines.append("No best child: none has a defined `val_spearman` (trained with val_fraction=0, or every "
+                     "epoch undefined) and a usable model; compare test_spearman in the table below.")
+    for row in table.to_dict("records"):
+        if row.get("selection") == "undefined" or row.get("degenerate"):
+            why = row.get("degenerate") or "val_spearman undefined at every epoch"
+            lines.append(f"Not comparable: **{row['run_name']}** ({why}).")
     if not epochs.empty:
         header = "| epoch | " + " | ".join(epochs.columns) + " |"
         rows = ["| " + " | ".join([str(epoch), *(f"{v:.4f}" for v in values)]) + " |"

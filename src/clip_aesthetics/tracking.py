@@ -24,6 +24,11 @@ from .scorer import RUNTIME_PACKAGES
 # The MLflow UI opens an experiment in the view for its kind; without the tag it may guess GenAI.
 EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the UI
+KEY_TAG = "clip_aesthetics.run_key"  # a sweep child's parameters + code version, for reusing finished runs
+SWEEP_TAG = "clip_aesthetics.sweep"  # on a sweep's parent run
+SELECTION_TAG = "selection"  # on a training run: how its kept epoch was chosen (`undefined`: on nothing)
+DEGENERATE_TAG = "degenerate"  # on a training run whose kept model gives constant or mostly clipped scores
+CHILDREN_TAG = "clip_aesthetics.children"  # on a sweep's parent: run ids of every grid point, trained or reused
 
 
 @contextmanager
@@ -142,6 +147,10 @@ def find_finished_run(experiment_id: str, tag: str, value: str) -> str | None:
 
 def run_metrics(run_id: str) -> dict[str, float]:
     return mlflow.MlflowClient().get_run(run_id).data.metrics
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    return mlflow.MlflowClient().get_run(run_id).data.tags
 
 
 def metric_history(run_id: str, name: str) -> list[tuple[int, float]]:

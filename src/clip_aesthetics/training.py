@@ -27,6 +27,13 @@ class TrainResult:
     test_pred: np.ndarray | None = None  # 1-10 scores of the best epoch, aligned with dataset.test.ids
     seconds: float = 0.0  # fitting time, evaluation included
     ridge_lambda: float | None = None  # the penalty chosen on val, for head=ridge
+    # How best_epoch was chosen: SELECTION_METRIC; "last_epoch" without a val split; "undefined" when no
+    # epoch had a defined SELECTION_METRIC (the last epoch is kept, but it is no result to compare or register).
+    selection: str = ""
+    degenerate: str = ""  # why the kept model cannot rank images (constant or mostly clipped scores), or ""
+
+
+SELECTION_METRIC = "val_spearman"  # select on val, report test
 
 
 def train_and_evaluate(
@@ -50,9 +57,7 @@ def train_and_evaluate(
             row.update(metrics.evaluate("val", dataset.val.scores, predict_scores(head, spec, features["val"])))
         row.update(metrics.evaluate("test", dataset.test.scores, test_pred))
         result.history.append(row)
-        # Select on val (never on test); without a val split the last epoch is kept.
-        previous_best = result.history[result.best_epoch - 1] if result.best_epoch else None
-        if previous_best is None or not has_val or row["val_spearman"] > previous_best["val_spearman"]:
+        if not has_val or keeps(row, result.history[result.best_epoch - 1] if result.best_epoch else None):
             result.best_epoch, result.best_state, result.test_pred = epoch, copy.deepcopy(head.state_dict()), test_pred
         on_epoch(epoch, row, head.state_dict())
 
@@ -65,10 +70,33 @@ def train_and_evaluate(
         result.seconds = time.perf_counter() - started
         residual = head_outputs(head, spec, features["train"]) / spec.target_scale - targets
         after_epoch(1, float(np.mean(residual ** 2)))
-        return result
-    fit(head, features["train"], targets, train.epochs, train.lr, train.batch_size, seed, after_epoch)
-    result.seconds = time.perf_counter() - started
+    else:
+        fit(head, features["train"], targets, train.epochs, train.lr, train.batch_size, seed, after_epoch)
+        result.seconds = time.perf_counter() - started
+    best = result.history[result.best_epoch - 1]
+    result.selection = (SELECTION_METRIC if metrics.is_defined(best.get(SELECTION_METRIC)) else "undefined") \
+        if has_val else "last_epoch"
+    result.degenerate = degeneracy(result.test_pred, best["test_clipped_predictions"])
     return result
+
+
+def keeps(row: dict, best: dict | None) -> bool:
+    """Whether epoch `row` replaces the best so far: by val (never test); an undefined value never beats a
+    defined one, and while none is defined the latest epoch is kept."""
+    if best is None:
+        return True
+    new, old = (metrics.ranking_key(r.get(SELECTION_METRIC), SELECTION_METRIC) for r in (row, best))
+    return new > old or not old[0]
+
+
+def degeneracy(test_pred: np.ndarray, n_clipped: int) -> str:
+    """Why a model's test scores cannot rank images, or "" when they can."""
+    if len(test_pred) > 1 and np.ptp(test_pred) == 0:
+        return f"constant predictions: all {len(test_pred)} test images scored {test_pred[0]:.4f}"
+    if n_clipped > len(test_pred) / 2:
+        return (f"{n_clipped} of {len(test_pred)} test predictions fell outside {SCORE_RANGE[0]:g}-"
+                f"{SCORE_RANGE[1]:g} and were clipped to its ends")
+    return ""
 
 
 def clip_label(clip: str) -> str:

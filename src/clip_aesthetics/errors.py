@@ -1,0 +1,13 @@
+"""The errors a user can fix: each message says what was wrong, where, and what to do.
+
+Imports nothing, so that the CLI can name them (and answer `--help` or a bad flag) before torch or
+MLflow is imported. Each module's own error class derives from `UserError`.
+"""
+
+
+class UserError(Exception):
+    """Bad input, a missing file or model, an unusable store: reported in one line, exit code 2."""
+
+
+class ScoringInputError(UserError, ValueError):
+    """An input path that does not exist, inputs that hold no image, or a model that cannot score."""
