@@ -35,8 +35,9 @@ from clip_aesthetics import embed as embed_module  # noqa: E402
 from clip_aesthetics.ava import target_scale  # noqa: E402
 from clip_aesthetics.cache import EmbeddingCache  # noqa: E402
 from clip_aesthetics.config import TrainSettings  # noqa: E402
-from clip_aesthetics.clip import ClipPixels, load_clip, resolve_clip, save_random_clip  # noqa: E402
+from clip_aesthetics.clip import load_clip, resolve_clip, save_random_clip  # noqa: E402
 from clip_aesthetics.embed import default_workers, embed_pixels, embed_to_cache  # noqa: E402
+from clip_aesthetics.pixels import ModelPixels  # noqa: E402
 from clip_aesthetics.head import HeadSpec, build_head, fit, fit_ridge, predict_scores  # noqa: E402
 from clip_aesthetics.images import load_rgb  # noqa: E402
 from clip_aesthetics.metrics import spearman  # noqa: E402
@@ -62,6 +63,7 @@ DEFAULT_BAR_SPEARMAN = 0.999
 
 TARGETS_SECTIONS = ["embed", "train", "closed_form", "memory"]
 EXTRA_SECTIONS = ["decoding", "scorer", "spark"]
+ON_REQUEST = ["backbones"]  # minutes on 2 cores (ViT-L/14, SigLIP so400m at 384): only with --only backbones
 
 
 def bench_embedding(work: Path, n_images: int) -> dict:
@@ -117,7 +119,7 @@ def bench_embedding(work: Path, n_images: int) -> dict:
 
 
 def _pixels(processor, paths: list[Path]) -> torch.Tensor:
-    return torch.from_numpy(np.stack([ClipPixels(processor)(load_rgb(p)) for p in paths]))
+    return torch.from_numpy(np.stack([ModelPixels(processor)(load_rgb(p)) for p in paths]))
 
 
 def _forward(model, pixels: torch.Tensor, dtype: torch.dtype) -> None:
@@ -205,7 +207,7 @@ def bench_decoding(work: Path, quick: bool) -> dict:
     large = synthetic.photo_like_jpegs(work / "large", 8 if quick else 16, (2000, 4000), seed=1)
     clip = save_random_clip(work / "vit-b32", "b32", seed=0)
     model, processor = load_clip(resolve_clip(str(clip)), torch.device("cpu"))
-    to_pixels = ClipPixels(processor)
+    to_pixels = ModelPixels(processor)
     figures = {"decode_photos": len(photos), "decode_large_photos": len(large)}
     for label, images in (("", photos), ("_large", large)):
         paths = [path for path, _ in images]
@@ -475,7 +477,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images and a sampled baseline: under 5 minutes")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
-    parser.add_argument("--only", choices=TARGETS_SECTIONS + EXTRA_SECTIONS, action="append")
+    parser.add_argument("--only", choices=TARGETS_SECTIONS + EXTRA_SECTIONS + ON_REQUEST, action="append")
     args = parser.parse_args()
     sections = args.only or TARGETS_SECTIONS + EXTRA_SECTIONS
     native = "native bfloat16" if embed_module.native_bfloat16() else "no native bfloat16"
@@ -500,6 +502,10 @@ def main() -> None:
             figures.update(bench_scorer(work / "scorer", 96 if args.quick else 256))
         if "spark" in sections:
             figures.update(bench_spark(work / "spark", 96 if args.quick else 256))
+        if "backbones" in sections:
+            from backbones import bench_backbones
+
+            figures.update(bench_backbones(work / "backbones", args.quick))
     print(report(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

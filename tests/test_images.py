@@ -109,10 +109,10 @@ def test_direct_clip_pixels_equal_the_image_processors(short, size):
     """The embedding path computes CLIP's model input itself (faster); it must be the processor's, exactly."""
     from transformers import CLIPImageProcessor
 
-    from clip_aesthetics.clip import ClipPixels
+    from clip_aesthetics.pixels import ModelPixels
 
     processor = CLIPImageProcessor(size={"shortest_edge": short}, crop_size={"height": short, "width": short})
-    pixels = ClipPixels(processor)
+    pixels = ModelPixels(processor)
     assert pixels.fast
     image = Image.fromarray(np.random.default_rng(size[0]).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     expected = processor(images=image, return_tensors="np")["pixel_values"][0]
@@ -122,10 +122,10 @@ def test_direct_clip_pixels_equal_the_image_processors(short, size):
 def test_a_processor_configured_otherwise_is_called_as_it_is():
     from transformers import CLIPImageProcessor
 
-    from clip_aesthetics.clip import ClipPixels
+    from clip_aesthetics.pixels import ModelPixels
 
     processor = CLIPImageProcessor(do_center_crop=False)
-    pixels = ClipPixels(processor)
+    pixels = ModelPixels(processor)
     image = Image.new("RGB", (300, 200), (10, 200, 30))
     assert not pixels.fast
     np.testing.assert_array_equal(pixels(image), processor(images=image, return_tensors="np")["pixel_values"][0])

@@ -385,7 +385,7 @@ def test_score_with_a_run_model_whose_clip_folder_moved_is_one_line(one_run, tin
         moved.rename(tiny_clip)
     error = one_error_line(capsys.readouterr().err)
     assert code == 2
-    assert f"the local CLIP folder {tiny_clip} does not exist" in error and "register" in error
+    assert f"the local model folder {tiny_clip} does not exist" in error and "register" in error
 
 
 @pytest.mark.parametrize("frame, words", [
@@ -413,12 +413,12 @@ def test_bad_rows_get_nan_and_a_reason_beside_good_ones(one_run, sample_ava):
                                            "image is a string but not valid base64"]
 
 
-def test_the_bundle_holds_the_weights_the_model_computed_with(tiny_clip):
-    from clip_aesthetics.clip import load_clip, resolve_clip
+def test_the_bundle_holds_the_weights_the_model_computed_with(tiny_clip, tmp_path):
+    from clip_aesthetics.clip import load_clip, resolve_clip, save_random_backbone
     from clip_aesthetics.registry import _bundled_weights
 
     def dtypes(model):
-        return {name: parameter.dtype for name, parameter in model.named_parameters()}
+        return {name.removeprefix("tower."): parameter.dtype for name, parameter in model.named_parameters()}
 
     model, label = _bundled_weights(load_clip(resolve_clip(str(tiny_clip)), torch.device("cpu"))[0], "auto", "bfloat16")
     kinds = dtypes(model)
@@ -428,3 +428,7 @@ def test_the_bundle_holds_the_weights_the_model_computed_with(tiny_clip):
     assert kinds["visual_projection.weight"] == torch.float32 and label.startswith("bfloat16 matrices")
     model, label = _bundled_weights(load_clip(resolve_clip(str(tiny_clip)), torch.device("cpu"))[0], "auto", "float32")
     assert set(dtypes(model).values()) == {torch.float16} and label == "float16"
+    siglip = save_random_backbone(tmp_path / "siglip", "siglip")  # its attention-pool head runs in float32
+    kinds = dtypes(_bundled_weights(load_clip(resolve_clip(str(siglip)), torch.device("cpu"))[0], "auto", "bfloat16")[0])
+    assert kinds["encoder.layers.0.mlp.fc1.weight"] == torch.bfloat16
+    assert {kinds[k] for k in kinds if k.startswith(("head.", "post_layernorm."))} == {torch.float32}

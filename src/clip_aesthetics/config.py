@@ -9,10 +9,16 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Short names for the two checkpoints of the seed experiment.
+# Short names: the seed experiment's two CLIP checkpoints, and the stronger backbones of today's predictors.
 CLIP_ALIASES = {
     "b16": "openai/clip-vit-base-patch16",
     "b32": "openai/clip-vit-base-patch32",
+    "l14": "openai/clip-vit-large-patch14",
+    "l14-336": "openai/clip-vit-large-patch14-336",
+    "siglip-so400m": "google/siglip-so400m-patch14-384",
+    "siglip2-so400m": "google/siglip2-so400m-patch14-384",
+    "dinov2-b": "facebook/dinov2-base",
+    "dinov2-l": "facebook/dinov2-large",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -62,8 +68,9 @@ class ClipSettings(RevisionSettings):
 
     clip: str = Field(
         "b16",
-        description="CLIP checkpoint: b16, b32, a Hugging Face model id (owner/name) "
-        "or a local folder saved with save_pretrained",
+        description="image backbone (CLIP, SigLIP, DINOv2): an alias (b16, b32, l14, l14-336, siglip-so400m, "
+        "siglip2-so400m, dinov2-b, dinov2-l), a Hugging Face model id (owner/name) or a local folder saved with "
+        "save_pretrained",
     )
 
     @field_validator("clip")
@@ -119,7 +126,8 @@ def check_clip(value: str) -> str:
     if value in CLIP_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
         return value
     raise ValueError(
-        f"clip={value!r} is not one of b16, b32, a Hugging Face model id (owner/name) or an existing local folder"
+        f"clip={value!r} is not one of {', '.join(CLIP_ALIASES)}, a Hugging Face model id (owner/name) or an "
+        "existing local folder"
     )
 
 
@@ -153,7 +161,8 @@ def _items(text: str) -> list[str]:
 class SweepSettings(Settings):
     """Comma-separated lists; the grid is their product. An empty list means the single-run value."""
 
-    clips: str = Field("b16,b32", description="CLIP checkpoints to compare (each embedded once for the whole sweep)")
+    clips: str = Field("b16,b32", description="backbones to compare, as --clip takes them (each embedded once for "
+                       "the whole sweep)")
     norms: str = Field("true,false", description="target normalisations to compare; empty = --norm")
     heads: str = Field("", description="heads to compare (linear, mlp, ridge); empty = --head")
     lrs: str = Field("", description="learning rates to compare; empty = --lr")

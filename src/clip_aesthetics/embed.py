@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .cache import EmbeddingCache, file_stamp
-from .clip import ClipPixels
 from .images import ImageError, crop_long_side, load_rgb
+from .pixels import ModelPixels
 
 
 def pick_device(device: str) -> torch.device:
@@ -88,29 +88,23 @@ DECODINGS = ("full", "reduced")
 
 
 def embed_pixels(model, pixel_values: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
-    """The projected image embedding (not normalised), rounded to the cache's float16 as at training.
+    """The backbone's embedding (not normalised; clip.ImageEncoder), rounded to the cache's float16 as at training.
 
     In float16/bfloat16 the transformer runs under autocast (matrix products in that dtype, the residual
-    stream in float32); its final layer norm and projection run in float32, so the embedding is not
-    rounded to 8 or 11 bits on its way out (measured: half the score differences against float32).
+    stream in float32); the family's final norm and projection or pooling head run in float32, so the
+    embedding is not rounded to 8 or 11 bits on its way out.
     """
     device = next(model.parameters()).device
     pixel_values = pixel_values.to(device, non_blocking=True)
-    with torch.inference_mode():
-        if dtype == torch.float32:
-            embeds = model(pixel_values=pixel_values).image_embeds
-        else:
-            with torch.autocast(device.type, dtype=dtype):
-                hidden = model.vision_model(pixel_values=pixel_values).last_hidden_state
-            pooled = model.vision_model.post_layernorm(hidden[:, 0, :].float())  # CLIP pools its class token
-            embeds = model.visual_projection(pooled)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        embeds = model(pixel_values)
     return embeds.float().cpu().numpy().astype(np.float16).astype(np.float32)
 
 
-def decode_target(pixels: ClipPixels, decoding: str) -> int | None:
-    """The short side reduced decoding must keep (CLIP's resize target), or None for full decoding.
+def decode_target(pixels: ModelPixels, decoding: str) -> int | None:
+    """The short side reduced decoding must keep (the model's own resize target), or None for full decoding.
 
-    A processor configured otherwise than CLIP's (see ClipPixels) always gets full decoding.
+    A processor that ModelPixels does not reproduce always gets full decoding.
     """
     if decoding not in DECODINGS:
         raise ValueError(f"decoding={decoding!r}: expected one of {', '.join(DECODINGS)}")
@@ -121,7 +115,7 @@ class _ImageSources(Dataset):
     """(key, source) -> (key, pixel array or None, reason or None, file stamp or None)."""
 
     def __init__(self, items: list, load: Callable, processor, stamp: bool, decoding: str = "full"):
-        self.items, self.load, self.to_pixels, self.stamp = items, load, ClipPixels(processor), stamp
+        self.items, self.load, self.to_pixels, self.stamp = items, load, ModelPixels(processor), stamp
         self.min_short = decode_target(self.to_pixels, decoding)
 
     def __len__(self) -> int:
@@ -134,7 +128,7 @@ class _ImageSources(Dataset):
             image = self.load(source, min_short=self.min_short)
         except ImageError as error:
             return key, None, str(error), stamp
-        pixels = self.to_pixels.crop(crop_long_side(image))  # 8-bit; ClipPixels.finish completes it per batch
+        pixels = self.to_pixels.crop(crop_long_side(image))  # 8-bit; ModelPixels.finish completes it per batch
         return key, pixels, None, stamp
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
@@ -16,7 +15,7 @@ import torch
 
 from . import ava
 from .cache import EmbeddingCache
-from .clip import ClipSource, load_clip
+from .clip import ClipSource, embedding_dim, load_clip
 from .config import AvaSettings, CacheSettings, DataSettings, EmbedSettings
 from .embed import default_workers, embed_to_cache, pick_device, pick_dtype, precision_choice, scoring_dtype
 from .errors import UserError
@@ -49,12 +48,6 @@ def cache_for(cache_dir: Path, source: ClipSource, images: Path, precision: str,
     folder_key = hashlib.sha256(str(images.resolve()).encode()).hexdigest()[:12]
     leaf = precision if decoding == "full" else f"{precision}-{decoding}"
     return EmbeddingCache(Path(cache_dir) / model_key / f"images-{folder_key}" / leaf)
-
-
-def embedding_dim(source: ClipSource) -> int:
-    """The projected embedding size, read from config.json without loading weights."""
-    config = json.loads((source.folder / "config.json").read_text())
-    return int(config.get("projection_dim") or config["vision_config"]["projection_dim"])
 
 
 @dataclass

@@ -25,6 +25,8 @@ from .scorer import MODEL_NAME, log_scorer, read_logged
 from .tracking import CHILDREN_TAG, DEGENERATE_TAG, SELECTION_TAG, SWEEP_TAG, link_metrics_to_model
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+# What decides an embedding besides the weights (clip.describe), copied from the run onto each version.
+BACKBONE_RECORD = ("backbone_family", "embedding_kind", "embedding_dim", "input_size", "activation", "processor_digest")
 BUNDLED_MODEL = "scorer"  # the self-contained copy of a run's `model`, logged by this step
 
 
@@ -218,7 +220,8 @@ def _version_tags(run, spec_doc: dict, metric: str, value: float) -> dict[str, s
     return {"run_id": run.info.run_id, "clip_model_id": spec_doc["clip"]["model_id"],
             "clip_revision": spec_doc["clip"]["revision"], metric: str(value),
             "val_spearman": str(score_of(run, "val_spearman")), "test_spearman": str(score_of(run, "test_spearman")),
-            "dataset_digest": inputs[0].dataset.digest if inputs else ""}
+            "dataset_digest": inputs[0].dataset.digest if inputs else "",
+            **{key: run.data.params[key] for key in BACKBONE_RECORD if key in run.data.params}}
 
 
 def _version_description(run, spec_doc: dict, tags: dict[str, str]) -> str:
@@ -274,9 +277,10 @@ def _bundled_weights(model, dtype: str, precision: str | None) -> tuple[torch.nn
     """
     if dtype == "auto" and precision in ("float16", "bfloat16"):
         half = getattr(torch, precision)
+        float32 = tuple(f"tower.{name}" for name in model.family.float32_modules)
         with torch.no_grad():
             for name, module in model.named_modules():
-                if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and name != "visual_projection":
+                if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and not name.startswith(float32):
                     for parameter in module.parameters(recurse=False):
                         parameter.data = parameter.data.to(half)
         return model, f"{precision} matrices, float32 norms, embeddings and projection"

@@ -194,8 +194,8 @@ class AestheticScorer(PythonModel):
         self.decoding = doc.get("decoding", "full")  # as at training; older models decoded in full
         self.dtype = scoring_dtype(self.precision, self.device)
         self.model, self.processor = load_clip(source, self.device)
-        if self.model.config.projection_dim != self.spec.in_dim:
-            raise RuntimeError(f"CLIP {source.model_id} gives {self.model.config.projection_dim}-d embeddings but the "
+        if self.model.embedding_dim != self.spec.in_dim:
+            raise RuntimeError(f"backbone {source.model_id} gives {self.model.embedding_dim}-d embeddings but the "
                                f"head was trained on {self.spec.in_dim}-d ones")
         return self
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import ava, plots, tracking
-from .clip import ClipSource, resolve_clip
+from .clip import ClipSource, describe, resolve_clip
 from .config import AvaSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
 from .pipeline import EmbedReport, embed_ava, load_dataset, locate_cache
 from .scorer import MODEL_NAME, log_scorer
@@ -85,8 +85,9 @@ def embed_and_log(data: AvaSettings, embed: EmbedSettings, clip: str, source: Cl
 
 
 def clip_params(source: ClipSource) -> dict[str, str]:
-    """What was actually used: `clip`/`clip_revision` are as asked, these as resolved (hub commit or fingerprint)."""
-    return {"clip_model_id": source.model_id, "clip_resolved_revision": source.revision}
+    """What was actually used: `clip`/`clip_revision` are as asked, these as resolved (hub commit or fingerprint),
+    with what else decides an embedding (family, embedding kind and size, input size, activation, processor)."""
+    return {"clip_model_id": source.model_id, "clip_resolved_revision": source.revision, **describe(source)}
 
 
 def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:

@@ -70,13 +70,15 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
               track: TrackingSettings, clip_revision: str = "main") -> list[Child]:
     grid = sweep.grid(train)
     children = [Child(name, clip, t) for name, (clip, t) in zip(child_names(grid, sweep), grid, strict=True)]
+    # Every backbone found (and of a supported family) before the parent run opens: a typo costs no run.
+    sources = {clip: resolve_clip(clip, clip_revision) for clip in dict.fromkeys(c.clip for c in children)}
     with tracking.run(track.experiment, track.run_name or "sweep", tags={SWEEP_TAG: "true"}) as parent:
         tracking.log_params({**sweep.model_dump(), **data.model_dump(), **train.model_dump(),
                              "code_version": code_version()})
         reports: dict[str, EmbedReport | Exception] = {}
         for child in children:
             if child.clip not in reports:  # once per CLIP model, for all its children
-                reports[child.clip] = _embed_once(child.clip, clip_revision, data, embed)
+                reports[child.clip] = _embed_once(child.clip, sources[child.clip], data, embed)
             _run_child(child, reports[child.clip], parent, data)
         _log_dataset(data, reports)
         table = summarise(children)
@@ -87,9 +89,9 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
     return children
 
 
-def _embed_once(clip: str, revision: str, data: DataSettings, embed: EmbedSettings):
+def _embed_once(clip: str, source, data: DataSettings, embed: EmbedSettings):
     try:
-        report = embed_ava(data, embed, resolve_clip(clip, revision))
+        report = embed_ava(data, embed, source)
     except Exception as error:  # recorded on each of this model's children; the other models go on
         return error
     tracking.log_params({f"clip_revision.{clip_label(clip)}": report.source.revision})
