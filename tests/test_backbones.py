@@ -22,6 +22,7 @@ from clip_aesthetics.pixels import ModelPixels
 FAMILIES = {  # fixture name -> (kind, options)
     "clip768": ("clip", {"projection_dim": 768}),
     "siglip": ("siglip", {}),
+    "siglip2_naflex": ("siglip2", {}),
     "dinov2": ("dinov2", {}),
     "dinov2_registers": ("dinov2", {"registers": 4}),
 }
@@ -59,6 +60,9 @@ def independent_embedding(folder, image) -> np.ndarray:
     with torch.inference_mode():
         if config["model_type"] in ("clip", "siglip"):
             return model.get_image_features(pixel_values=pixels).pooler_output[0].numpy()
+        if config["model_type"] == "siglip2":
+            inputs = processor(images=image, return_tensors="pt")
+            return model.get_image_features(**inputs).pooler_output[0].numpy()
         out = model(pixel_values=pixels)
         skip = 1 + config.get("num_register_tokens", 0)
         return torch.cat([out.last_hidden_state[0, 0], out.last_hidden_state[0, skip:].mean(0)]).numpy()
@@ -69,25 +73,27 @@ def test_the_embedding_of_each_family_equals_transformers_own(backbones, name):
     folder = backbones[name]
     model, processor = load_clip(resolve_clip(str(folder)), torch.device("cpu"))
     pixels = ModelPixels(processor)
-    assert pixels.fast, "the direct pixel path covers this family's processor"
-    expected_dim = {"clip768": 768, "siglip": 32, "dinov2": 64, "dinov2_registers": 64}[name]
+    naflex = name == "siglip2_naflex"  # variable resolution: its processor is called as it is
+    assert pixels.fast is not naflex, "the direct pixel path covers this family's processor"
+    expected_dim = {"clip768": 768, "siglip": 32, "siglip2_naflex": 32, "dinov2": 64, "dinov2_registers": 64}[name]
     assert model.embedding_dim == expected_dim
     for image in varied_images():
-        reference = processor(images=image, return_tensors="np")["pixel_values"][0]
-        np.testing.assert_allclose(pixels(image), reference, atol=1e-5)
+        if not naflex:
+            reference = processor(images=image, return_tensors="np")["pixel_values"][0]
+            np.testing.assert_allclose(pixels(image), reference, atol=1e-5)
         with torch.inference_mode():
             ours = model(torch.from_numpy(pixels(image))[None])[0].numpy()
         assert ours.shape == (expected_dim,)
         np.testing.assert_allclose(ours, independent_embedding(folder, image), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["siglip", "dinov2"])
+@pytest.mark.parametrize("name", ["siglip", "dinov2", "siglip2_naflex"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_keeps_each_familys_embedding_close(backbones, name, dtype):
     from clip_aesthetics.embed import embed_pixels
 
-    model, _ = load_clip(resolve_clip(str(backbones[name])), torch.device("cpu"))
-    pixels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    model, processor = load_clip(resolve_clip(str(backbones[name])), torch.device("cpu"))
+    pixels = torch.from_numpy(np.stack([ModelPixels(processor)(image) for image in varied_images()[:2]] * 4))
     exact, half = embed_pixels(model, pixels, torch.float32), embed_pixels(model, pixels, dtype)
     cosine = (half * exact).sum(1) / np.linalg.norm(half, axis=1) / np.linalg.norm(exact, axis=1)
     assert cosine.min() > 0.99
@@ -119,17 +125,19 @@ def main_args(sample_ava, folder, tmp_path, *extra):
             "--num-workers", "0", "--epochs", "3", "--lr", "0.003", "--batch-size", "16", *extra]
 
 
-@pytest.mark.parametrize("name", ["siglip", "dinov2_registers"])
+@pytest.mark.parametrize("name", ["siglip", "siglip2_naflex", "dinov2_registers"])
 def test_main_register_and_a_fresh_process_score_like_training(backbones, name, sample_ava, tmp_path, tracking_uri):
     assert cli.main(main_args(sample_ava, backbones[name], tmp_path, "--run-name", name)) == 0
     client = mlflow.MlflowClient()
     run = client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id])[0]
     params = run.data.params
-    family = "siglip" if name == "siglip" else "dinov2"
-    assert params["backbone_family"] == family and params["embedding_dim"] == ("32" if family == "siglip" else "64")
-    assert params["embedding_kind"].startswith(family) and params["input_size"] == "32"
+    family = {"siglip": "siglip", "siglip2_naflex": "siglip2-naflex", "dinov2_registers": "dinov2"}[name]
+    assert params["backbone_family"] == family and params["embedding_dim"] == ("64" if family == "dinov2" else "32")
+    assert params["embedding_kind"].startswith(family)
+    assert params["input_size"] == ("16 patches of 8px" if family == "siglip2-naflex" else "32")
     assert params["activation"] and len(params["processor_digest"]) == 16
-    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", name]) == 0
+    # float32 weights: the fresh process then computes exactly as training did, whatever this CPU chose
+    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", name, "--bundle-dtype", "float32"]) == 0
     version = client.get_model_version_by_alias(name, "champion")
     assert version.tags["backbone_family"] == family and version.tags["embedding_kind"] == params["embedding_kind"]
     predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
@@ -161,7 +169,7 @@ def test_a_sweep_compares_two_families_in_one_parent(backbones, tiny_clip, sampl
 @pytest.mark.parametrize("config, words", [
     ({"model_type": "bert", "hidden_size": 32}, "model_type 'bert'"),
     ({"model_type": "resnet"}, "model_type 'resnet'"),
-    ({"model_type": "siglip2"}, "NaFlex"),
+    ({"model_type": "vit"}, "model_type 'vit'"),
 ])
 def test_an_unsupported_model_folder_is_refused_in_one_line(config, words, sample_ava, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

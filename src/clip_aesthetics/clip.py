@@ -48,6 +48,7 @@ class Family:
     embed: Callable  # (model output, config) -> embedding
     float32_modules: tuple[str, ...]  # final norm and projection / pooling head: float32 in half precision
     dim: Callable[[dict], int]  # config.json -> embedding size, without loading weights
+    inputs: Callable = lambda pixels: {"pixel_values": pixels}  # model input tensor (pixels.py) -> forward kwargs
 
 
 def _vision(config: dict) -> dict:
@@ -64,9 +65,21 @@ FAMILIES = [
     Family("dinov2", ("dinov2", "dinov2_with_registers"), "", "dinov2-cls-and-mean-patch-tokens",
            _dinov2_embedding, ("layernorm",), lambda c: 2 * int(c.get("hidden_size", 768))),
 ]
+
+
+def _naflex_inputs(packed: torch.Tensor) -> dict:
+    """pixels.py packs NaFlex's three inputs into one tensor per image (so batches stack): patches, then the
+    padding mask, then the patch grid's height and width on every row."""
+    return {"pixel_values": packed[..., :-3], "pixel_attention_mask": packed[..., -3].round().to(torch.int32),
+            "spatial_shapes": packed[:, 0, -2:].round().long()}
+
+
+FAMILIES.append(Family(
+    "siglip2-naflex", ("siglip2", "siglip2_vision_model"), "Siglip2VisionModel", "siglip2-naflex-attention-pool-output",
+    lambda out, config: out.pooler_output, ("post_layernorm", "head"), lambda c: int(_vision(c).get("hidden_size", 768)),
+    _naflex_inputs))
 _TOWERS = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel"}
-NOT_YET = {"siglip2": "SigLIP 2 NaFlex checkpoints (variable resolution) are not supported yet; its FixRes "
-                      "checkpoints (e.g. google/siglip2-so400m-patch14-384) load as SigLIP"}
+NOT_YET: dict[str, str] = {}
 
 
 def read_config(folder: Path) -> dict:
@@ -159,9 +172,13 @@ def describe(source: ClipSource) -> dict[str, str]:
     vision = _vision(config)
     processor = source.folder / "preprocessor_config.json"
     digest = hashlib.sha256(processor.read_bytes()).hexdigest()[:16] if processor.is_file() else "none"
-    return {"backbone_family": family.name, "embedding_kind": family.embedding_kind,
-            "embedding_dim": str(family.dim(config)), "input_size": str(vision.get("image_size", "?")),
-            "activation": str(vision.get("hidden_act", "?")), "processor_digest": digest}
+    record = {"backbone_family": family.name, "embedding_kind": family.embedding_kind,
+              "embedding_dim": str(family.dim(config)), "input_size": str(vision.get("image_size", "?")),
+              "activation": str(vision.get("hidden_act", "?")), "processor_digest": digest}
+    if processor.is_file() and "max_num_patches" in (settings := json.loads(processor.read_text())):
+        record["max_num_patches"] = str(settings["max_num_patches"])  # NaFlex: the input is a patch budget
+        record["input_size"] = f"{settings['max_num_patches']} patches of {settings.get('patch_size', '?')}px"
+    return record
 
 
 class ImageEncoder(nn.Module):
@@ -178,7 +195,7 @@ class ImageEncoder(nn.Module):
             module.forward = _in_float32(module.forward)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.family.embed(self.tower(pixel_values=pixel_values), self.tower.config).float()
+        return self.family.embed(self.tower(**self.family.inputs(pixel_values)), self.tower.config).float()
 
     def save_pretrained(self, folder: Path) -> None:
         self.tower.save_pretrained(folder)
@@ -240,7 +257,7 @@ def save_random_clip(folder: Path, size: str = "tiny", seed: int = 0, projection
 def save_random_backbone(folder: Path, kind: str, seed: int = 0, registers: int = 0, projection_dim: int = 16,
                          **vision) -> Path:
     """A randomly initialised model and its processor saved with save_pretrained, no download: `kind` a family
-    (clip, siglip, dinov2; tiny, for tests; `vision` overrides its sizes) or a named checkpoint's real size
+    (clip, siglip, siglip2 (NaFlex), dinov2; tiny, for tests; `vision` overrides its sizes) or a named checkpoint's real size
     (b32, b16, l14, siglip-so400m, dinov2-l; for benchmarks)."""
     torch.manual_seed(seed)
     if kind in REAL_SIZES:
@@ -262,6 +279,11 @@ def save_random_backbone(folder: Path, kind: str, seed: int = 0, registers: int 
         text = TINY_TEXT if kind not in REAL_SIZES else {}
         transformers.SiglipModel(transformers.SiglipConfig(vision_config=vision, text_config=text)).save_pretrained(folder)
         processor = transformers.SiglipImageProcessor(size={"height": crop, "width": crop})
+    elif family == "siglip2":  # NaFlex: variable resolution, a budget of patches
+        vision = {**vision, "num_patches": 16}
+        text = TINY_TEXT if kind not in REAL_SIZES else {}
+        transformers.Siglip2Model(transformers.Siglip2Config(vision_config=vision, text_config=text)).save_pretrained(folder)
+        processor = transformers.Siglip2ImageProcessor(patch_size=vision["patch_size"], max_num_patches=16)
     elif family == "dinov2":
         vision = {k: v for k, v in vision.items() if k != "intermediate_size"}  # DINOv2 sizes it by mlp_ratio
         if registers:
@@ -274,6 +296,6 @@ def save_random_backbone(folder: Path, kind: str, seed: int = 0, registers: int 
             size={"shortest_edge": crop + crop // 7}, crop_size={"height": crop, "width": crop},
             image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
     else:
-        raise ValueError(f"kind={kind!r}: expected clip, siglip, dinov2 or one of {', '.join(REAL_SIZES)}")
+        raise ValueError(f"kind={kind!r}: expected clip, siglip, siglip2, dinov2 or one of {', '.join(REAL_SIZES)}")
     processor.save_pretrained(folder)
     return folder

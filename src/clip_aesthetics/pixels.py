@@ -2,7 +2,8 @@
 
 The processors of the supported families (CLIP, SigLIP, DINOv2; the Pil backend transformers uses without
 torchvision) do one of two things: short side to `shortest_edge`, centre crop (CLIP, DINOv2), or a resize to
-a fixed height x width (SigLIP); then 1/255 and mean/std. ModelPixels does the same steps itself, about 2x
+a fixed height x width (SigLIP); then 1/255 and mean/std. SigLIP 2 NaFlex processors (variable resolution
+within a patch budget) are called as they are, their three outputs packed into one array per image. ModelPixels does the same steps itself, about 2x
 faster, and tests hold it equal to the processor. Split in two so that decoding workers do the image work and
 hand over 8-bit pixels (a quarter of the bytes), while 1/255 and mean/std run once per batch where the model
 is: `crop` per image, then `finish` per batch. A processor configured otherwise is called as it is (by
@@ -17,6 +18,7 @@ from PIL import Image
 
 SHORT_SIDE_AND_CROP = {"CLIPImageProcessor", "CLIPImageProcessorPil", "BitImageProcessor", "BitImageProcessorPil"}
 FIXED_SIZE = {"SiglipImageProcessor", "SiglipImageProcessorPil"}
+NAFLEX = {"Siglip2ImageProcessor", "Siglip2ImageProcessorPil"}  # called as they are; their output packed
 
 
 class ModelPixels:
@@ -24,6 +26,8 @@ class ModelPixels:
         self.processor = processor
         self.mode = _fast_mode(processor)
         self.fast = self.mode is not None
+        if type(processor).__name__ in NAFLEX:
+            self.mode = "naflex"
         if self.mode == "short-crop":
             self.short, self.crop_side = int(processor.size["shortest_edge"]), int(processor.crop_size["height"])
         elif self.mode == "fixed":
@@ -39,6 +43,11 @@ class ModelPixels:
 
     def crop(self, image: Image.Image) -> np.ndarray:
         """Resized (and centre-cropped): height x width x 3 uint8, or the processor's own float output."""
+        if self.mode == "naflex":  # patches, padding mask, patch grid: one array, so that batches stack
+            out = self.processor(images=image, return_tensors="np")
+            patches, mask = out["pixel_values"][0].astype(np.float32), out["pixel_attention_mask"][0]
+            grid = np.broadcast_to(out["spatial_shapes"][0].astype(np.float32), (len(patches), 2))
+            return np.concatenate([patches, mask[:, None].astype(np.float32), grid], axis=1)
         if not self.fast:
             return self.processor(images=image, return_tensors="np")["pixel_values"][0]
         image = image.convert("RGB")

@@ -26,7 +26,8 @@ from .tracking import CHILDREN_TAG, DEGENERATE_TAG, SELECTION_TAG, SWEEP_TAG, li
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # What decides an embedding besides the weights (clip.describe), copied from the run onto each version.
-BACKBONE_RECORD = ("backbone_family", "embedding_kind", "embedding_dim", "input_size", "activation", "processor_digest")
+BACKBONE_RECORD = ("backbone_family", "embedding_kind", "embedding_dim", "input_size", "activation", "processor_digest",
+                   "max_num_patches")
 BUNDLED_MODEL = "scorer"  # the self-contained copy of a run's `model`, logged by this step
 
 
