@@ -1,4 +1,5 @@
-"""GPU figures for real-sized, randomly initialised ViT-B/16 and ViT-B/32 (openai's sizes).
+"""GPU figures for real-sized, randomly initialised ViT-B/16 and ViT-B/32 (openai's sizes), and forward-only
+figures for the larger backbones (CLIP ViT-L/14, SigLIP so400m at 384, DINOv2-L).
 
     bash benchmarks/gpu.sh            (under 5 minutes; writes gpu.json, or $OUT/gpu.json)
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
 
 from clip_aesthetics.cache import EmbeddingCache  # noqa: E402
-from clip_aesthetics.clip import load_clip, resolve_clip, save_random_clip  # noqa: E402
+from clip_aesthetics.clip import REAL_SIZES, load_clip, resolve_clip, save_random_backbone, save_random_clip  # noqa: E402
 from clip_aesthetics.embed import _batches, _ImageSources, default_workers, embed_to_cache  # noqa: E402
 from clip_aesthetics.images import load_rgb  # noqa: E402
 
@@ -35,8 +36,8 @@ TARGET_FORWARD_B16 = 8000.0  # images/s, float16/bfloat16, one H100/H200-class G
 TARGET_END_TO_END_OF_DECODING = 0.8
 
 
-def forward_rate(model, dtype: torch.dtype, batch: int, seconds: float) -> float:
-    pixels = torch.randn(batch, 3, 224, 224, device="cuda")
+def forward_rate(model, dtype: torch.dtype, batch: int, seconds: float, side: int = 224) -> float:
+    pixels = torch.randn(batch, 3, side, side, device="cuda")
     with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
         for _ in range(3):
             model(pixel_values=pixels)
@@ -100,6 +101,13 @@ def main() -> None:
                 figures.update({f"{size}_decode_only_images_per_second_{decoding}": decode,
                                 f"{size}_end_to_end_images_per_second_fp16_{decoding}": through,
                                 f"{size}_end_to_end_fraction_of_decoding_{decoding}": through / decode})
+            del model
+            torch.cuda.empty_cache()
+        for kind in ("l14", "siglip-so400m", "dinov2-l"):  # forward only: the decoding side is the B models'
+            model, _ = load_clip(resolve_clip(str(save_random_backbone(work / kind, kind))), torch.device("cuda"))
+            for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+                figures[f"{kind}_forward_images_per_second_{name}"] = forward_rate(
+                    model, dtype, 256, args.forward_seconds / 2, side=REAL_SIZES[kind][2])
             del model
             torch.cuda.empty_cache()
     best_forward = max(figures["b16_forward_images_per_second_fp16"], figures["b16_forward_images_per_second_bf16"])

@@ -13,10 +13,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results-quick.json"
+BACKBONES = ROOT / "benchmarks" / "results-backbones.json"  # `bench.py --quick --only backbones`
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def render(f: dict) -> str:
+def backbone_table(b: dict) -> list[str]:
+    """One row per backbone of a `--only backbones` run."""
+    lines = [f"Backbones at their real sizes (random weights), one run of `{b.get('command', '')} --json out.json`, "
+             f"{b['date']}, on {b['machine']}; forward on 24 pre-decoded images, end to end on "
+             f"{b['backbone_images']} files (few images: read the ratios, not the third digit):", "",
+             "| backbone | parameters (M) | embedding | forward, images/s (float32 / bfloat16) | end-to-end / forward "
+             "| bfloat16 fidelity (Spearman of a trained head vs float32) |", "|---|---|---|---|---|---|"]
+    for kind in ("b32", "l14", "siglip-so400m", "dinov2-l"):
+        key = f"backbone_{kind}"
+        if f"{key}_parameters_m" not in b:
+            continue
+        rates = " / ".join(f"{b[k]:.2f}" for k in (f"{key}_forward_images_per_second",
+                                                    f"{key}_forward_images_per_second_bf16") if k in b)
+        fractions = " / ".join(f"{b[k]:.2f}" for k in (f"{key}_fraction_of_forward", f"{key}_fraction_of_forward_bf16")
+                               if k in b)
+        fidelity = b.get(f"{key}_bf16_score_spearman_trained_head")
+        lines.append(f"| `{kind}` | {b[f'{key}_parameters_m']:.0f} | {b[f'{key}_embedding_dim']} | {rates} | "
+                     f"{fractions} | {'' if fidelity is None else f'{fidelity:.5f}'} |")
+    peak = b.get("backbone_peak_rss_mb_embedding_siglip-so400m")
+    if peak:
+        lines += ["", f"Peak memory of a process embedding with SigLIP so400m at 384: {peak:,.0f} MB."]
+    return lines + [""]
+
+
+def render(f: dict, backbones: dict | None = None) -> str:
     def pair(key: str) -> str:
         both = [f.get(key), f.get(f"{key}_bf16")]
         return " / ".join(f"{v:.2f}" for v in both if v is not None)
@@ -61,6 +86,8 @@ def render(f: dict) -> str:
             f"{f['precision_bf16_score_spearman_trained_head']:.5f} against float32 (largest change "
             f"{f['precision_bf16_score_max_abs_change_trained_head']:.4f} on the 1-10 scale).",
         ]
+    if backbones:
+        lines += [""] + backbone_table(backbones)
     lines += [
         f"`decoding=reduced` makes decoding {f['decode_speedup_reduced']:.1f}x cheaper on 640-1024 px JPEGs and "
         f"{f['decode_speedup_large_reduced']:.1f}x on 2000-4000 px ones, but moves embeddings of finely textured "
@@ -71,14 +98,18 @@ def render(f: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_block(readme: str, figures: dict) -> str:
+def with_block(readme: str, figures: dict, backbones: dict | None = None) -> str:
     start, end = readme.index(START), readme.index(END) + len(END) + 1
-    return readme[:start] + render(figures) + readme[end:]
+    return readme[:start] + render(figures, backbones) + readme[end:]
+
+
+def committed() -> tuple[dict, dict | None]:
+    return json.loads(RESULTS.read_text()), json.loads(BACKBONES.read_text()) if BACKBONES.exists() else None
 
 
 if __name__ == "__main__":
-    figures = json.loads(RESULTS.read_text())
+    figures, backbones = committed()
     if "--write" in sys.argv:
-        (ROOT / "README.md").write_text(with_block((ROOT / "README.md").read_text(), figures))
+        (ROOT / "README.md").write_text(with_block((ROOT / "README.md").read_text(), figures, backbones))
     else:
-        print(render(figures), end="")
+        print(render(figures, backbones), end="")

@@ -79,10 +79,8 @@ def test_every_name_the_benchmarks_import_from_the_project_exists():
 
 
 def test_the_readme_figures_are_those_of_the_committed_run():
-    import json
-
     import readme_figures
 
     readme = (readme_figures.ROOT / "README.md").read_text()
-    figures = json.loads(readme_figures.RESULTS.read_text())
-    assert readme_figures.with_block(readme, figures) == readme, "run `python benchmarks/readme_figures.py --write`"
+    assert readme_figures.with_block(readme, *readme_figures.committed()) == readme, (
+        "run `python benchmarks/readme_figures.py --write`")

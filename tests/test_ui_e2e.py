@@ -191,3 +191,36 @@ def test_demo_output_tells_what_happened(demo_store):
     assert all(name in output for name in CHILDREN)
     assert (workdir / "data" / "demo" / "scores.csv").exists()
     assert "total" in output and "truncated" in output
+
+
+GALLERY_SCREENSHOT = ROOT / "experiments" / "screenshots" / "training-gallery.png"  # shown in the README
+
+
+def test_the_training_gallery_opens_in_the_artifact_view_with_the_runs_scores(server, page):
+    """The champion's gallery/test.html, clicked open in the run's Artifacts tab: every thumbnail decoded, buckets
+    in order, each shown score the run's own prediction. Its screenshot is the README's."""
+    base, workdir = server
+    experiment_id, _ = experiment_runs(workdir)
+    client = mlflow.MlflowClient()
+    run = client.get_run(client.get_model_version_by_alias("clip-aesthetics", "champion").run_id)
+    page.goto(f"{base}/#/experiments/{experiment_id}/runs/{run.info.run_id}/artifacts")
+    page.reload()
+    page.get_by_text("gallery", exact=True).first.click(timeout=60_000)
+    page.get_by_text("test.html", exact=True).first.click(timeout=30_000)
+    frame_element = page.locator("iframe").first
+    frame_element.wait_for(timeout=60_000)
+    frame = frame_element.element_handle().content_frame()
+    frame.wait_for_selector("figure img", timeout=60_000)
+    widths = frame.eval_on_selector_all("figure img", "els => els.map(e => e.naturalWidth)")
+    assert widths and min(widths) > 0, "every thumbnail decoded"
+    lows = [float(x) for x in frame.eval_on_selector_all(".bucket", "els => els.map(e => e.dataset.low)")]
+    assert lows == sorted(lows)
+    import pandas as pd
+
+    predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(workdir)))
+    expected = dict(zip(predictions["image_id"].astype(str), predictions["score_pred"], strict=True))
+    shown = frame.eval_on_selector_all(".bucket figure", "els => els.map(e => [e.dataset.key, e.dataset.score])")
+    assert shown and all(abs(float(score) - expected[key]) < 1e-5 for key, score in shown)
+    screenshot(page, "training-gallery-in-ui.png")
+    GALLERY_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    frame_element.screenshot(path=str(GALLERY_SCREENSHOT))

@@ -85,6 +85,10 @@ class ScoreCommand(ScoreSettings):
         frame = score_files([Path(p) for p in self.inputs], self.model, self.num_workers)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(self.out, index=False)
+        if self.gallery:
+            from .scoring import write_gallery
+
+            write_gallery(frame, Path(self.gallery))
         failed = int((frame["error"] != "").sum())
         print(f"scored {len(frame) - failed} image(s), {failed} failed; wrote {self.out}")
         if len(frame) - failed:

@@ -152,6 +152,9 @@ class TrackingSettings(Settings):
         description="MLflow experiment when not launched by `mlflow run` (which chooses it itself)",
     )
     run_name: str = Field("", description="MLflow run name; empty = derived from the parameters")
+    gallery: bool = Field(True, description="log gallery/test.html (training runs) and gallery/compare.html "
+                          "(sweep parents): thumbnails of your images in the tracking store; false where they must "
+                          "not be copied there")
 
 
 def _items(text: str) -> list[str]:
@@ -238,6 +241,8 @@ class RegisterSettings(Settings):
 
 class ScoreSettings(EngineSettings):
     model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
+    gallery: str = Field("", description="also write an HTML page of the scored images by score bucket, with the "
+                         "histogram, top, bottom and failures (self-contained); empty = none")
     tracking_uri: str = Field("", description="the MLflow tracking store holding the model, e.g. "
                               "sqlite:////abs/path/mlflow.db; empty = $MLFLOW_TRACKING_URI, else ./mlflow.db")
     out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error; with engine=spark a "

@@ -37,6 +37,50 @@ def predicted_vs_true(true: np.ndarray, pred: np.ndarray, title: str):
     return figure
 
 
+def calibration(true: np.ndarray, pred: np.ndarray, edges: np.ndarray):
+    """Mean true score per predicted-score bin, with each bin's count: a calibrated model lies on the diagonal."""
+    figure, axis = plt.subplots(figsize=(5, 4))
+    which = np.clip(np.digitize(pred, edges) - 1, 0, len(edges) - 2)
+    centres, means, counts = [], [], []
+    for index in np.unique(which):
+        inside = which == index
+        centres.append((edges[index] + edges[index + 1]) / 2)
+        means.append(float(np.mean(true[inside])))
+        counts.append(int(inside.sum()))
+    axis.plot(centres, means, marker="o")
+    for x, y, n in zip(centres, means, counts, strict=True):
+        axis.annotate(str(n), (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    axis.plot([edges[0], edges[-1]], [edges[0], edges[-1]], color="grey", linewidth=1)
+    axis.set(xlabel="predicted score (bin)", ylabel="mean true score", title="calibration (counts above points)")
+    figure.tight_layout()
+    return figure
+
+
+def residuals(true: np.ndarray, pred: np.ndarray):
+    figure, axis = plt.subplots(figsize=(5, 4))
+    axis.scatter(true, pred - true, s=4, alpha=0.3)
+    axis.axhline(0, color="grey", linewidth=1)
+    axis.set(xlabel="true mean score", ylabel="predicted - true", title="residuals")
+    figure.tight_layout()
+    return figure
+
+
+def histogram(scores: np.ndarray, edges: np.ndarray):
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.hist(scores, bins=edges)
+    axis.set(xlabel="score", ylabel="images", title=f"{len(scores)} scores")
+    figure.tight_layout()
+    return figure
+
+
+def png_bytes(figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
 def sweep_curves(table, metric: str):
     """One line per grid point: `table` has epochs as rows and run names as columns."""
     figure, axis = plt.subplots(figsize=(7, 4.5))

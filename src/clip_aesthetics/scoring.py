@@ -38,6 +38,22 @@ def check_output(out: Path) -> None:
         raise ScoringInputError(f"--out {out}: cannot create files under {folder}")
 
 
+def write_gallery(frame: pd.DataFrame, out: Path) -> None:
+    """An HTML page of the scored files by score bucket, with the histogram, top, bottom and failures."""
+    from . import gallery, plots
+    from .head import SCORE_RANGE
+    from .images import load_rgb
+
+    rows = [gallery.Row(path, path, float(score), lambda p=path: load_rgb(Path(p)), error=error)
+            for path, score, error in zip(frame["path"], frame["score"], frame["error"], strict=True)]
+    scores = frame["score"].dropna().to_numpy()
+    figure = plots.histogram(scores, gallery.bucket_edges(*SCORE_RANGE))
+    summary = [f"{len(frame)} input(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below)"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(gallery.page("Scored images", rows, SCORE_RANGE, summary, {"histogram": plots.png_bytes(figure)}))
+    plots.close(figure)
+
+
 DEFAULT_STORE = "sqlite:///mlflow.db"  # MLflow's own default: a file in the current folder
 
 

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 
 from . import ava, plots, tracking
+from . import gallery as gallery_module
 from .clip import ClipSource, describe, resolve_clip
 from .config import AvaSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
 from .pipeline import EmbedReport, embed_ava, load_dataset, locate_cache
+from .head import SCORE_RANGE
 from .scorer import MODEL_NAME, log_scorer
 from .tracking import DEGENERATE_TAG, SELECTION_TAG
 from .training import SELECTION_METRIC, TrainResult, clip_label, default_run_name, train_and_evaluate
@@ -40,7 +42,7 @@ def train_step(command, embed_first: bool) -> None:
     with tracking.run(command.experiment, run_name) as active:
         if report is None:
             report = embed_and_log(data, embed, command.clip, source)
-        result = train_and_log(report, data, command.clip, train)
+        result = train_and_log(report, data, command.clip, train, gallery=command.gallery)
     print(outcome(active.info.run_id, run_name, result) + f", {time.perf_counter() - started:.1f}s")
     for warning in run_warnings(result):
         print(f"warning: {warning}")
@@ -90,7 +92,8 @@ def clip_params(source: ClipSource) -> dict[str, str]:
     return {"clip_model_id": source.model_id, "clip_resolved_revision": source.revision, **describe(source)}
 
 
-def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings) -> TrainResult:
+def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings,
+                  gallery: bool = True) -> TrainResult:
     """Inside an active run: train, and log params, datasets, per-epoch metrics, artifacts and the scorer model."""
     # Parsed once here when `train` did not embed (main passes the embed step's table along).
     table = report.table if report.table is not None else ava.read_ava(Path(data.ava_dir) / "AVA.txt")
@@ -120,13 +123,47 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
     predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
                                 "score_pred": result.test_pred})
     tracking.log_csv(predictions, "predictions/test.csv")
-    for figure, name in ((plots.epoch_curves(result.history), "plots/epoch_metrics.png"),
-                         (plots.predicted_vs_true(dataset.test.scores, result.test_pred,
-                                                  f"test, epoch {result.best_epoch}"), "plots/test_scatter.png")):
+    figures = {"plots/epoch_metrics.png": plots.epoch_curves(result.history),
+               "plots/test_scatter.png": plots.predicted_vs_true(dataset.test.scores, result.test_pred,
+                                                                 f"test, epoch {result.best_epoch}"),
+               "plots/calibration.png": plots.calibration(dataset.test.scores, result.test_pred,
+                                                          gallery_module.bucket_edges(*SCORE_RANGE)),
+               "plots/residuals.png": plots.residuals(dataset.test.scores, result.test_pred)}
+    for name, figure in figures.items():
         tracking.log_figure(figure, name)
+    if gallery:
+        log_test_gallery(data, table, predictions, {k: plots.png_bytes(figures[k]) for k in
+                                                    ("plots/calibration.png", "plots/residuals.png")})
+    for figure in figures.values():
         plots.close(figure)
     log_scorer(MODEL_NAME, result.best_state, scorer_spec(result, report))
     return result
+
+
+def ava_images(data: DataSettings, table: pd.DataFrame) -> dict[int, Path]:
+    """Image id -> its file, as the embed step found it."""
+    folder = Path(data.ava_dir) / "image"
+    return {int(i): ava.image_path(folder, int(i), name) for i, name in zip(table["image_id"], table["image_name"],
+                                                                             strict=True)}
+
+
+def gallery_rows(paths: dict[int, Path], ids, scores, true=None) -> list:
+    from .images import load_rgb
+
+    return [gallery_module.Row(str(i), f"image {i}", float(s), (lambda p=paths[int(i)]: load_rgb(p)),
+                               None if true is None else float(t))
+            for i, s, t in zip(ids, scores, true if true is not None else [None] * len(ids), strict=True)]
+
+
+def log_test_gallery(data: DataSettings, table: pd.DataFrame, predictions: pd.DataFrame, plot_pngs: dict) -> None:
+    """gallery/test.html: the test images by predicted score, top, bottom, biggest misses, calibration."""
+    rows = gallery_rows(ava_images(data, table), predictions["image_id"], predictions["score_pred"],
+                        predictions["score_true"])
+    summary = [f"{len(rows)} test images of {Path(data.ava_dir).name}, scores on the 1-10 scale (predicted, and "
+               "the true mean vote where shown)", f"buckets 0.5 wide; at most {gallery_module.PER_BUCKET} images "
+               "shown per bucket, evenly spread over its scores"]
+    page = gallery_module.page("Test images by predicted score", rows, SCORE_RANGE, summary, plot_pngs)
+    tracking.log_text(page.decode(), "gallery/test.html")
 
 
 def best_metrics(row: dict) -> dict[str, float]:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots, tracking
+from . import gallery, plots, tracking
 from .metrics import ranking_key
 from .tracking import CHILDREN_TAG, DEGENERATE_TAG, KEY_TAG, SELECTION_TAG, SWEEP_TAG
 from .config import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
 from .clip import resolve_clip
 from .pipeline import EmbedReport, embed_ava
-from .steps import clip_params, log_ava_table, train_and_log
+from .steps import ava_images, clip_params, gallery_rows, log_ava_table, train_and_log
 from .training import SELECTION_METRIC, clip_label, default_run_name
 
 
@@ -79,10 +79,12 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
         for child in children:
             if child.clip not in reports:  # once per CLIP model, for all its children
                 reports[child.clip] = _embed_once(child.clip, sources[child.clip], data, embed)
-            _run_child(child, reports[child.clip], parent, data)
+            _run_child(child, reports[child.clip], parent, data, track.gallery)
         _log_dataset(data, reports)
         table = summarise(children)
         _log_comparison(table, children)
+        if track.gallery:
+            _log_compare_gallery(data, reports, children)
     failed = [c for c in children if c.status == "FAILED"]
     if failed:
         raise SweepError("; ".join(f"{c.name}: {c.error}" for c in failed))
@@ -99,7 +101,7 @@ def _embed_once(clip: str, source, data: DataSettings, embed: EmbedSettings):
     return report
 
 
-def _run_child(child: Child, report, parent, data: DataSettings) -> None:
+def _run_child(child: Child, report, parent, data: DataSettings, gallery: bool = True) -> None:
     if isinstance(report, Exception):
         child.status, child.error = "FAILED", f"embedding failed: {report}"
         return
@@ -111,7 +113,7 @@ def _run_child(child: Child, report, parent, data: DataSettings) -> None:
     try:
         with tracking.run("", child.name, tags={KEY_TAG: key}, parent_run_id=parent.info.run_id) as run:
             child.run_id = run.info.run_id
-            train_and_log(report, data, child.clip, child.train)
+            train_and_log(report, data, child.clip, child.train, gallery=gallery)
         child.status = "FINISHED"
     except Exception as error:  # the child run is marked FAILED by MLflow; the sweep goes on
         child.status, child.error = "FAILED", f"{type(error).__name__}: {error}"
@@ -183,6 +185,24 @@ def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
         figure = plots.sweep_curves(epochs, "test_spearman")
         tracking.log_figure(figure, "comparison/test_spearman_by_epoch.png")
         plots.close(figure)
+
+
+def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child]) -> None:
+    """gallery/compare.html: the test images the children rank most differently, with each child's score."""
+    report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.table is not None), None)
+    done = [c for c in children if c.run_id and c.status != "FAILED"]
+    if report is None or len(done) < 2:
+        return
+    scores, truth = {}, {}
+    for child in done:
+        frame = tracking.load_csv(child.run_id, "predictions/test.csv")
+        scores[child.name] = dict(zip(frame["image_id"].astype(str), frame["score_pred"], strict=True))
+        truth.update(zip(frame["image_id"].astype(str), frame["score_true"], strict=True))
+    paths = ava_images(data, report.table)
+    rows = {key: row for key, row in ((r.key, r) for r in gallery_rows(
+        paths, [int(k) for k in truth], [float("nan")] * len(truth), list(truth.values())))}
+    page = gallery.compare_page("Where the children disagree", rows, scores)
+    tracking.log_text(page.decode(), "gallery/compare.html")
 
 
 def _description(table: pd.DataFrame, epochs: pd.DataFrame) -> str:

@@ -149,6 +149,12 @@ def run_metrics(run_id: str) -> dict[str, float]:
     return mlflow.MlflowClient().get_run(run_id).data.metrics
 
 
+def load_csv(run_id: str, artifact_file: str) -> pd.DataFrame:
+    """A CSV artifact of a run (a child's predictions, say)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file, dst_path=tmp))
+
+
 def run_tags(run_id: str) -> dict[str, str]:
     return mlflow.MlflowClient().get_run(run_id).data.tags
 
