@@ -18,7 +18,7 @@ from .config import (AvaSettings, CacheSettings, ClipSettings, DataSettings, Emb
 
 
 class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
-    """Embed every AVA image with CLIP into the cache (resumable; a complete cache does no work)."""
+    """Embed every AVA image with the backbone into the cache (resumable; a complete cache does no work)."""
 
     def cli_cmd(self) -> None:
         from .steps import embed_step
@@ -28,7 +28,7 @@ class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
 
 
 class TrainCommand(TrackingSettings, TrainSettings, DataSettings, CacheSettings, ClipSettings):
-    """Train and evaluate a head on the cached embeddings of one CLIP model (run `embed` first)."""
+    """Train and evaluate a head on the cached embeddings of one backbone (run `embed` first)."""
 
     def cli_cmd(self) -> None:
         from .steps import train_step
@@ -129,7 +129,7 @@ class SampleDataCommand(Settings):
 
 
 class ClipAesthetics(Settings):
-    """Train and use CLIP-based aesthetic score predictors on AVA, tracked with MLflow."""
+    """Train and use aesthetic score predictors on frozen image backbones (CLIP, SigLIP, DINOv2), tracked with MLflow."""
 
     model_config = SettingsConfigDict(cli_prog_name="clip-aesthetics")
 

@@ -92,7 +92,7 @@ class CacheSettings(Settings):
 
     cache_dir: Path = Field(
         Path("~/.cache/clip-aesthetics"),
-        description="where embeddings are cached: one folder per CLIP model + revision, image folder, precision "
+        description="where embeddings are cached: one folder per backbone + revision, image folder, precision "
         "and decoding",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda when available")

@@ -23,7 +23,7 @@ from .tracking import DEGENERATE_TAG, SELECTION_TAG
 from .training import SELECTION_METRIC, TrainResult, clip_label, default_run_name, train_and_evaluate
 
 def embed_step(command) -> EmbedReport:
-    """`embed`: fill the cache for one CLIP model, as one run."""
+    """`embed`: fill the cache for one backbone, as one run."""
     source = resolve_clip(command.clip, command.clip_revision)
     with tracking.run(command.experiment, command.run_name or f"embed-{clip_label(command.clip)}"):
         return embed_and_log(command.part(AvaSettings), command.part(EmbedSettings), command.clip, source)

@@ -207,7 +207,7 @@ def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child
 
 def _description(table: pd.DataFrame, epochs: pd.DataFrame) -> str:
     """The parent's description in the UI: what was compared, the winner, and the seed's epoch table."""
-    lines = [f"Sweep of {len(table)} grid points (CLIP model x target normalisation x head x lr x embedding "
+    lines = [f"Sweep of {len(table)} grid points (backbone x target normalisation x head x lr x embedding "
              "normalisation); each child is one training run, the best is chosen by `val_spearman` at its best epoch."]
     best = best_child(table)
     if best is not None:
