@@ -88,7 +88,7 @@ def summary(workdir: Path, scores: Path, timings: list) -> None:
           f"(alias champion, val_spearman {float(champion.tags['val_spearman']):.4f}, "
           f"test_spearman {float(champion.tags['test_spearman']):.4f})")
     frame = pd.read_csv(scores, keep_default_na=False)
-    print(f"\nscores of {len(frame)} images: {scores}")
+    print(f"\nscores of {len(frame)} images: {scores} (gallery: {scores.with_suffix('.html')})")
     print(frame.sort_values("score", ascending=False).head(3).to_string(index=False, float_format="{:.4f}".format))
     print(frame[frame["error"] != ""].to_string(index=False))
     print("\n=== time per step")
@@ -141,7 +141,8 @@ def main() -> None:
     photos = sample_photos(ava_dir, demo_data / "photos")
     scores = demo_data / "scores.csv"
     step("score: a folder of images with the champion",
-         [sys.executable, "-m", "clip_aesthetics", "score", str(photos), "--out", str(scores)], env, workdir, timings)
+         [sys.executable, "-m", "clip_aesthetics", "score", str(photos), "--out", str(scores),
+          "--gallery", str(scores.with_suffix(".html"))], env, workdir, timings)
     summary(workdir, scores, timings)
 
 

@@ -68,7 +68,7 @@ def test_main_logs_a_complete_run(sample_ava, tiny_clip, tmp_path, tracking_uri,
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert artifacts == {f"checkpoints/epoch_{e:03d}.pt" for e in range(1, EPOCHS + 1)}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
-        "plots/epoch_metrics.png", "plots/test_scatter.png"}
+        "plots/epoch_metrics.png", "plots/test_scatter.png", "plots/calibration.png", "plots/residuals.png"}
 
     # The logged model scores images exactly as the run predicted them.
     model_uri = mlflow.search_logged_models(filter_string=f"source_run_id = '{run.info.run_id}'",

@@ -224,3 +224,28 @@ def test_the_training_gallery_opens_in_the_artifact_view_with_the_runs_scores(se
     screenshot(page, "training-gallery-in-ui.png")
     GALLERY_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     frame_element.screenshot(path=str(GALLERY_SCREENSHOT))
+
+
+def test_the_sweep_and_scoring_galleries_show_what_they_promise(server, page, demo_store):
+    """The sweep parent's compare.html: one score per child per image; the demo's scoring gallery: every input
+    row, the broken file with its reason; every thumbnail decoded in both."""
+    base, workdir = server
+    _, runs = experiment_runs(workdir)
+    parent = next(r for r in runs if r.data.tags.get("clip_aesthetics.sweep") == "true")
+    compare = Path(mlflow.MlflowClient().download_artifacts(parent.info.run_id, "gallery/compare.html", str(workdir)))
+    page.goto(compare.as_uri())
+    figures = page.locator("figure").count()
+    assert figures > 0
+    for child in CHILDREN:
+        assert page.locator(f'figure [data-child="{child}"]').count() == figures, child
+    assert min(page.eval_on_selector_all("figure img", "els => els.map(e => e.naturalWidth)")) > 0
+    import pandas as pd
+
+    scores = pd.read_csv(workdir / "data" / "demo" / "scores.csv", keep_default_na=False)
+    page.goto((workdir / "data" / "demo" / "scores.html").as_uri())
+    body = page.inner_text("body")
+    failed = int((scores["error"] != "").sum())
+    assert f"{len(scores)} input(s): {len(scores) - failed} scored, {failed} not" in body
+    assert "broken.jpg" in body and "truncated" in body
+    assert min(page.eval_on_selector_all("figure img", "els => els.map(e => e.naturalWidth)")) > 0
+    screenshot(page, "scoring-gallery.png")
