@@ -80,7 +80,8 @@ def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, phot
     assert cli.main(["score", str(photos), "--model", trained["model"], "--out", str(tmp_path / "cli.csv"),
                      "--num-workers", "0"]) == 0
     assert cli.main(["score", str(photos), "--model", trained["model"], "--engine", "spark",
-                     "--out", str(tmp_path / "spark.parquet")]) == 0
+                     "--out", str(tmp_path / "spark.parquet"), "--gallery", str(tmp_path / "spark.html")]) == 0
+    assert "16 input(s): 14 scored, 2 not" in (tmp_path / "spark.html").read_text(), "the gallery counts every row"
     local = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False).set_index("path")
     distributed = pd.read_parquet(tmp_path / "spark.parquet")
     distributed.index = distributed["path"].str.removeprefix("file:")

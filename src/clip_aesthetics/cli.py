@@ -107,6 +107,14 @@ class ScoreCommand(ScoreSettings):
         print(f"model: {describe_model(self.model)}")
         out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
         done = spark.score_files(session, self.inputs, self.model, str(out), self.spark_partitions)
+        if self.gallery:  # from the parquet Spark wrote; files on this machine's filesystem show as thumbnails
+            import pandas as pd
+
+            from .scoring import write_gallery
+
+            frame = pd.read_parquet(out)
+            frame["path"] = frame["path"].str.removeprefix("file:")
+            write_gallery(frame.sort_values("path"), Path(self.gallery))
         print(f"scored {done['scored']} image(s), {done['failed']} failed (model loaded {done['model_loads']} "
               f"time(s), once per executor process); wrote {out}")
 
