@@ -116,6 +116,7 @@ def main() -> None:
     env = interpreter_env({k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")})
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # dozens of per-file bars otherwise
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"]  # summary()
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
     timings: list[tuple[str, float]] = []
 

@@ -51,6 +51,7 @@ def demo_store(tmp_path_factory):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "test_spearman per epoch" in done.stdout and "mlflow ui" in done.stdout
+    assert "Downloading artifacts" not in done.stdout + done.stderr, "MLflow's per-file progress bars are off"
     return workdir, done.stdout
 
 
