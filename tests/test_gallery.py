@@ -1,6 +1,5 @@
 """Galleries: what a person opens to see what the scores mean, self-contained, bounded and safe."""
 
-import io
 import re
 import shutil
 

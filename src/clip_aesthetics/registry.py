@@ -99,8 +99,9 @@ def why_not(run, metric: str) -> str:
 
 
 def pick_best(runs: list, metric: str):
-    """(value, run) of the best eligible run by `metric`, in its direction (errors: lowest); a run with an
-    undefined value, or tagged undefined or degenerate, is never chosen. Refuses, naming each run and why."""
+    """(value, run, {run id: why it was passed over}) of the best eligible run by `metric`, in its direction
+    (errors: lowest); a run with an undefined value, or tagged undefined or degenerate, is never chosen.
+    Refuses, naming each run and why."""
     reasons = {run.info.run_id: why_not(run, metric) for run in runs}
     eligible = [run for run in runs if not reasons[run.info.run_id]]
     if not eligible:
@@ -114,7 +115,7 @@ def pick_best(runs: list, metric: str):
         raise RegistryError(f"no run can be registered by {metric!r}: {listed or 'no candidate runs'}{more}. "
                             f"Metrics the candidates have: {', '.join(known) or 'none'}.{hint}")
     best = max(eligible, key=lambda run: ranking_key(score_of(run, metric), metric))
-    return score_of(best, metric), best
+    return score_of(best, metric), best, {run_id: why for run_id, why in reasons.items() if why}
 
 
 @dataclass
@@ -127,10 +128,9 @@ class Choice:
 def choose(settings: RegisterSettings) -> Choice:
     """The run to register and the candidates passed over, decided before anything is written."""
     runs = candidate_runs(MlflowClient(), settings)
-    value, run = pick_best(runs, settings.metric)
-    passed = [f"{r.info.run_id} ({r.info.run_name}): {why_not(r, settings.metric)}" for r in runs
-              if why_not(r, settings.metric)]
-    return Choice(value, run, passed)
+    value, run, reasons = pick_best(runs, settings.metric)
+    return Choice(value, run, [f"{r.info.run_id} ({r.info.run_name}): {reasons[r.info.run_id]}" for r in runs
+                               if r.info.run_id in reasons])
 
 
 def _has_direction(metric: str) -> bool:

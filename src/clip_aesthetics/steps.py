@@ -118,8 +118,9 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
                        **({DEGENERATE_TAG: result.degenerate} if result.degenerate else {})})
     if result.selection != "undefined":  # an epoch chosen on nothing is no result: no best_* to compare
         tracking.log_metrics({"best_epoch": result.best_epoch, **best_metrics(best)})
-    if run_warnings(result):  # shown on the run's page and in the runs table
-        tracking.set_description("\n\n".join(f"**Warning**: {w}." for w in run_warnings(result)))
+    warnings = run_warnings(result)
+    if warnings:  # shown on the run's page and in the runs table
+        tracking.set_description("\n\n".join(f"**Warning**: {w}." for w in warnings))
     predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
                                 "score_pred": result.test_pred})
     tracking.log_csv(predictions, "predictions/test.csv")

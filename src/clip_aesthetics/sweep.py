@@ -199,8 +199,8 @@ def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child
         scores[child.name] = dict(zip(frame["image_id"].astype(str), frame["score_pred"], strict=True))
         truth.update(zip(frame["image_id"].astype(str), frame["score_true"], strict=True))
     paths = ava_images(data, report.table)
-    rows = {key: row for key, row in ((r.key, r) for r in gallery_rows(
-        paths, [int(k) for k in truth], [float("nan")] * len(truth), list(truth.values())))}
+    rows = {row.key: row for row in gallery_rows(paths, [int(k) for k in truth], [float("nan")] * len(truth),
+                                                 list(truth.values()))}
     page = gallery.compare_page("Where the children disagree", rows, scores)
     tracking.log_text(page.decode(), "gallery/compare.html")
 
