@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
-from .config import (AvaSettings, CacheSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings, RevisionSettings,
-                     ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings)
+from .config import (AvaSettings, CacheSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings,
+                     RevisionSettings, ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings)
 
 
 class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
@@ -162,7 +162,7 @@ def _pandas_display():
 def main(argv: list[str] | None = None) -> int:
     """Parse, validate and run one subcommand. Nothing heavy (torch, MLflow) is imported before the arguments
     are accepted, so `--help` and a bad flag answer at once."""
-    from .errors import UserError
+    from .errors import SweepError, UserError
 
     args = with_explicit_booleans(list(sys.argv[1:] if argv is None else argv))
     # MLflow's per-file "Downloading artifacts" bars: dozens of lines for one model in a terminal.
@@ -181,12 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)  # one line: what is wrong and what to do
         return 2
-    except Exception as error:
-        from .sweep import SweepError
-
-        if not isinstance(error, SweepError):
-            raise
-        print(f"error: {error}", file=sys.stderr)  # some grid points failed: the work was done, not all of it
+    except SweepError as error:  # some grid points failed: the work was done, not all of it succeeded
+        print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -9,5 +9,9 @@ class UserError(Exception):
     """Bad input, a missing file or model, an unusable store: reported in one line, exit code 2."""
 
 
+class SweepError(RuntimeError):
+    """Some grid points failed; the others finished and are in the comparison (exit code 1: work was done)."""
+
+
 class ScoringInputError(UserError, ValueError):
     """An input path that does not exist, inputs that hold no image, or a model that cannot score."""

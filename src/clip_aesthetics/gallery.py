@@ -135,7 +135,8 @@ def disagreement(children: dict[str, dict[str, float]]) -> list[tuple[str, float
 def compare_page(title: str, images: dict[str, Row], children: dict[str, dict[str, float]], n: int = 48) -> bytes:
     """The same test images as ranked by each child of a sweep: those they disagree on most, each with every
     child's score."""
-    disputed = disagreement(children)[:n]
+    ranked = disagreement(children)
+    disputed = ranked[:n]
     cards = []
     for key, spread in disputed:
         row = images[key]
@@ -143,7 +144,7 @@ def compare_page(title: str, images: dict[str, Row], children: dict[str, dict[st
                         f"{html.escape(name)}: {scores[key]:.2f}</span>" for name, scores in children.items())
         cards.append(card(row, f" rank spread {spread:.2f}{lines}", show_score=False))
     summary = [f"{len(children)} children: {', '.join(children)}",
-               f"{len(disagreement(children))} test images scored by all of them; the {len(disputed)} they rank most "
+               f"{len(ranked)} test images scored by all of them; the {len(disputed)} they rank most "
                "differently are shown, each with every child's score (rank spread: standard deviation of the "
                "image's percentile rank across children)"]
     body = (f"<h1>{html.escape(title)}</h1><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>"

@@ -22,7 +22,7 @@ from .config import RegisterSettings
 from .errors import UserError
 from .metrics import direction, is_defined, ranking_key
 from .scorer import MODEL_NAME, log_scorer, read_logged
-from .tracking import CHILDREN_TAG, DEGENERATE_TAG, SELECTION_TAG, SWEEP_TAG, link_metrics_to_model
+from .tracking import CHILDREN_TAG, SWEEP_TAG, link_metrics_to_model, not_comparable
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # What decides an embedding besides the weights (clip.describe), copied from the run onto each version.
@@ -86,13 +86,10 @@ def score_of(run, metric: str) -> float:
 
 def why_not(run, metric: str) -> str:
     """Why `run` cannot be registered by `metric`, or "" when it can."""
-    tags = run.data.tags
     if run.info.status != "FINISHED":
         return f"status {run.info.status}"
-    if tags.get(SELECTION_TAG) == "undefined":
-        return f"no epoch had a defined val_spearman ({SELECTION_TAG}=undefined)"
-    if tags.get(DEGENERATE_TAG):
-        return f"degenerate model: {tags[DEGENERATE_TAG]}"
+    if not_comparable(run.data.tags):
+        return not_comparable(run.data.tags)
     if not is_defined(score_of(run, metric)):
         return f"no defined {metric}"
     return ""

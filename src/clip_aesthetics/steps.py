@@ -16,11 +16,12 @@ from . import ava, plots, tracking
 from . import gallery as gallery_module
 from .clip import ClipSource, describe, resolve_clip
 from .config import AvaSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
-from .pipeline import EmbedReport, embed_ava, load_dataset, locate_cache
 from .head import SCORE_RANGE
+from .pipeline import EmbedReport, embed_ava, load_dataset, locate_cache
 from .scorer import MODEL_NAME, log_scorer
 from .tracking import DEGENERATE_TAG, SELECTION_TAG
 from .training import SELECTION_METRIC, TrainResult, clip_label, default_run_name, train_and_evaluate
+
 
 def embed_step(command) -> EmbedReport:
     """`embed`: fill the cache for one backbone, as one run."""

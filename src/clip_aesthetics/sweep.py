@@ -15,18 +15,15 @@ from pathlib import Path
 import pandas as pd
 
 from . import gallery, plots, tracking
+from .errors import SweepError
 from .metrics import ranking_key
-from .tracking import CHILDREN_TAG, DEGENERATE_TAG, KEY_TAG, SELECTION_TAG, SWEEP_TAG
+from .tracking import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
 from .config import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
 from .clip import resolve_clip
 from .pipeline import EmbedReport, embed_ava
 from .steps import ava_images, clip_params, gallery_rows, log_ava_table, train_and_log
 from .training import SELECTION_METRIC, clip_label, default_run_name
 
-
-
-class SweepError(RuntimeError):
-    """Some grid points failed; the others finished and are in the comparison."""
 
 
 def code_version() -> str:
@@ -126,10 +123,10 @@ def summarise(children: list[Child]) -> pd.DataFrame:
                "norm": child.train.norm, "head": child.train.head, "lr": child.train.lr,
                "embed_norm": child.train.embed_norm}
         if child.run_id and child.status != "FAILED":
-            metrics, tags = tracking.run_metrics(child.run_id), tracking.run_tags(child.run_id)
-            row.update({name: metrics.get(name) for name in (
+            data = tracking.run_data(child.run_id)
+            row.update({name: data.metrics.get(name) for name in (
                 "best_epoch", "best_val_spearman", "best_test_spearman", "test_spearman", "test_mse", "test_accuracy")})
-            row.update(selection=tags.get(SELECTION_TAG, ""), degenerate=tags.get(DEGENERATE_TAG, ""))
+            row["not_comparable"] = tracking.not_comparable(data.tags)
         rows.append(row)
     table = pd.DataFrame(rows)
     if "best_val_spearman" not in table:
@@ -141,8 +138,7 @@ def summarise(children: list[Child]) -> pd.DataFrame:
 
 
 def _ranking(row: dict) -> tuple:
-    usable = not row.get("degenerate") and row.get("selection") != "undefined"
-    return (usable, ranking_key(row.get("best_val_spearman"), SELECTION_METRIC))
+    return (not row.get("not_comparable"), ranking_key(row.get("best_val_spearman"), SELECTION_METRIC))
 
 
 def best_child(table: pd.DataFrame) -> dict | None:
@@ -217,9 +213,8 @@ def _description(table: pd.DataFrame, epochs: pd.DataFrame) -> str:
         lines.append("No best child: none has a defined `val_spearman` (trained with val_fraction=0, or every "
                      "epoch undefined) and a usable model; compare test_spearman in the table below.")
     for row in table.to_dict("records"):
-        if row.get("selection") == "undefined" or row.get("degenerate"):
-            why = row.get("degenerate") or "val_spearman undefined at every epoch"
-            lines.append(f"Not comparable: **{row['run_name']}** ({why}).")
+        if row.get("not_comparable"):
+            lines.append(f"Not comparable: **{row['run_name']}** ({row['not_comparable']}).")
     if not epochs.empty:
         header = "| epoch | " + " | ".join(epochs.columns) + " |"
         rows = ["| " + " | ".join([str(epoch), *(f"{v:.4f}" for v in values)]) + " |"

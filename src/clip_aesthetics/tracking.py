@@ -145,8 +145,9 @@ def find_finished_run(experiment_id: str, tag: str, value: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def run_metrics(run_id: str) -> dict[str, float]:
-    return mlflow.MlflowClient().get_run(run_id).data.metrics
+def run_data(run_id: str):
+    """A run's metrics, params and tags, in one request."""
+    return mlflow.MlflowClient().get_run(run_id).data
 
 
 def load_csv(run_id: str, artifact_file: str) -> pd.DataFrame:
@@ -155,8 +156,13 @@ def load_csv(run_id: str, artifact_file: str) -> pd.DataFrame:
         return pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file, dst_path=tmp))
 
 
-def run_tags(run_id: str) -> dict[str, str]:
-    return mlflow.MlflowClient().get_run(run_id).data.tags
+def not_comparable(tags: dict) -> str:
+    """Why a training run's result must not be compared, elected or registered (its tags say so), or ""."""
+    if tags.get(SELECTION_TAG) == "undefined":
+        return f"no epoch had a defined val_spearman ({SELECTION_TAG}=undefined)"
+    if tags.get(DEGENERATE_TAG):
+        return f"degenerate model: {tags[DEGENERATE_TAG]}"
+    return ""
 
 
 def metric_history(run_id: str, name: str) -> list[tuple[int, float]]:
