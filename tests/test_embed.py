@@ -123,19 +123,19 @@ def test_a_repaired_image_is_embedded_and_its_old_failure_forgotten(ava_copy, ti
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
     images = ava_copy / "image"
     victim, twin = (int(i) for i in read_ava(ava_copy / "AVA.txt")["image_id"].iloc[:2])
-    real_load = embed_module.load_rgb
+    real_load = embed_module.load_source
 
     def permission_denied_for_victim(path, **options):  # as the (root) test user cannot make a file unreadable
         if path.name == f"{victim}.jpg":
             raise ImageError("unreadable file: Permission denied")
         return real_load(path, **options)
 
-    monkeypatch.setattr(embed_module, "load_rgb", permission_denied_for_victim)
+    monkeypatch.setattr(embed_module, "load_source", permission_denied_for_victim)
     first = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
     assert {21, 23, victim} <= set(first.failures["image_id"])
     shutil.copy(images / f"{twin}.jpg", images / "23.jpg")  # the missing file appears
     shutil.copy(images / f"{twin}.jpg", images / "21.jpg")  # the truncated file is repaired
-    monkeypatch.setattr(embed_module, "load_rgb", real_load)  # the permission is fixed: size and mtime unchanged
+    monkeypatch.setattr(embed_module, "load_source", real_load)  # the permission is fixed: size and mtime unchanged
     seen = count_forwards(monkeypatch)
     second = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
     assert seen["images"] >= 2

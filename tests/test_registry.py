@@ -82,8 +82,10 @@ def test_the_champions_source_run_is_the_training_run_with_its_datasets(store):
     model = client.get_logged_model(bundled[0].model_id)
     linked = {m.key: m.value for m in model.metrics or []}
     assert linked["best_val_spearman"] == pytest.approx(training.data.metrics["best_val_spearman"])
-    assert "AVA's 1-10 scale" in client.get_registered_model(NAME).description
+    assert "AVA: 1-10" in client.get_registered_model(NAME).description
     assert champion.tags["clip_model_id"] in champion.description and "val_spearman" in champion.description
+    assert champion.tags["score_range"] == "1,10" and "Scores on a 1-10 scale" in champion.description
+    assert champion.tags["dataset"].endswith("/AVA.txt")
     experiment = client.get_experiment(training.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 

@@ -28,8 +28,8 @@ def runs_by_kind():
 def test_sweep_runs_the_grid_as_children_and_reuses_them(sample_ava, tiny_clip, tiny_clip_b, tmp_path,
                                                          tracking_uri, monkeypatch):
     embedded = []
-    real_embed = sweep_module.embed_ava
-    monkeypatch.setattr(sweep_module, "embed_ava", lambda *a, **k: embedded.append(a[2]) or real_embed(*a, **k))
+    real_embed = sweep_module.embed_dataset
+    monkeypatch.setattr(sweep_module, "embed_dataset", lambda *a, **k: embedded.append(a[2]) or real_embed(*a, **k))
     assert cli.main(sweep_args(sample_ava, tiny_clip, tiny_clip_b, tmp_path)) == 0
     assert [source.model_id for source in embedded] == [str(tiny_clip), str(tiny_clip_b)], "each CLIP model is embedded once"
     parents, children = runs_by_kind()

@@ -11,6 +11,7 @@ import pandas as pd
 from .errors import UserError
 
 VOTE_COLUMNS = [f"c{k}" for k in range(1, 11)]
+SCORE_RANGE = (1.0, 10.0)  # AVA's rating scale: the mean of 1-10 votes
 # The seed notebook's train size for the full 255,530-row AVA.txt.
 SEED_TRAIN_ROWS, SEED_TOTAL_ROWS = 229_971, 255_530
 OFFICIAL_TEST_LIST = Path("aesthetics_image_lists") / "generic_test.jpgl"

@@ -44,7 +44,9 @@ class DamagedShard(Exception):
 
 
 def file_stamp(path: Path) -> tuple[int, int]:
-    """(size, mtime in ns) of a file, or MISSING_STAMP when there is none."""
+    """(size, mtime in ns) of a file, or MISSING_STAMP when there is none (or the image is bytes, not a file)."""
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        return MISSING_STAMP
     try:
         info = os.stat(path)
     except OSError:
@@ -126,12 +128,14 @@ class EmbeddingCache:
                 latest[image_id] = Answer(tuple(stamp), reason)
         return latest
 
-    def missing(self, items: list[tuple[int, Path]], answers: dict[int, Answer] | None = None) -> list[tuple[int, Path]]:
-        """The (id, path) pairs to embed: no answer yet, a file changed since, or a failure (tried again)."""
+    def missing(self, items: list[tuple[int, Path]], answers: dict[int, Answer] | None = None,
+                stamps: bool = True) -> list[tuple[int, Path]]:
+        """The (id, source) pairs to embed: no answer yet, a failure (tried again), or (with `stamps`, for a
+        cache keyed by file) a file changed since. A cache keyed by content never goes stale."""
         answers = self.answers() if answers is None else answers
         return [(image_id, path) for image_id, path in items
                 if (answer := answers.get(image_id)) is None or answer.reason is not None
-                or answer.stamp != file_stamp(path)]
+                or (stamps and answer.stamp != file_stamp(path))]
 
     def add_shard(self, ids, embeddings, stamps, failed_ids, failed_stamps, reasons) -> Path:
         """Write one shard atomically under a name no concurrent writer can take; rows align with their arrays."""

@@ -93,8 +93,9 @@ class ScoreCommand(ScoreSettings):
         print(f"scored {len(frame) - failed} image(s), {failed} failed; wrote {self.out}")
         if len(frame) - failed:
             scores = frame["score"].dropna()
+            low, high = frame.attrs["score_range"]
             print(f"scores: mean {scores.mean():.4f}, min {scores.min():.4f}, median {scores.median():.4f}, "
-                  f"max {scores.max():.4f}")
+                  f"max {scores.max():.4f} (on the model's {low:g}-{high:g} scale)")
 
 
     def _on_spark(self, store: str) -> None:
@@ -110,11 +111,12 @@ class ScoreCommand(ScoreSettings):
         if self.gallery:  # from the parquet Spark wrote; files on this machine's filesystem show as thumbnails
             import pandas as pd
 
+            from .scorer import model_scale
             from .scoring import write_gallery
 
             frame = pd.read_parquet(out)
             frame["path"] = frame["path"].str.removeprefix("file:")
-            write_gallery(frame.sort_values("path"), Path(self.gallery))
+            write_gallery(frame.sort_values("path"), Path(self.gallery), model_scale(self.model))
         print(f"scored {done['scored']} image(s), {done['failed']} failed (model loaded {done['model_loads']} "
               f"time(s), once per executor process); wrote {out}")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Short names: the seed experiment's two CLIP checkpoints, and the stronger backbones of today's predictors.
@@ -40,23 +41,70 @@ class Settings(BaseSettings):
 
 
 class AvaSettings(Settings):
+    """Which dataset: AVA's folder, or a labels table of your own ratings (labels.py)."""
+
     ava_dir: Path = Field(
         Path("data/AVA_dataset"),
-        description="folder holding AVA.txt and image/<id>.jpg (the layout AVA is distributed in)",
+        description="folder holding AVA.txt and image/<id>.jpg (the layout AVA is distributed in); used when "
+        "labels is empty",
     )
+    labels: str = Field("", description="your own ratings instead of AVA: a CSV, TSV, parquet or JSON Lines table, "
+                        "or a Hugging Face imagefolder (a folder with metadata.jsonl / metadata.csv beside the images)")
+    image_dir: str = Field("", description="folder the table's image paths are relative to (and must stay inside); "
+                           "empty = the table's own folder")
+    image_column: str = Field("", description="the table's image column (paths, or image bytes in parquet); empty = "
+                              "the first of file_name, image, image_name, image_path, path, filename found")
+    score_column: str = Field("", description="the table's score column; empty = the first of score, mos, "
+                              "mean_score, rating, label found (any case)")
+    vote_columns: str = Field("", description="vote-count columns instead of a score, lowest rating first (c1..c5 "
+                              "or c1,c2,c3,c4,c5): the score is their mean rating, as AVA's")
+
+    @field_validator("vote_columns")
+    @classmethod
+    def _check_votes(cls, value: str) -> str:
+        parse_votes(value)
+        return value
 
 
 class DataSettings(AvaSettings):
     split: Literal["seed", "official"] = Field(
         "seed",
-        description="seed: the seed notebook's shuffled 229,971/25,559 split; "
-        "official: test = aesthetics_image_lists/generic_test.jpgl",
+        description="AVA: seed = the seed notebook's shuffled 229,971/25,559 split, official = test is "
+        "aesthetics_image_lists/generic_test.jpgl; a table: its split column when it has one, else a seeded split "
+        "(test_fraction, val_fraction)",
     )
     val_fraction: float = Field(
         0.05, ge=0.0, lt=0.5,
         description="share of train held out for epoch/model selection; 0 trains on the seed's exact train set",
     )
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="a table without a split column: share of its "
+                                 "images held out as test (AVA's test split is fixed by `split`)")
     seed: int = Field(42, description="seed for the validation split, head initialisation and shuffling")
+    score_range: str = Field("", description="a table's rating scale, low,high (e.g. 1,5); empty = 1..number of "
+                             "vote columns, else the lowest and highest score in the table. Scores are clipped to it; "
+                             "norm=true maps it to 0-1. AVA: 1-10")
+    threshold: str = Field("", description="good/bad line of the accuracy metric; empty = 5 on AVA, the middle of "
+                           "score_range on a table")
+
+    @field_validator("score_range")
+    @classmethod
+    def _check_range(cls, value: str) -> str:
+        parse_range(value)
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _check_threshold(cls, value: str) -> str:
+        if value.strip() and not _is_number(value):
+            raise ValueError(f"threshold={value!r}: expected a number")
+        return value
+
+    @model_validator(mode="after")
+    def _split_for_labels(self):
+        if self.labels and self.split == "official":
+            raise ValueError("split=official is AVA's own test list; a labels table uses its split column or a "
+                             "seeded split (test_fraction)")
+        return self
 
 
 class RevisionSettings(Settings):
@@ -132,7 +180,8 @@ def check_clip(value: str) -> str:
 
 
 class TrainSettings(Settings):
-    norm: bool = Field(True, description="true: targets are mean_score/10, as in the seed; false: raw 1-10")
+    norm: bool = Field(True, description="true: targets scaled to about 0-1 (AVA: mean_score/10, as in the seed; a "
+                       "table: its score_range mapped to 0-1); false: raw scores")
     head: Literal["linear", "mlp", "ridge"] = Field(
         "linear",
         description="linear: the seed's nn.Linear(512, 1) trained with Adam; mlp: one hidden layer; "
@@ -207,6 +256,44 @@ class SweepSettings(Settings):
         )
         return [(clip, train.model_copy(update=dict(norm=norm, head=head, lr=lr, embed_norm=embed_norm)))
                 for clip, norm, head, lr, embed_norm in axes]
+
+
+def parse_range(text: str) -> tuple[float, float] | None:
+    """`"1,5"` -> (1.0, 5.0); "" -> None. ValueError says what is wrong."""
+    if not text.strip():
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"score_range={text!r}: expected two numbers, low,high (e.g. 1,5)") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"score_range={text!r}: expected finite numbers with low < high")
+    return low, high
+
+
+def parse_votes(text: str) -> list[str]:
+    """`c1..c5` or `c1,c2,c3,c4,c5` -> the column names, in rating order (the first is a rating of 1)."""
+    text = text.strip()
+    if not text:
+        return []
+    ranged = re.fullmatch(r"([A-Za-z_]*)(\d+)\.\.\1?(\d+)", text)
+    if ranged:
+        prefix, first, last = ranged.group(1), int(ranged.group(2)), int(ranged.group(3))
+        if last <= first:
+            raise ValueError(f"vote_columns={text!r}: the range must go up (c1..c5)")
+        return [f"{prefix}{k}" for k in range(first, last + 1)]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"vote_columns={text!r}: expected at least two distinct columns, c1..c5 or c1,c2,c3")
+    return names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _is_positive_number(text: str) -> bool:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .cache import EmbeddingCache, file_stamp
-from .images import ImageError, crop_long_side, load_rgb
+from .images import ImageError, crop_long_side, load_source
 from .pixels import ModelPixels
 
 
@@ -190,15 +190,18 @@ def embed_sources(
 
 
 def embed_to_cache(
-    cache: EmbeddingCache, items: Iterable[tuple[int, Path]], model, processor, dtype: torch.dtype,
+    cache: EmbeddingCache, items: Iterable[tuple[int, Path | bytes]], model, processor, dtype: torch.dtype,
     batch_size: int, num_workers: int, shard_size: int, progress: bool = True, decoding: str = "full",
 ) -> int:
-    """Embed the given (id, path) pairs into new shards (see EmbeddingCache.missing); returns how many."""
+    """Embed the given (id, file or bytes) pairs into new shards (see EmbeddingCache.missing); returns how many.
+
+    Bytes (a table's image column) are decoded on threads: worker processes would copy them all."""
     items = list(items)
     pending = _Shard()
+    in_memory = any(isinstance(source, (bytes, bytearray, memoryview)) for _, source in items)
     for ok, embeddings, failed in embed_sources(
-        items, load_rgb, model, processor, dtype, batch_size, num_workers, stamp=True, progress=progress,
-        decoding=decoding,
+        items, load_source, model, processor, dtype, batch_size, num_workers, threads=in_memory, stamp=True,
+        progress=progress, decoding=decoding,
     ):
         if ok:
             pending.add_ok(ok, embeddings)

@@ -59,9 +59,16 @@ def card(row: Row, extra: str = "", show_score: bool = True) -> str:
             f"<figcaption>{scores}{extra}<br>{html.escape(row.caption)}</figcaption></figure>")
 
 
+N_BUCKETS = 18
+
+
 def bucket_edges(low: float, high: float) -> np.ndarray:
     """0.5 wide on AVA's 1-10 scale (18 buckets); the same count scaled to any other range."""
-    return np.linspace(low, high, 19)
+    return np.linspace(low, high, N_BUCKETS + 1)
+
+
+def bucket_width(low: float, high: float) -> float:
+    return round((high - low) / N_BUCKETS, 4)
 
 
 def spread_sample(indices: np.ndarray, k: int) -> np.ndarray:

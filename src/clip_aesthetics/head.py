@@ -12,17 +12,32 @@ from torch import nn
 MLP_HIDDEN = 256  # one hidden layer: enough to bend a linear probe, small enough to train in seconds
 
 
+SCORE_RANGE = (1.0, 10.0)  # AVA's rating scale: models saved before score_range existed were all on it
+
+
 @dataclass(frozen=True)
 class HeadSpec:
-    """Everything needed to rebuild a head and turn its output into a 1-10 score; stored with the model."""
+    """Everything needed to rebuild a head and turn its output into a score on its data's scale; stored with
+    the model."""
 
     kind: str  # linear | mlp
     in_dim: int
     embed_norm: str  # none | l2, applied to the CLIP embedding before the head
-    target_scale: float  # score = output * target_scale (10 when trained on mean_score/10)
+    target_scale: float  # score = output * target_scale + target_offset (10 and 0 when trained on mean_score/10)
+    target_offset: float = 0.0
+    score_range: tuple[float, float] = SCORE_RANGE  # the data's scale: every score is clipped to it
+
+    def __post_init__(self):
+        object.__setattr__(self, "score_range", (float(self.score_range[0]), float(self.score_range[1])))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        doc["score_range"] = list(self.score_range)
+        return doc
+
+    def targets(self, scores: np.ndarray) -> np.ndarray:
+        """Scores on the data's scale -> what the head is trained to output."""
+        return (np.asarray(scores, np.float64) - self.target_offset) / self.target_scale
 
 
 def build_head(spec: HeadSpec) -> nn.Module:
@@ -43,25 +58,23 @@ def prepare(embeddings: np.ndarray, embed_norm: str) -> np.ndarray:
     raise ValueError(f"embed_norm={embed_norm!r}: expected none or l2")
 
 
-SCORE_RANGE = (1.0, 10.0)  # AVA's rating scale: every score a user sees lies in it
-
-
 @torch.inference_mode()
 def head_outputs(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.ndarray:
-    """Prepared features -> the head's output on the 1-10 scale, unclipped (for losses and for counting)."""
+    """Prepared features -> the head's output on the data's scale, unclipped (for losses and for counting)."""
     head.eval()
     out = head(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))).squeeze(1)
-    return out.double().numpy() * spec.target_scale
+    return out.double().numpy() * spec.target_scale + spec.target_offset
 
 
 def predict_scores(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.ndarray:
-    """Prepared features -> scores, clipped to 1-10: what every scoring path returns and evaluation measures."""
-    return np.clip(head_outputs(head, spec, features), *SCORE_RANGE)
+    """Prepared features -> scores clipped to the data's scale: what every scoring path returns and evaluation
+    measures."""
+    return np.clip(head_outputs(head, spec, features), *spec.score_range)
 
 
-def n_outside_range(outputs: np.ndarray) -> int:
-    """How many head outputs needed clipping to give a 1-10 score."""
-    return int(np.count_nonzero((outputs < SCORE_RANGE[0]) | (outputs > SCORE_RANGE[1])))
+def n_outside_range(outputs: np.ndarray, score_range: tuple[float, float] = SCORE_RANGE) -> int:
+    """How many head outputs needed clipping to lie on the data's scale."""
+    return int(np.count_nonzero((outputs < score_range[0]) | (outputs > score_range[1])))
 
 
 def fit(

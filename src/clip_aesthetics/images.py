@@ -55,6 +55,13 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS, min_short: int | None 
     return _decode(lambda: Image.open(io.BytesIO(data)), max_pixels, min_short)
 
 
+def load_source(source, max_pixels: int = MAX_PIXELS, min_short: int | None = None) -> Image.Image:
+    """A file (path) or encoded bytes (a labels table's image column) -> an upright RGB image."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_rgb(bytes(source), max_pixels, min_short)
+    return load_rgb(source, max_pixels, min_short)
+
+
 def _decode(open_image, max_pixels: int, min_short: int | None = None) -> Image.Image:
     """Open, check and convert; every decoder failure becomes an ImageError with its reason."""
     try:

@@ -1,5 +1,5 @@
-"""True and predicted 1-10 scores -> the numbers we report (Spearman, Pearson, MSE, MAE, accuracy at 5), and
-which of two such numbers is better."""
+"""True and predicted scores -> the numbers we report (Spearman, Pearson, MSE, MAE, accuracy at a threshold: 5 on
+AVA's 1-10 scale, the range's midpoint on a table's own), and which of two such numbers is better."""
 
 from __future__ import annotations
 
@@ -40,14 +40,15 @@ def accuracy(true: np.ndarray, pred: np.ndarray, threshold: float = ACCURACY_THR
     return float(np.mean((np.asarray(true) > threshold) == (np.asarray(pred) > threshold)))
 
 
-def evaluate(split: str, true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """All metrics of one split, named `{split}_{metric}`, on the 1-10 scale."""
+def evaluate(split: str, true: np.ndarray, pred: np.ndarray, threshold: float = ACCURACY_THRESHOLD
+             ) -> dict[str, float]:
+    """All metrics of one split, named `{split}_{metric}`, on the data's scale."""
     values = {
         "mse": mse(true, pred),
         "mae": mae(true, pred),
         "spearman": spearman(true, pred),
         "pearson": pearson(true, pred),
-        "accuracy": accuracy(true, pred),
+        "accuracy": accuracy(true, pred, threshold),
     }
     return {f"{split}_{name}": value for name, value in values.items()}
 

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from .config import RegisterSettings
 from .errors import UserError
+from .head import SCORE_RANGE
 from .metrics import direction, is_defined, ranking_key
 from .scorer import MODEL_NAME, log_scorer, read_logged
 from .tracking import CHILDREN_TAG, SWEEP_TAG, link_metrics_to_model, not_comparable
@@ -46,8 +47,9 @@ class Registration:
 
 
 MODEL_DESCRIPTION = (
-    "Predicts the aesthetic score of an image on AVA's 1-10 scale (the mean of photographers' votes), from "
-    "a CLIP image embedding and a regression head trained on AVA. Each version carries its CLIP vision "
+    "Predicts the aesthetic score of an image on the scale of the ratings it was trained on (AVA: 1-10, the mean "
+    "of photographers' votes; each version's `score_range` tag and description say which), from a frozen "
+    "backbone's image embedding and a regression head. Each version carries its backbone's vision "
     "weights and image processor and applies exactly the training run's preprocessing. Call it with "
     "`mlflow.pyfunc.load_model(\"models:/NAME@champion\").predict(pd.DataFrame({\"image\": [jpeg_bytes]}))` or "
     "serve it and POST `{\"dataframe_records\": [{\"image\": \"<base64>\"}]}`; each row gets `score` (1-10) "
@@ -219,18 +221,27 @@ def _version_tags(run, spec_doc: dict, metric: str, value: float) -> dict[str, s
             "clip_revision": spec_doc["clip"]["revision"], metric: str(value),
             "val_spearman": str(score_of(run, "val_spearman")), "test_spearman": str(score_of(run, "test_spearman")),
             "dataset_digest": inputs[0].dataset.digest if inputs else "",
-            **{key: run.data.params[key] for key in BACKBONE_RECORD if key in run.data.params}}
+            # the scale the version's scores are on, so nobody mistakes a 1-5 score for AVA's 1-10
+            "score_range": ",".join(f"{v:g}" for v in spec_doc["head"].get("score_range", SCORE_RANGE)),
+            **{key: run.data.params[key] for key in (*BACKBONE_RECORD, "dataset", "accuracy_threshold")
+               if key in run.data.params}}
 
 
 def _version_description(run, spec_doc: dict, tags: dict[str, str]) -> str:
     head, params = spec_doc["head"], run.data.params
-    scale = "mean_score/10" if head["target_scale"] == 10 else "raw 1-10"
-    return (f"CLIP `{tags['clip_model_id']}` at revision `{tags['clip_revision']}` (weights bundled as "
+    low, high = head.get("score_range", SCORE_RANGE)
+    dataset = tags.get("dataset") or "AVA"
+    scale = "raw scores" if head["target_scale"] == 1 and head.get("target_offset", 0) == 0 else (
+        "mean_score/10" if head["target_scale"] == 10 and not head.get("target_offset") else
+        f"the {low:g}-{high:g} range mapped to 0-1")
+    return (f"**Scores on a {low:g}-{high:g} scale**, the scale of `{dataset}` it was trained on (not comparable "
+            f"in absolute terms with a model trained on another scale). "
+            f"Backbone `{tags['clip_model_id']}` at revision `{tags['clip_revision']}` (weights bundled as "
             f"{spec_doc.get('clip_dtype', 'float32')}), head `{head['kind']}` on {head['in_dim']}-d embeddings "
             f"(embed_norm {head['embed_norm']}), targets {scale}, trained in run `{run.info.run_name}` "
             f"(epochs {params.get('epochs', '?')}, lr {params.get('lr', '?')}, split {params.get('split', '?')}). "
             f"val_spearman {float(tags['val_spearman']):.4f}, test_spearman {float(tags['test_spearman']):.4f}; "
-            f"AVA table digest `{tags['dataset_digest'] or 'unknown'}`.")
+            f"dataset digest `{tags['dataset_digest'] or 'unknown'}`.")
 
 
 def bundle_scorer(run, dtype: str) -> tuple[str, str, dict]:

@@ -1,4 +1,5 @@
-"""The scorer model and its format: images (bytes or paths) -> 1-10 scores through a training run's CLIP and head.
+"""The scorer model and its format: images (bytes or paths) -> scores on its training data's scale (AVA: 1-10)
+through a training run's CLIP and head.
 
 Owns the files of the model (head.pt, scorer.json with the head spec and the CLIP id + revision, and,
 once registered, the CLIP vision weights and processor): writing them, logging them as a
@@ -128,6 +129,12 @@ def download_model(model_uri: str) -> str:
     except MlflowException as error:
         raise ScoringInputError(f"cannot find model {model_uri!r} in tracking store {mlflow.get_tracking_uri()}: "
                                 f"{error.message}") from error
+
+
+def model_scale(model_uri: str) -> tuple[float, float]:
+    """The scale a model's scores are on (its training data's), read from its scorer.json."""
+    doc = json.loads((Path(download_model(model_uri)) / "artifacts" / SPEC_FILE).read_text())
+    return HeadSpec(**doc["head"]).score_range
 
 
 def set_model() -> None:

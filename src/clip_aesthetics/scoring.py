@@ -1,4 +1,4 @@
-"""Files and folders + an MLflow model URI -> a table of path, score (1-10) and error per image."""
+"""Files and folders + an MLflow model URI -> a table of path, score (on the model's scale) and error per image."""
 
 from __future__ import annotations
 
@@ -38,19 +38,23 @@ def check_output(out: Path) -> None:
         raise ScoringInputError(f"--out {out}: cannot create files under {folder}")
 
 
-def write_gallery(frame: pd.DataFrame, out: Path) -> None:
-    """An HTML page of the scored files by score bucket, with the histogram, top, bottom and failures."""
+def write_gallery(frame: pd.DataFrame, out: Path, score_range: tuple[float, float] | None = None) -> None:
+    """An HTML page of the scored files by score bucket (over the model's scale), with the histogram, top, bottom
+    and failures."""
     from . import gallery, plots
     from .head import SCORE_RANGE
     from .images import load_rgb
 
+    score_range = score_range or frame.attrs.get("score_range") or SCORE_RANGE
+
     rows = [gallery.Row(path, path, float(score), lambda p=path: load_rgb(Path(p)), error=error)
             for path, score, error in zip(frame["path"], frame["score"], frame["error"], strict=True)]
     scores = frame["score"].dropna().to_numpy()
-    figure = plots.histogram(scores, gallery.bucket_edges(*SCORE_RANGE))
-    summary = [f"{len(frame)} input(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below)"]
+    figure = plots.histogram(scores, gallery.bucket_edges(*score_range))
+    summary = [f"{len(frame)} input(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "
+               f"scores on the model's {score_range[0]:g}-{score_range[1]:g} scale"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(gallery.page("Scored images", rows, SCORE_RANGE, summary, {"histogram": plots.png_bytes(figure)}))
+    out.write_bytes(gallery.page("Scored images", rows, score_range, summary, {"histogram": plots.png_bytes(figure)}))
     plots.close(figure)
 
 
@@ -75,5 +79,8 @@ def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1) -> pd
 
     paths = collect_images(inputs)
     print(f"model: {describe_model(model_uri)}")
-    scores = load_scorer(model_uri).score_paths(paths, num_workers=num_workers, progress=True)
-    return pd.DataFrame({"path": [str(p) for p in paths], "score": scores["score"], "error": scores["error"]})
+    scorer = load_scorer(model_uri)
+    scores = scorer.score_paths(paths, num_workers=num_workers, progress=True)
+    frame = pd.DataFrame({"path": [str(p) for p in paths], "score": scores["score"], "error": scores["error"]})
+    frame.attrs["score_range"] = scorer.spec.score_range
+    return frame

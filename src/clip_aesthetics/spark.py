@@ -142,13 +142,14 @@ def _scorer(shipped: str, loads):
     return _loaded[key]
 
 
-def embed_missing(cache_root: Path, todo: list[tuple[int, Path]], clip_folder: Path, precision: str,
+def embed_missing(cache_root: Path, todo: list[tuple[int, Path | bytes]], clip_folder: Path, precision: str,
                   batch_size: int, shard_size: int, partitions: int = 0, decoding: str = "full") -> int:
-    """Embed the (id, path) pairs on Spark: each task runs the project's embedding into new shards of the cache."""
+    """Embed the (id, file or image bytes) pairs on Spark: each task runs the project's embedding into new shards of
+    the cache."""
     spark = session()
     shipped = _shipped(spark, str(clip_folder))
     loads = spark.sparkContext.accumulator(0)
-    rows = [(int(image_id), str(path)) for image_id, path in todo]
+    rows = [(int(image_id), source if isinstance(source, bytes) else str(source)) for image_id, source in todo]
     slices = partitions or max(1, min(len(rows), spark.sparkContext.defaultParallelism * 2,
                                       -(-len(rows) // max(1, shard_size // 4))))
     root = str(cache_root)
@@ -176,6 +177,7 @@ def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads,
         _loaded[key] = load_clip(ClipSource(str(folder), "", folder), device)
         loads.add(1)
     model, processor = _loaded[key]
-    embed_to_cache(EmbeddingCache(Path(root)), [(image_id, Path(path)) for image_id, path in items], model,
+    embed_to_cache(EmbeddingCache(Path(root)), [(image_id, source if isinstance(source, bytes) else Path(source))
+                                                for image_id, source in items], model,
                    processor, getattr(torch, precision), batch_size, 0, shard_size, progress=False,
                    decoding=decoding)

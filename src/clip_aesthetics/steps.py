@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import ava, plots, tracking
+from . import plots, tracking
 from . import gallery as gallery_module
 from .clip import ClipSource, describe, resolve_clip
 from .config import AvaSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
-from .head import SCORE_RANGE
-from .pipeline import EmbedReport, embed_ava, load_dataset, locate_cache
+from .labels import Labelled, check_split, read_dataset, split_table
+from .pipeline import EmbedReport, dataset_split, embed_dataset, load_dataset, locate_cache
 from .scorer import MODEL_NAME, log_scorer
 from .tracking import DEGENERATE_TAG, SELECTION_TAG
 from .training import SELECTION_METRIC, TrainResult, clip_label, default_run_name, train_and_evaluate
@@ -26,8 +26,9 @@ from .training import SELECTION_METRIC, TrainResult, clip_label, default_run_nam
 def embed_step(command) -> EmbedReport:
     """`embed`: fill the cache for one backbone, as one run."""
     source = resolve_clip(command.clip, command.clip_revision)
+    labelled = read_dataset(command.part(AvaSettings), command.cache_dir)  # refused before a run opens
     with tracking.run(command.experiment, command.run_name or f"embed-{clip_label(command.clip)}"):
-        return embed_and_log(command.part(AvaSettings), command.part(EmbedSettings), command.clip, source)
+        return embed_and_log(labelled, command.part(EmbedSettings), command.clip, source)
 
 
 def train_step(command, embed_first: bool) -> None:
@@ -35,18 +36,29 @@ def train_step(command, embed_first: bool) -> None:
     source = resolve_clip(command.clip, command.clip_revision)
     data, train = command.part(DataSettings), command.part(TrainSettings)
     embed = command.part(EmbedSettings if embed_first else CacheSettings)
-    report = None if embed_first else locate_cache(data, embed, source)  # refused before a run opens
+    labelled = checked_dataset(data, embed.cache_dir)  # a bad table or parameter is refused before a run opens
+    report = None if embed_first else locate_cache(labelled, embed, source)
     if report is not None:
         print(f"precision: {report.precision_reason}")
     started = time.perf_counter()
     run_name = command.run_name or default_run_name(command.clip, train)
     with tracking.run(command.experiment, run_name) as active:
         if report is None:
-            report = embed_and_log(data, embed, command.clip, source)
+            report = embed_and_log(labelled, embed, command.clip, source)
         result = train_and_log(report, data, command.clip, train, gallery=command.gallery)
     print(outcome(active.info.run_id, run_name, result) + f", {time.perf_counter() - started:.1f}s")
     for warning in run_warnings(result):
         print(f"warning: {warning}")
+
+
+def checked_dataset(data: DataSettings, cache_dir) -> Labelled:
+    """The dataset, read and checked, with a split every part of which can be trained on or measured."""
+    labelled = read_dataset(data, cache_dir)
+    check_split(labelled, dataset_split(labelled, data))
+    if len(labelled.skipped):
+        print(f"{len(labelled.skipped)} labelled row(s) set aside before embedding (listed in data/skipped.csv), "
+              f"e.g. {labelled.skipped['image'].iat[0]!r}: {labelled.skipped['reason'].iat[0]}")
+    return labelled
 
 
 def outcome(run_id: str, run_name: str, result: TrainResult) -> str:
@@ -76,8 +88,8 @@ def _number(value: float) -> str:
     return f"{value:.4f}" if np.isfinite(value) else "undefined"
 
 
-def embed_and_log(data: AvaSettings, embed: EmbedSettings, clip: str, source: ClipSource) -> EmbedReport:
-    report = embed_ava(data, embed, source)
+def embed_and_log(labelled: Labelled, embed: EmbedSettings, clip: str, source: ClipSource) -> EmbedReport:
+    report = embed_dataset(labelled, embed, source)
     print(f"precision: {report.precision_reason}")
     tracking.log_params({"clip": clip, **clip_params(source), "device": report.device,
                          "precision_reason": report.precision_reason})
@@ -96,20 +108,21 @@ def clip_params(source: ClipSource) -> dict[str, str]:
 def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings,
                   gallery: bool = True) -> TrainResult:
     """Inside an active run: train, and log params, datasets, per-epoch metrics, artifacts and the scorer model."""
-    # Parsed once here when `train` did not embed (main passes the embed step's table along).
-    table = report.table if report.table is not None else ava.read_ava(Path(data.ava_dir) / "AVA.txt")
-    dataset = load_dataset(data, report.cache, table)
+    labelled = report.labelled if report.labelled is not None else read_dataset(data)
+    dataset = load_dataset(data, report.cache, labelled)
     tracking.log_params({
-        **data.model_dump(), **train.model_dump(), "clip": clip, **clip_params(report.source),
+        **data.model_dump(), **train.model_dump(), "clip": clip, **clip_params(report.source), **labelled.record(),
         "embedding_dim": dataset.train.embeddings.shape[1], "n_train": len(dataset.train.ids),
         "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids), "n_skipped": len(dataset.skipped),
         "device": report.device, "train_device": "cpu", "compute_precision": report.precision,
         "precision_reason": report.precision_reason,
         "decoding": report.decoding, **tracking.library_versions(),
     })
-    log_ava_table(data, table, {context: {"num_rows": len(getattr(dataset, part).ids)}
-                                for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
+    log_dataset(data, labelled, {context: {"num_rows": len(getattr(dataset, part).ids)}
+                                 for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
     tracking.log_csv(dataset.skipped, "data/skipped.csv")
+    if labelled.kind == "table":  # which image went where (a seeded split is reproduced from these)
+        tracking.log_csv(split_table(dataset_split(labelled, data), labelled), "data/split.csv")
     result = train_and_evaluate(dataset, train, data.seed, log_epoch)
     best = result.history[result.best_epoch - 1]
     if result.ridge_lambda is not None:
@@ -124,47 +137,45 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         tracking.set_description("\n\n".join(f"**Warning**: {w}." for w in warnings))
     predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
                                 "score_pred": result.test_pred})
+    if labelled.kind == "table":  # each prediction beside its image as the table names it, joined by key
+        predictions.insert(1, "image", labelled.frame.set_index("image_id")["image"].reindex(dataset.test.ids)
+                           .to_numpy())
     tracking.log_csv(predictions, "predictions/test.csv")
     figures = {"plots/epoch_metrics.png": plots.epoch_curves(result.history),
                "plots/test_scatter.png": plots.predicted_vs_true(dataset.test.scores, result.test_pred,
                                                                  f"test, epoch {result.best_epoch}"),
                "plots/calibration.png": plots.calibration(dataset.test.scores, result.test_pred,
-                                                          gallery_module.bucket_edges(*SCORE_RANGE)),
+                                                          gallery_module.bucket_edges(*dataset.score_range)),
                "plots/residuals.png": plots.residuals(dataset.test.scores, result.test_pred)}
     for name, figure in figures.items():
         tracking.log_figure(figure, name)
     if gallery:
-        log_test_gallery(data, table, predictions, {k: plots.png_bytes(figures[k]) for k in
-                                                    ("plots/calibration.png", "plots/residuals.png")})
+        log_test_gallery(labelled, predictions, {k: plots.png_bytes(figures[k]) for k in
+                                                 ("plots/calibration.png", "plots/residuals.png")})
     for figure in figures.values():
         plots.close(figure)
     log_scorer(MODEL_NAME, result.best_state, scorer_spec(result, report))
     return result
 
 
-def ava_images(data: DataSettings, table: pd.DataFrame) -> dict[int, Path]:
-    """Image id -> its file, as the embed step found it."""
-    folder = Path(data.ava_dir) / "image"
-    return {int(i): ava.image_path(folder, int(i), name) for i, name in zip(table["image_id"], table["image_name"],
-                                                                             strict=True)}
+def gallery_rows(labelled: Labelled, ids, scores, true=None) -> list:
+    from .images import load_source
 
-
-def gallery_rows(paths: dict[int, Path], ids, scores, true=None) -> list:
-    from .images import load_rgb
-
-    return [gallery_module.Row(str(i), f"image {i}", float(s), (lambda p=paths[int(i)]: load_rgb(p)),
+    names = labelled.frame.set_index("image_id")["image"]
+    label = (lambda i: f"image {i}") if labelled.kind == "ava" else (lambda i: str(names.get(int(i), i)))
+    return [gallery_module.Row(str(i), label(i), float(s), (lambda p=labelled.sources[int(i)]: load_source(p)),
                                None if true is None else float(t))
             for i, s, t in zip(ids, scores, true if true is not None else [None] * len(ids), strict=True)]
 
 
-def log_test_gallery(data: DataSettings, table: pd.DataFrame, predictions: pd.DataFrame, plot_pngs: dict) -> None:
+def log_test_gallery(labelled: Labelled, predictions: pd.DataFrame, plot_pngs: dict) -> None:
     """gallery/test.html: the test images by predicted score, top, bottom, biggest misses, calibration."""
-    rows = gallery_rows(ava_images(data, table), predictions["image_id"], predictions["score_pred"],
-                        predictions["score_true"])
-    summary = [f"{len(rows)} test images of {Path(data.ava_dir).name}, scores on the 1-10 scale (predicted, and "
-               "the true mean vote where shown)", f"buckets 0.5 wide; at most {gallery_module.PER_BUCKET} images "
-               "shown per bucket, evenly spread over its scores"]
-    page = gallery_module.page("Test images by predicted score", rows, SCORE_RANGE, summary, plot_pngs)
+    rows = gallery_rows(labelled, predictions["image_id"], predictions["score_pred"], predictions["score_true"])
+    truth = "the true mean vote" if labelled.kind == "ava" else "the table's score"
+    summary = [f"{len(rows)} test images of {labelled.name}, scores on its {labelled.scale_text()} scale (predicted, "
+               f"and {truth} where shown)", f"buckets {gallery_module.bucket_width(*labelled.score_range):g} wide; at "
+               f"most {gallery_module.PER_BUCKET} images shown per bucket, evenly spread over its scores"]
+    page = gallery_module.page("Test images by predicted score", rows, labelled.score_range, summary, plot_pngs)
     tracking.log_text(page.decode(), "gallery/test.html")
 
 
@@ -186,14 +197,18 @@ def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
             "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
 
 
-def log_ava_table(data: DataSettings, table: pd.DataFrame, profiles: dict[str, dict]) -> None:
-    """The AVA label table as the active run's input, once per context, all with the table's digest.
+def log_dataset(data: DataSettings, labelled: Labelled, profiles: dict[str, dict]) -> None:
+    """The label table as the active run's input, once per context, all with the table's digest.
 
-    Named `<AVA folder name>/AVA.txt`; each context's profile also holds the split that made it.
+    Named `<AVA folder name>/AVA.txt` or the table's file name; each context's profile also holds the split
+    that made it and the data's scale.
     """
-    split = {"split": data.split, "val_fraction": data.val_fraction, "seed": data.seed, "table_rows": len(table)}
-    folder = Path(data.ava_dir).resolve()
-    tracking.log_datasets(f"{folder.name}/AVA.txt", ava.table_digest(table), str(folder),
+    split = {"split": data.split if labelled.kind == "ava" else ("given" if labelled.given_split else "seeded"),
+             "val_fraction": data.val_fraction, "seed": data.seed, "table_rows": len(labelled.frame),
+             "score_range": labelled.scale_text()}
+    if labelled.kind == "table" and not labelled.given_split:
+        split["test_fraction"] = data.test_fraction
+    tracking.log_datasets(labelled.name, labelled.digest, str(labelled.location),
                           {context: {**profile, **split} for context, profile in profiles.items()})
 
 

@@ -20,8 +20,8 @@ from .metrics import ranking_key
 from .tracking import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
 from .config import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
 from .clip import resolve_clip
-from .pipeline import EmbedReport, embed_ava
-from .steps import ava_images, clip_params, gallery_rows, log_ava_table, train_and_log
+from .pipeline import EmbedReport, embed_dataset
+from .steps import checked_dataset, clip_params, gallery_rows, log_dataset, train_and_log
 from .training import SELECTION_METRIC, clip_label, default_run_name
 
 
@@ -38,6 +38,8 @@ def run_key(report: EmbedReport, data: DataSettings, train: TrainSettings) -> st
     """Everything that decides a child's result, as strings (params are stored as strings)."""
     values = {**{k: str(v) for k, v in data.model_dump().items()}, **{k: str(v) for k, v in train.model_dump().items()},
               "ava_dir": str(Path(data.ava_dir).resolve()), **clip_params(report.source), "precision": report.precision,
+              **({"labels": str(report.labelled.location), "dataset_digest": report.labelled.digest}
+                 if report.labelled is not None and report.labelled.kind == "table" else {}),
               "decoding": report.decoding,
               "code_version": code_version()}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:24]
@@ -69,13 +71,14 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
     children = [Child(name, clip, t) for name, (clip, t) in zip(child_names(grid, sweep), grid, strict=True)]
     # Every backbone found (and of a supported family) before the parent run opens: a typo costs no run.
     sources = {clip: resolve_clip(clip, clip_revision) for clip in dict.fromkeys(c.clip for c in children)}
+    labelled = checked_dataset(data, embed.cache_dir)  # so is a bad table or split
     with tracking.run(track.experiment, track.run_name or "sweep", tags={SWEEP_TAG: "true"}) as parent:
         tracking.log_params({**sweep.model_dump(), **data.model_dump(), **train.model_dump(),
                              "code_version": code_version()})
         reports: dict[str, EmbedReport | Exception] = {}
         for child in children:
             if child.clip not in reports:  # once per CLIP model, for all its children
-                reports[child.clip] = _embed_once(child.clip, sources[child.clip], data, embed)
+                reports[child.clip] = _embed_once(child.clip, sources[child.clip], labelled, embed)
             _run_child(child, reports[child.clip], parent, data, track.gallery)
         _log_dataset(data, reports)
         table = summarise(children)
@@ -88,9 +91,9 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
     return children
 
 
-def _embed_once(clip: str, source, data: DataSettings, embed: EmbedSettings):
+def _embed_once(clip: str, source, labelled, embed: EmbedSettings):
     try:
-        report = embed_ava(data, embed, source)
+        report = embed_dataset(labelled, embed, source)
     except Exception as error:  # recorded on each of this model's children; the other models go on
         return error
     tracking.log_params({f"clip_revision.{clip_label(clip)}": report.source.revision})
@@ -158,10 +161,10 @@ def epoch_table(children: list[Child], metric: str = "test_spearman") -> pd.Data
 
 
 def _log_dataset(data: DataSettings, reports: dict) -> None:
-    """The parent's input: the AVA table its children were trained and tested on, logged once."""
-    report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.table is not None), None)
+    """The parent's input: the label table its children were trained and tested on, logged once."""
+    report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.labelled is not None), None)
     if report is not None:
-        log_ava_table(data, report.table, {"all splits": {"num_rows": len(report.table)}})
+        log_dataset(data, report.labelled, {"all splits": {"num_rows": len(report.labelled.frame)}})
 
 
 def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
@@ -185,7 +188,7 @@ def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
 
 def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child]) -> None:
     """gallery/compare.html: the test images the children rank most differently, with each child's score."""
-    report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.table is not None), None)
+    report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.labelled is not None), None)
     done = [c for c in children if c.run_id and c.status != "FAILED"]
     if report is None or len(done) < 2:
         return
@@ -194,8 +197,7 @@ def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child
         frame = tracking.load_csv(child.run_id, "predictions/test.csv")
         scores[child.name] = dict(zip(frame["image_id"].astype(str), frame["score_pred"], strict=True))
         truth.update(zip(frame["image_id"].astype(str), frame["score_true"], strict=True))
-    paths = ava_images(data, report.table)
-    rows = {row.key: row for row in gallery_rows(paths, [int(k) for k in truth], [float("nan")] * len(truth),
+    rows = {row.key: row for row in gallery_rows(report.labelled, [int(k) for k in truth], [float("nan")] * len(truth),
                                                  list(truth.values()))}
     page = gallery.compare_page("Where the children disagree", rows, scores)
     tracking.log_text(page.decode(), "gallery/compare.html")

@@ -11,10 +11,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import ava, metrics
+from . import metrics
 from .config import TrainSettings
-from .head import (SCORE_RANGE, HeadSpec, build_head, fit, fit_ridge, head_outputs, n_outside_range, predict_scores,
-                   prepare)
+from .head import HeadSpec, build_head, fit, fit_ridge, head_outputs, n_outside_range, predict_scores, prepare
 from .pipeline import Dataset
 
 
@@ -24,7 +23,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one row of metrics per epoch
     best_epoch: int = 0
     best_state: dict | None = None
-    test_pred: np.ndarray | None = None  # 1-10 scores of the best epoch, aligned with dataset.test.ids
+    test_pred: np.ndarray | None = None  # scores of the best epoch (the data's scale), aligned with dataset.test.ids
     seconds: float = 0.0  # fitting time, evaluation included
     ridge_lambda: float | None = None  # the penalty chosen on val, for head=ridge
     # How best_epoch was chosen: SELECTION_METRIC; "last_epoch" without a val split; "undefined" when no
@@ -39,8 +38,11 @@ SELECTION_METRIC = "val_spearman"  # select on val, report test
 def train_and_evaluate(
     dataset: Dataset, train: TrainSettings, seed: int, on_epoch: Callable[[int, dict, dict], None]
 ) -> TrainResult:
-    """Fit the head; after every epoch evaluate all splits on the 1-10 scale and keep the best by val."""
-    spec = HeadSpec(train.head, dataset.train.embeddings.shape[1], train.embed_norm, ava.target_scale(train.norm))
+    """Fit the head; after every epoch evaluate all splits on the data's scale and keep the best by val."""
+    scale, offset = dataset.target(train.norm)
+    spec = HeadSpec(train.head, dataset.train.embeddings.shape[1], train.embed_norm, scale, offset,
+                    dataset.score_range)
+    threshold = dataset.threshold
     features = {name: prepare(getattr(dataset, name).embeddings, spec.embed_norm) for name in ("train", "val", "test")}
     torch.manual_seed(seed)
     head = build_head(spec)
@@ -51,24 +53,25 @@ def train_and_evaluate(
         row = {"epoch": epoch, "train_loss": train_loss,
                "train_mse": metrics.mse(dataset.train.scores, predict_scores(head, spec, features["train"]))}
         test_outputs = head_outputs(head, spec, features["test"])
-        test_pred = np.clip(test_outputs, *SCORE_RANGE)
-        row["test_clipped_predictions"] = n_outside_range(test_outputs)  # a broken model shows here
+        test_pred = np.clip(test_outputs, *spec.score_range)
+        row["test_clipped_predictions"] = n_outside_range(test_outputs, spec.score_range)  # a broken model shows here
         if has_val:
-            row.update(metrics.evaluate("val", dataset.val.scores, predict_scores(head, spec, features["val"])))
-        row.update(metrics.evaluate("test", dataset.test.scores, test_pred))
+            row.update(metrics.evaluate("val", dataset.val.scores, predict_scores(head, spec, features["val"]),
+                                        threshold))
+        row.update(metrics.evaluate("test", dataset.test.scores, test_pred, threshold))
         result.history.append(row)
         if not has_val or keeps(row, result.history[result.best_epoch - 1] if result.best_epoch else None):
             result.best_epoch, result.best_state, result.test_pred = epoch, copy.deepcopy(head.state_dict()), test_pred
         on_epoch(epoch, row, head.state_dict())
 
     started = time.perf_counter()
-    targets = dataset.train.scores / spec.target_scale
+    targets = spec.targets(dataset.train.scores)
     if spec.kind == "ridge":  # closed form: one "epoch", metrics logged at step 1
-        val_targets = dataset.val.scores / spec.target_scale if has_val else None
+        val_targets = spec.targets(dataset.val.scores) if has_val else None
         result.ridge_lambda = fit_ridge(head, features["train"], targets, features["val"] if has_val else None,
                                         val_targets)
         result.seconds = time.perf_counter() - started
-        residual = head_outputs(head, spec, features["train"]) / spec.target_scale - targets
+        residual = spec.targets(head_outputs(head, spec, features["train"])) - targets
         after_epoch(1, float(np.mean(residual ** 2)))
     else:
         fit(head, features["train"], targets, train.epochs, train.lr, train.batch_size, seed, after_epoch)
@@ -76,7 +79,7 @@ def train_and_evaluate(
     best = result.history[result.best_epoch - 1]
     result.selection = (SELECTION_METRIC if metrics.is_defined(best.get(SELECTION_METRIC)) else "undefined") \
         if has_val else "last_epoch"
-    result.degenerate = degeneracy(result.test_pred, best["test_clipped_predictions"])
+    result.degenerate = degeneracy(result.test_pred, best["test_clipped_predictions"], spec.score_range)
     return result
 
 
@@ -89,13 +92,13 @@ def keeps(row: dict, best: dict | None) -> bool:
     return new > old or not old[0]
 
 
-def degeneracy(test_pred: np.ndarray, n_clipped: int) -> str:
+def degeneracy(test_pred: np.ndarray, n_clipped: int, score_range: tuple[float, float] = (1.0, 10.0)) -> str:
     """Why a model's test scores cannot rank images, or "" when they can."""
     if len(test_pred) > 1 and np.ptp(test_pred) == 0:
         return f"constant predictions: all {len(test_pred)} test images scored {test_pred[0]:.4f}"
     if n_clipped > len(test_pred) / 2:
-        return (f"{n_clipped} of {len(test_pred)} test predictions fell outside {SCORE_RANGE[0]:g}-"
-                f"{SCORE_RANGE[1]:g} and were clipped to its ends")
+        return (f"{n_clipped} of {len(test_pred)} test predictions fell outside {score_range[0]:g}-"
+                f"{score_range[1]:g} and were clipped to its ends")
     return ""
 
 
