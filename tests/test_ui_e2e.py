@@ -182,7 +182,7 @@ def test_model_page_shows_the_champion(server, page):
     page.wait_for_function("() => /Version 1[\\s\\S]*@\\s*champion/.test(document.body.innerText)", timeout=30_000)
     body = page.inner_text("body")
     assert re.search(r"Version 1[\s\S]*@\s*champion", body), "the champion alias is not shown on version 1"
-    assert "Predicts the aesthetic score of an image on AVA's 1-10 scale" in body, "the model's description"
+    assert "Predicts the aesthetic score of an image on the scale of the ratings it was trained on" in body, "the model's description"
     screenshot(page, "model.png")
 
 

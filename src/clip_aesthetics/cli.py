@@ -122,20 +122,24 @@ class ScoreCommand(ScoreSettings):
 
 
 class SampleDataCommand(Settings):
-    """Write a generated AVA-format dataset and a tiny random CLIP, for trying the workflow offline."""
+    """Write a generated AVA-format dataset, a small set of 1-5 ratings (imagefolder) and a tiny random CLIP, for
+    trying the workflow offline."""
 
-    out: Path = Field(Path("data/sample"), description="folder to create: <out>/ava and <out>/clip-tiny")
+    out: Path = Field(Path("data/sample"), description="folder to create: <out>/ava, <out>/ratings and "
+                      "<out>/clip-tiny")
     n_images: int = Field(300, gt=10, description="number of generated images")
     seed: int = Field(0, description="generator seed")
     traps: bool = Field(False, description="also write broken and unusual image files, to see them handled")
 
     def cli_cmd(self) -> None:
         from .clip import save_random_clip
-        from .sample_data import write_sample_ava
+        from .sample_data import write_sample_ava, write_sample_ratings
 
         write_sample_ava(self.out / "ava", self.n_images, self.seed, self.traps)
+        write_sample_ratings(self.out / "ratings", max(20, self.n_images // 2), self.seed + 1)
         save_random_clip(self.out / "clip-tiny", "tiny", self.seed)
-        print(f"wrote {self.out / 'ava'} ({self.n_images} images) and {self.out / 'clip-tiny'}")
+        print(f"wrote {self.out / 'ava'} ({self.n_images} images), {self.out / 'ratings'} (1-5 ratings in the "
+              f"imagefolder layout) and {self.out / 'clip-tiny'}")
 
 
 class ClipAesthetics(Settings):

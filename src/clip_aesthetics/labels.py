@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,8 +244,11 @@ def _find_column(rows: _Rows, asked: str, candidates, what: str, flag: str, plac
     for name in candidates:
         if name in lowered:
             return lowered[name]
+    votes = sorted(int(c[1:]) for c in columns if re.fullmatch(r"c\d+", c))
+    hint = f", or pass vote_columns=c{votes[0]}..c{votes[-1]} if those are vote counts" \
+        if what == "score" and len(votes) > 1 else ""
     raise LabelsError(f"{place}: no {what} column: none of {', '.join(candidates)} (any case); the table's columns "
-                      f"are {', '.join(columns) or '(none)'}; name it with {flag}=")
+                      f"are {', '.join(columns) or '(none)'}; name it with {flag}={hint}")
 
 
 def _image_column(rows: _Rows, asked: str, place: Path) -> str:

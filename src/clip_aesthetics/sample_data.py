@@ -106,3 +106,23 @@ def _write_huge_png(path: Path, width: int, height: int) -> None:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
                      + chunk(b"IEND", b""))
+
+
+def write_sample_ratings(folder: Path, n_images: int = 120, seed: int = 1, size: tuple[int, int] = (80, 64)) -> Path:
+    """A Hugging Face imagefolder of your-own-ratings kind: images/<name>.jpg and metadata.jsonl with
+    `file_name` and `rating` on a 1-5 scale (the generated 1-10 mean stretched onto it, two decimals)."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index in range(n_images):
+        width, height = int(size[0] * rng.uniform(0.8, 1.2)), int(size[1] * rng.uniform(0.8, 1.2))
+        pixels, mean = _picture(rng, width, height)
+        name = f"images/photo_{index:04d}.jpg"
+        Image.fromarray(pixels).save(folder / name, quality=90)
+        rating = float(np.clip(round(3 + (mean - 5.4) * 1.1 + rng.normal(0, 0.15), 2), 1, 5))
+        lines.append(json.dumps({"file_name": name, "rating": rating}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder

@@ -7,7 +7,6 @@ return numbers and arrays and log nothing. CLIP is resolved once per step into a
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
