@@ -65,7 +65,7 @@ def test_mlproject_parameters_map_one_to_one_onto_cli_flags():
         flags = re.findall(r"--([\w-]+) \{(\w+)\}", body["command"])
         positional = set(re.findall(r"(?<!\S)\{(\w+)\}", body["command"])) - {name for _, name in flags}
         assert {name for _, name in flags} | positional == set(body["parameters"]), entry
-        assert positional == ({"inputs"} if entry == "score" else set()), entry
+        assert positional == {"score": {"inputs"}, "import_head": {"path"}}.get(entry, set()), entry
         assert all(flag == name.replace("_", "-") for flag, name in flags), entry
     main = spec["entry_points"]["main"]["parameters"]
     assert main["clip"]["default"] == "b16" and main["epochs"]["default"] == 5

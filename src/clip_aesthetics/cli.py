@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
 from .config import (AvaSettings, CacheSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings,
-                     RevisionSettings, ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings)
+                     RevisionSettings, ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings,
+                     check_clip)
 
 
 class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
@@ -121,6 +123,45 @@ class ScoreCommand(ScoreSettings):
               f"time(s), once per executor process); wrote {out}")
 
 
+class ImportHeadCommand(TrackingSettings, RevisionSettings):
+    """Import a published aesthetic head (LAION's linear heads, the improved MLP, v2.5) and register it."""
+
+    path: CliPositionalArg[str] = Field(description="the head's weight file as its authors publish it (.pth)")
+    clip: str = Field(description="the backbone it was trained on: l14 (improved predictor, LAION L/14), b32 or b16 "
+                      "(LAION's linear heads), siglip-so400m (v2.5), or a folder")
+    model_name: str = Field(description="registered model name, e.g. laion-improved-l14")
+    activation: Literal["none", "relu", "gelu"] = Field("none", description="between the head's layers: none for "
+                                                         "every published file except the improved predictor's reluMSE "
+                                                         "ones (relu)")
+    bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="precision of the backbone weights copied into the registered model; auto = float16")
+
+    @field_validator("clip")
+    @classmethod
+    def _known_clip(cls, value: str) -> str:
+        return check_clip(value)
+
+    def cli_cmd(self) -> None:
+        from .steps import import_head_step
+
+        import_head_step(self)
+
+
+class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings):
+    """Measure models (any MLflow model URI: trained, registered, imported) on a labelled dataset, side by side."""
+
+    models: str = Field(description="comma-separated model URIs (models:/NAME@champion, runs:/ID/model, ...); on the "
+                        "CLI also --model URI, repeated")
+    eval_split: Literal["test", "val", "train", "all"] = Field("test", description="which images: a split (as "
+                                                               "split, val_fraction, test_fraction, seed make it), or all")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers; -1 = one per core")
+
+    def cli_cmd(self) -> None:
+        from .steps import evaluate_step
+
+        evaluate_step(self)
+
+
 class SampleDataCommand(Settings):
     """Write a generated AVA-format dataset, a small set of 1-5 ratings (imagefolder) and a tiny random CLIP, for
     trying the workflow offline."""
@@ -153,6 +194,8 @@ class ClipAesthetics(Settings):
     sweep: CliSubCommand[SweepCommand] = Field(description=SweepCommand.__doc__)
     register_best: CliSubCommand[RegisterCommand] = Field(alias="register", description=RegisterCommand.__doc__)
     score: CliSubCommand[ScoreCommand] = Field(description=ScoreCommand.__doc__)
+    import_head: CliSubCommand[ImportHeadCommand] = Field(description=ImportHeadCommand.__doc__)
+    evaluate: CliSubCommand[EvaluateCommand] = Field(description=EvaluateCommand.__doc__)
     sample_data: CliSubCommand[SampleDataCommand] = Field(description=SampleDataCommand.__doc__)
 
     def cli_cmd(self) -> None:
@@ -170,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     are accepted, so `--help` and a bad flag answer at once."""
     from .errors import SweepError, UserError
 
-    args = with_explicit_booleans(list(sys.argv[1:] if argv is None else argv))
+    args = with_repeated_models(with_explicit_booleans(list(sys.argv[1:] if argv is None else argv)))
     # MLflow's per-file "Downloading artifacts" bars: dozens of lines for one model in a terminal.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
@@ -220,6 +263,21 @@ def with_explicit_booleans(args: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+def with_repeated_models(args: list[str]) -> list[str]:
+    """`evaluate --model A --model B` -> `evaluate --models A,B`."""
+    if not args or args[0] != "evaluate" or "--model" not in args:
+        return args
+    out, models, rest = [args[0]], [], iter(args[1:])
+    for arg in rest:
+        if arg == "--model":
+            models.append(next(rest, ""))
+        elif arg.startswith("--model="):
+            models.append(arg.split("=", 1)[1])
+        else:
+            out.append(arg)
+    return out + ["--models", ",".join(models)]
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ class HeadSpec:
     target_scale: float  # score = output * target_scale + target_offset (10 and 0 when trained on mean_score/10)
     target_offset: float = 0.0
     score_range: tuple[float, float] = SCORE_RANGE  # the data's scale: every score is clipped to it
+    # kind "chain" (a published head, published.py): its linear layers [key prefix, in, out, has bias] in order
+    layers: tuple = ()
+    activation: str = "none"  # between a chain's layers
+    clip_scores: bool = True  # False for a published head: its raw output, as its authors' code returns it
 
     def __post_init__(self):
         object.__setattr__(self, "score_range", (float(self.score_range[0]), float(self.score_range[1])))
@@ -33,6 +37,7 @@ class HeadSpec:
     def to_dict(self) -> dict:
         doc = asdict(self)
         doc["score_range"] = list(self.score_range)
+        doc["layers"] = [list(layer) for layer in self.layers]
         return doc
 
     def targets(self, scores: np.ndarray) -> np.ndarray:
@@ -45,7 +50,11 @@ def build_head(spec: HeadSpec) -> nn.Module:
         return nn.Linear(spec.in_dim, 1)  # the seed's nn.Linear(512, 1)
     if spec.kind == "mlp":
         return nn.Sequential(nn.Linear(spec.in_dim, MLP_HIDDEN), nn.GELU(), nn.Linear(MLP_HIDDEN, 1))
-    raise ValueError(f"head={spec.kind!r}: expected linear, mlp or ridge")
+    if spec.kind == "chain":  # a published head, rebuilt from the layer shapes its file holds
+        from .published import ChainHead
+
+        return ChainHead([list(layer) for layer in spec.layers], spec.activation)
+    raise ValueError(f"head={spec.kind!r}: expected linear, mlp, ridge or chain")
 
 
 def prepare(embeddings: np.ndarray, embed_norm: str) -> np.ndarray:
@@ -67,9 +76,10 @@ def head_outputs(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.nd
 
 
 def predict_scores(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.ndarray:
-    """Prepared features -> scores clipped to the data's scale: what every scoring path returns and evaluation
-    measures."""
-    return np.clip(head_outputs(head, spec, features), *spec.score_range)
+    """Prepared features -> scores clipped to the data's scale (a published head: its raw output): what every
+    scoring path returns and evaluation measures."""
+    outputs = head_outputs(head, spec, features)
+    return np.clip(outputs, *spec.score_range) if spec.clip_scores else outputs
 
 
 def n_outside_range(outputs: np.ndarray, score_range: tuple[float, float] = SCORE_RANGE) -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 from .cli import ClipAesthetics
 
 # MLproject entry point -> CLI subcommand. Settings that `mlflow run` decides itself are left out.
-ENTRY_POINTS = ["main", "embed", "train", "sweep", "register", "score"]  # each is the CLI subcommand of that name
-POSITIONAL = {"inputs"}  # `score`'s files or folders: given without a flag
+ENTRY_POINTS = ["main", "embed", "train", "sweep", "register", "score", "import_head", "evaluate"]  # CLI subcommands
+POSITIONAL = {"inputs", "path"}  # `score`'s files or folders, `import_head`'s file: given without a flag
 # `python3`, not `python`: every environment has it (a venv, conda, a bare system), and where it is not the
 # project's environment, `python -m clip_aesthetics` says so in one line (environment.require_dependencies).
 INTERPRETER = "python3"
@@ -44,7 +44,7 @@ def render() -> str:
         lines += [_parameter(name, field) for name, field in fields.items()]
         flags = " ".join(f"{{{name}}}" if name in POSITIONAL else f"--{name.replace('_', '-')} {{{name}}}"
                          for name in fields)
-        lines += [f"    command: \"PYTHONPATH=src {INTERPRETER} -m clip_aesthetics {entry} {flags}\"", ""]
+        lines += [f"    command: \"PYTHONPATH=src {INTERPRETER} -m clip_aesthetics {entry.replace('_', '-')} {flags}\"", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -177,6 +177,43 @@ def register(settings: RegisterSettings, chosen: Choice | None = None) -> Regist
     return Registration(run_id, version, alias, value, created=created, model_id=model_id)
 
 
+def register_imported(run, name: str, facts: dict, dtype: str) -> tuple[str, str, bool]:
+    """An import run's head, bundled with its backbone, as a version of `name` (the same file and backbone
+    registered before: that version). Alias `champion` when the name has none yet. Returns (version, alias,
+    created)."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = {quoted(name)}")
+    except MlflowException:
+        versions = []
+    revision = run.data.params.get("clip_resolved_revision", "")
+    same = [v for v in versions if v.tags.get("head_sha256") == facts["head_sha256"]
+            and v.tags.get("clip_revision") == revision]
+    if same:
+        version = str(min(int(v.version) for v in same))
+        aliases = ",".join(a for a, v in client.get_registered_model(name).aliases.items() if str(v) == version)
+        return version, aliases, False
+    uri, _, spec_doc = bundle_scorer(run, dtype)
+    tags = {"run_id": run.info.run_id, "clip_model_id": spec_doc["clip"]["model_id"],
+            "clip_revision": spec_doc["clip"]["revision"], "imported": "true", "score_range": "1,10 (raw output)",
+            **facts, **{key: run.data.params[key] for key in BACKBONE_RECORD if key in run.data.params}}
+    version = str(mlflow.register_model(uri, name, tags=tags).version)
+    client.update_model_version(name, version, description=(
+        f"**Imported published head** `{facts['head_file']}` (sha256 `{facts['head_sha256']}`), layout "
+        f"{facts['head_layout']} ({facts['head_layers']}), from {facts['head_origin']}; licence: "
+        f"{facts['head_licence']}. Backbone `{spec_doc['clip']['model_id']}` at revision "
+        f"`{spec_doc['clip']['revision']}` (bundled as {spec_doc.get('clip_dtype', 'float32')}); L2-normalised "
+        "embeddings, the head's raw output as its authors' code returns it, on their scale (nominally AVA's 1-10, "
+        "not clipped). Not trained or measured by this project: `clip-aesthetics evaluate` measures it on your data."))
+    registered = client.get_registered_model(name)
+    if not registered.description:
+        client.update_registered_model(name, description=MODEL_DESCRIPTION.replace("NAME", name))
+    if CHAMPION not in registered.aliases:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return version, CHAMPION, True
+    return version, "", True
+
+
 def quoted(value: str) -> str:
     """A string literal for an MLflow filter (which has no escapes: the quote must not occur inside)."""
     quote = "'" if "'" not in value else '"'

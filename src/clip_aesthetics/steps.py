@@ -7,6 +7,7 @@ return numbers and arrays and log nothing. CLIP is resolved once per step into a
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -209,6 +210,53 @@ def log_dataset(data: DataSettings, labelled: Labelled, profiles: dict[str, dict
         split["test_fraction"] = data.test_fraction
     tracking.log_datasets(labelled.name, labelled.digest, str(labelled.location),
                           {context: {**profile, **split} for context, profile in profiles.items()})
+
+
+def import_head_step(command) -> None:
+    """`import-head`: a published head's weight file + its backbone -> an import run and a registered version."""
+    from mlflow import MlflowClient
+
+    from .clip import embedding_dim
+    from .published import import_head
+    from .registry import register_imported
+
+    source = resolve_clip(command.clip, command.clip_revision)
+    state, spec, facts = import_head(Path(command.path), embedding_dim(source), command.activation)
+    print(f"{facts['head_file']}: {facts['head_layout']} head ({facts['head_layers']}), sha256 {facts['head_sha256']}")
+    name = command.model_name
+    with tracking.run(command.experiment, command.run_name or f"import-{name}") as active:
+        tracking.log_params({"clip": command.clip, **clip_params(source), **facts, "model_name": name,
+                             "activation": command.activation, "embed_norm": "l2"})
+        tracking.set_tags({"imported_head": facts["head_layout"], "head_sha256": facts["head_sha256"]})
+        tracking.set_description(f"Imported `{facts['head_file']}` ({facts['head_layout']}, {facts['head_layers']}) "
+                                 f"from {facts['head_origin']}; licence: {facts['head_licence']}.")
+        log_scorer(MODEL_NAME, state, {"head": spec.to_dict(), "best_epoch": 0, "precision": None, "decoding": "full",
+                                       "clip": {"model_id": source.model_id, "revision": source.revision}})
+    run = MlflowClient().get_run(active.info.run_id)
+    version, alias, created = register_imported(run, name, facts, command.bundle_dtype)
+    what = "registered as" if created else "was already"
+    print(f"{facts['head_file']} on {source.model_id} {what} {name} version {version}, alias {alias or '(none)'}: "
+          f"models:/{name}/{version}")
+
+
+def evaluate_step(command) -> None:
+    """`evaluate`: models x one labelled dataset -> a run per model (children of one parent for several)."""
+    from .evaluation import evaluate_models
+
+    uris = [u.strip() for u in command.models.split(",") if u.strip()]
+    data = command.part(DataSettings)
+    labelled = read_dataset(data, command.cache_dir)
+    results = evaluate_models(uris, labelled, data, command.cache_dir, command.experiment, command.eval_split,
+                              command.run_name, command.gallery, command.num_workers)
+    if len(results) > 1:
+        from .evaluation import leaderboard
+
+        with _pandas_display():
+            print(leaderboard(results).drop(columns=["note"]).to_string(index=False))
+
+
+def _pandas_display():
+    return pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4)
 
 
 def register_step(command) -> None:
