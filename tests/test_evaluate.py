@@ -150,6 +150,10 @@ def test_evaluate_reproduces_a_runs_test_spearman_and_two_models_share_a_leaderb
     joined = predictions.merge(trained, on="image_id", suffixes=("", "_trained"))
     assert len(joined) == len(trained) and (joined["score_pred"] == joined["score_pred_trained"]).all()
     assert single.inputs.dataset_inputs[0].dataset.digest == first.inputs.dataset_inputs[0].dataset.digest
+    linked = client.get_logged_model(client.get_run(first.info.run_id).outputs.model_outputs[0].model_id).metrics
+    measured = [m for m in linked if m.key == "eval_spearman" and m.run_id == single.info.run_id]
+    assert measured and measured[0].dataset_digest == first.inputs.dataset_inputs[0].dataset.digest, \
+        "the evaluation's metrics are linked to the model and to the dataset they were measured on"
 
     uris = [uri, f"runs:/{second.info.run_id}/model"]
     capsys.readouterr()

@@ -293,3 +293,21 @@ def test_a_parquet_of_raw_image_bytes_keys_each_image_by_its_content(ratings, tm
     assert labelled.frame["image"].tolist() == [f"row {k + 1}" for k in range(6)]
     assert all(labelled.sources[content_id(d)] == d for d in data)
     assert labelled.score_range == (1.0, 5.0) and labelled.threshold == 3.0
+
+
+def test_an_imagefolder_with_split_subfolders_and_a_json_array_table(ratings, tmp_path):
+    """train/ and test/ subfolders, each with its metadata.csv: their rows take the folder's split."""
+    rows = [json.loads(line) for line in (ratings / "metadata.jsonl").read_text().splitlines()]
+    for part, chunk in (("train", rows[:20]), ("test", rows[20:26])):
+        folder = tmp_path / "set" / part
+        (folder / "images").mkdir(parents=True)
+        for row in chunk:
+            shutil.copy(ratings / row["file_name"], folder / row["file_name"])
+        pd.DataFrame(chunk).to_csv(folder / "metadata.csv", index=False)
+    labelled = read_labels(tmp_path / "set")
+    assert labelled.given_split and labelled.frame["split"].value_counts().to_dict() == {"train": 20, "test": 6}
+    array = tmp_path / "ratings.json"
+    array.write_text(json.dumps(rows[:8]))
+    as_array = read_labels(array, image_dir=ratings)
+    assert as_array.frame["image"].tolist() == [r["file_name"] for r in rows[:8]]
+    assert as_array.frame["score"].tolist() == [r["rating"] for r in rows[:8]]

@@ -136,3 +136,27 @@ def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(
     runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id])}
     assert runs["spark"].data.metrics["test_spearman"] == pytest.approx(runs["local"].data.metrics["test_spearman"],
                                                                          abs=1e-6)
+
+
+def test_distributed_embed_of_a_parquet_of_image_bytes_fills_the_same_content_cache(
+        spark_session, sample_ava, tiny_clip, tmp_path, tracking_uri):
+    """A labels table whose images are bytes: Spark tasks decode the bytes and write the content-keyed cache the
+    single process writes (same ids, same embeddings); `train` then finds it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(f for f in (sample_ava / "image").glob("*.jpg") if int(f.stem) >= 1000)[:40]  # no trap files
+    table = tmp_path / "bytes.parquet"
+    pq.write_table(pa.table({"jpg": pa.array([f.read_bytes() for f in files], pa.binary()),
+                             "score": [1.0 + k % 9 for k in range(len(files))]}), table)
+    common = ["--clip", str(tiny_clip), "--labels", str(table), "--precision", "float32"]
+    assert cli.main(["embed", *common, "--cache-dir", str(tmp_path / "local"), "--num-workers", "0"]) == 0
+    assert cli.main(["embed", *common, "--cache-dir", str(tmp_path / "spark"), "--engine", "spark",
+                     "--spark-partitions", "3", "--shard-size", "8"]) == 0
+    local, distributed = (EmbeddingCache(next((tmp_path / name).glob("*/images-by-content/*"))).load()
+                          for name in ("local", "spark"))
+    order_l, order_d = np.argsort(local.ids), np.argsort(distributed.ids)
+    assert len(local.ids) == 40 and local.failures.empty
+    np.testing.assert_array_equal(local.ids[order_l], distributed.ids[order_d])
+    np.testing.assert_allclose(local.embeddings[order_l].astype(float), distributed.embeddings[order_d], atol=1e-3)
+    assert cli.main(["train", *common, "--cache-dir", str(tmp_path / "spark"), "--epochs", "2"]) == 0

@@ -167,7 +167,7 @@ def _evaluate_one(result: Evaluated, labelled: Labelled, data, images: pd.DataFr
     tracking.log_metrics(values)
     model_id = model_id_of(result.uri)
     if model_id:
-        tracking.link_metrics_to_model(result.run_id, model_id, values)
+        tracking.link_metrics_to_model(result.run_id, model_id, values, f"{labelled.name}#evaluation", labelled.digest)
     log_dataset(data, labelled, {"evaluation": {"num_rows": int(ok.sum()), "part": part}})
     names = labelled.frame.set_index("image_id")["image"].reindex(ids).to_numpy()
     result.predictions = pd.DataFrame({"image_id": ids, "image": names, "score_true": true, "score_pred": scores,

@@ -127,12 +127,15 @@ def log_datasets(name: str, digest: str, source: str, profiles: dict[str, dict])
     mlflow.MlflowClient().log_inputs(active_run_id(), datasets=inputs)
 
 
-def link_metrics_to_model(run_id: str, model_id: str, metrics: dict[str, float]) -> None:
-    """Log `metrics` on `run_id` as measured for logged model `model_id` (its page in the UI shows them)."""
+def link_metrics_to_model(run_id: str, model_id: str, metrics: dict[str, float], dataset_name: str | None = None,
+                          dataset_digest: str | None = None) -> None:
+    """Log `metrics` on `run_id` as measured for logged model `model_id` (its page in the UI shows them), and,
+    when given, on the dataset they were measured on."""
     import time
 
     now = int(time.time() * 1000)
-    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), now, 0, model_id=model_id)
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), now, 0, model_id=model_id,
+                                                            dataset_name=dataset_name, dataset_digest=dataset_digest)
                                                      for key, value in metrics.items()])
 
 
