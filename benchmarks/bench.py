@@ -63,7 +63,7 @@ DEFAULT_BAR_SPEARMAN = 0.999
 
 TARGETS_SECTIONS = ["embed", "train", "closed_form", "memory"]
 EXTRA_SECTIONS = ["decoding", "scorer", "spark"]
-ON_REQUEST = ["backbones"]  # minutes on 2 cores (ViT-L/14, SigLIP so400m at 384): only with --only backbones
+ON_REQUEST = ["backbones", "shards"]  # backbones: minutes on 2 cores (ViT-L/14, SigLIP so400m at 384); shards: --only shards
 
 
 def bench_embedding(work: Path, n_images: int) -> dict:
@@ -342,6 +342,76 @@ def bench_spark(work: Path, n_images: int) -> dict:
             "spark_embed_fraction_of_local": spark_embed / local_embed, "spark_model_loads": done["model_loads"]}
 
 
+def bench_shards(work: Path, n_images: int) -> dict:
+    """Scoring webdataset shards (curate.py) against the model's own forward, the folder path beside it in the
+    same run, in each precision this CPU runs well; then Spark local[2] against one process on the same shards."""
+    import io
+    import tarfile
+
+    from clip_aesthetics import curate, spark
+    from clip_aesthetics.scorer import AestheticScorer, save_scorer, write_artifacts
+
+    ava = write_sample_ava(work / "ava", n_images, seed=4, size=(500, 400))
+    clip = save_random_clip(work / "vit-b32", "b32", seed=3)
+    source = resolve_clip(str(clip))
+    spec = HeadSpec("linear", 512, "none", 10.0)
+    head = build_head(spec)
+    paths = sorted((ava / "image").glob("*.jpg"))
+    shards = []
+    for start in range(0, len(paths), 32):  # 32 samples a shard: jpg + json, as img2dataset writes them
+        shard = work / "shards" / f"{start // 32:05d}.tar"
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(shard, "w") as tar:
+            for path in paths[start:start + 32]:
+                for name, data in ((f"{path.stem}.jpg", path.read_bytes()), (f"{path.stem}.json", b'{"url": "u"}')):
+                    member = tarfile.TarInfo(name)
+                    member.size = len(data)
+                    tar.addfile(member, io.BytesIO(data))
+        shards.append(str(shard))
+    figures = {"shards_images": len(paths), "shards": len(shards)}
+    for precision in _fast_precisions():
+        spec_doc = {"head": spec.to_dict(), "precision": precision,
+                    "clip": {"model_id": source.model_id, "revision": source.revision}}
+        scorer = AestheticScorer().load(write_artifacts(work / precision, head.state_dict(), spec_doc, None), "cpu")
+        pixels = _pixels(scorer.processor, paths)
+        out = work / f"out-{precision}"
+        out.mkdir()
+        forward, through, fraction, folder = _fraction_of_forward(
+            lambda: _forward(scorer.model, pixels, scorer.dtype),
+            lambda: [curate.score_input(scorer, shard, out) for shard in shards], len(paths),
+            folder=lambda: scorer.score_paths(paths))
+        suffix = "" if precision == "float32" else "_bf16"
+        figures.update({f"shards_forward_images_per_second{suffix}": forward,
+                        f"shards_images_per_second{suffix}": through,
+                        f"shards_fraction_of_forward{suffix}": fraction,
+                        f"shards_folder_fraction_of_forward{suffix}": folder})
+    spec_doc = {"head": spec.to_dict(), "precision": "float32",
+                "clip": {"model_id": source.model_id, "revision": source.revision}}
+    model_dir = save_scorer(work / "model", head.state_dict(), spec_doc)
+    started = time.perf_counter()
+    scorer = AestheticScorer().load({"head": str(model_dir / "artifacts" / "head.pt"),
+                                     "scorer_spec": str(model_dir / "artifacts" / "scorer.json")}, "cpu")
+    (work / "local").mkdir()
+    for shard in shards:
+        curate.score_input(scorer, shard, work / "local")
+    local = len(paths) / (time.perf_counter() - started)  # model load included, as Spark's figure has it
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["CLIP_AESTHETICS_SPARK_MASTER"] = "local[2]"
+    session = spark.session()
+    session.sparkContext.setLogLevel("ERROR")
+    session.range(1).count()
+    (work / "spark").mkdir()
+    started = time.perf_counter()
+    loads = spark.score_inputs(session, shards, str(model_dir), str(work / "spark"))
+    distributed = len(paths) / (time.perf_counter() - started)
+    session.stop()
+    same = curate.read_parts(work / "local", shards)["score"].to_numpy()
+    other = curate.read_parts(work / "spark", shards)["score"].to_numpy()
+    return {**figures, "shards_spark_images_per_second": distributed, "shards_local_images_per_second": local,
+            "shards_spark_fraction_of_local": distributed / local, "shards_spark_model_loads": loads,
+            "shards_spark_max_score_difference": float(np.max(np.abs(same - other)))}
+
+
 def bench_training(work: Path, quick: bool) -> dict:
     """The 4 x 5 grid: the project's train (evaluation and MLflow logging included) vs the seed's loop."""
     import mlflow
@@ -502,6 +572,8 @@ def main() -> None:
             figures.update(bench_scorer(work / "scorer", 96 if args.quick else 256))
         if "spark" in sections:
             figures.update(bench_spark(work / "spark", 96 if args.quick else 256))
+        if "shards" in sections:
+            figures.update(bench_shards(work / "shards", 96 if args.quick else 256))
         if "backbones" in sections:
             from backbones import bench_backbones
 

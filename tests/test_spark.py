@@ -160,3 +160,33 @@ def test_distributed_embed_of_a_parquet_of_image_bytes_fills_the_same_content_ca
     np.testing.assert_array_equal(local.ids[order_l], distributed.ids[order_d])
     np.testing.assert_allclose(local.embeddings[order_l].astype(float), distributed.embeddings[order_d], atol=1e-3)
     assert cli.main(["train", *common, "--cache-dir", str(tmp_path / "spark"), "--epochs", "2"]) == 0
+
+
+def test_spark_scores_shards_into_the_rows_one_process_writes(spark_session, trained, sample_ava, tmp_path,
+                                                              monkeypatch):
+    """Webdataset shards with --engine spark: one task per shard, the same rows and scores as one process."""
+    import io
+    import tarfile
+
+    from clip_aesthetics import curate
+
+    files = sorted(f for f in (sample_ava / "image").glob("*.jpg") if int(f.stem) >= 1000)[:24]
+    shards = []
+    for number in range(3):
+        shard = tmp_path / f"{number:05d}.tar"
+        with tarfile.open(shard, "w") as tar:
+            for path in files[number * 8:(number + 1) * 8] + ([] if number else [tmp_path / "missing"]):
+                data = path.read_bytes() if path.exists() else b"broken"
+                member = tarfile.TarInfo(f"{path.stem}.jpg")
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        shards.append(str(shard))
+    monkeypatch.chdir(trained["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    for engine in ("local", "spark"):
+        assert cli.main(["score", *shards, "--model", trained["model"], "--engine", engine, "--out",
+                         str(tmp_path / engine)]) == 0
+    local, distributed = (curate.read_parts(tmp_path / engine, shards) for engine in ("local", "spark"))
+    assert len(local) == 25 and local["key"].tolist() == distributed["key"].tolist()
+    assert local["error"].tolist() == distributed["error"].tolist() and (local["error"] != "").sum() == 1
+    np.testing.assert_allclose(local["score"].to_numpy(), distributed["score"].to_numpy(), atol=1e-5)

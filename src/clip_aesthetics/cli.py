@@ -72,7 +72,9 @@ class ScoreCommand(ScoreSettings):
     """Score image files and folders (recursively) with a registered or logged model; write a CSV."""
 
     inputs: CliPositionalArg[list[str]] = Field(
-        description="image files or folders (with engine=spark, any path or URI your Spark reads: hdfs://, s3a://, ...)")
+        description="image files or folders (with engine=spark, any path or URI your Spark reads: hdfs://, s3a://, "
+        "...), or webdataset shards (.tar; brace patterns shards/{00000..00099}.tar and globs) and parquet/arrow "
+        "tables of image bytes")
 
     def cli_cmd(self) -> None:
         from .scoring import DEFAULT_STORE, check_output, check_store, score_files
@@ -80,6 +82,15 @@ class ScoreCommand(ScoreSettings):
         if self.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri  # before MLflow is imported
         store = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE)
+        from .curate import expand, is_curation_input
+
+        if any(is_curation_input(p) for p in self.inputs):  # shards/{00000..00099}.tar, tables/*.parquet, ...
+            return self._curate(store, expand(self.inputs))
+        if self.min_score or self.top_fraction or self.write_shards:
+            from .errors import ScoringInputError
+
+            raise ScoringInputError("--min-score, --top-fraction and --write-shards apply to webdataset shards (.tar) "
+                                    "and parquet/arrow tables of image bytes, not to image files and folders")
         if self.engine == "spark":
             return self._on_spark(store)
         check_store(self.model, store)
@@ -99,6 +110,45 @@ class ScoreCommand(ScoreSettings):
             print(f"scores: mean {scores.mean():.4f}, min {scores.min():.4f}, median {scores.median():.4f}, "
                   f"max {scores.max():.4f} (on the model's {low:g}-{high:g} scale)")
 
+
+    def _curate(self, store: str, paths: list[str]) -> None:
+        """Shards and tables: one parquet part per input (resumable), a summary, the kept samples."""
+        from . import curate
+        from .errors import ScoringInputError
+        from .scorer import describe_model, model_scale
+        from .scoring import check_store
+
+        if self.write_shards and not (self.min_score.strip() or self.top_fraction):
+            raise ScoringInputError("--write-shards needs --min-score or --top-fraction to say what to keep")
+
+        others = [p for p in paths if not curate.is_curation_input(p)]
+        if others:
+            raise ScoringInputError(f"score either webdataset shards and tables, or image files and folders, not both "
+                                    f"in one job: {others[0]} is neither a .tar shard nor a .parquet/.arrow table")
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise ScoringInputError(f"no such file: {missing[0]}")
+        check_store(self.model, store)
+        out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
+        if out.exists() and not out.is_dir():
+            raise ScoringInputError(f"--out {out}: shards and tables are scored into a folder of parquet parts, and "
+                                    f"{out} is a file")
+        print(f"model: {describe_model(self.model)}")
+        done = curate.score_inputs(paths, self.model, out, self.engine, self.image_column)
+        frame = curate.read_parts(out, paths)
+        summary = curate.write_summary(frame, out, model_scale(self.model))
+        print(f"wrote {out}: {done['inputs']} part(s), one row per sample; summary in {out / curate.SUMMARY} and "
+              f"{out / curate.HISTOGRAM}")
+        for line in curate.summary_lines(summary):
+            print(line)
+        minimum = float(self.min_score) if self.min_score.strip() else None
+        if minimum is not None or self.top_fraction:
+            kept = curate.select(frame, minimum, self.top_fraction or None)
+            kept.to_parquet(out / curate.KEPT, index=False)
+            print(f"kept {len(kept)} of {len(frame)} sample(s) ({out / curate.KEPT})")
+            if self.write_shards:
+                written = curate.write_kept_shards(kept, paths, Path(self.write_shards))
+                print(f"wrote {len(written)} shard(s) of kept samples into {self.write_shards}")
 
     def _on_spark(self, store: str) -> None:
         from . import spark

@@ -332,7 +332,22 @@ class ScoreSettings(EngineSettings):
                          "histogram, top, bottom and failures (self-contained); empty = none")
     tracking_uri: str = Field("", description="the MLflow tracking store holding the model, e.g. "
                               "sqlite:////abs/path/mlflow.db; empty = $MLFLOW_TRACKING_URI, else ./mlflow.db")
-    out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error; with engine=spark a "
-                      "parquet folder (default scores.parquet)")
+    out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error; with engine=spark, or "
+                      "for shards and tables, a parquet folder (default scores.parquet)")
+    image_column: str = Field("", description="parquet/arrow inputs: the column of image bytes; empty = the first "
+                              "binary or {bytes, path} column")
+    min_score: str = Field("", description="shards and tables: keep the samples scoring at least this (kept.parquet "
+                           "in the output folder); empty = no minimum")
+    top_fraction: float = Field(0.0, ge=0.0, le=1.0, description="shards and tables: keep the best this share of "
+                                "all input samples (exact); 0 = no such cut")
+    write_shards: str = Field("", description="shards: also write new webdataset shards of the kept samples into "
+                              "this folder, members copied byte for byte")
+
+    @field_validator("min_score")
+    @classmethod
+    def _check_min_score(cls, value: str) -> str:
+        if value.strip() and not _is_number(value):
+            raise ValueError(f"min_score={value!r}: expected a number")
+        return value
     num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see the "
                              "README's Decoding); -1 = one per core")

@@ -124,6 +124,24 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     return {"scored": written.count() - failed, "failed": failed, "model_loads": loads.value}
 
 
+def score_inputs(spark, paths: list[str], model_uri: str, out: str, image_column: str = "") -> int:
+    """Score webdataset shards or tables of image bytes (curate.py): one task per input, each writing that input's
+    part of `out` atomically, the model loaded once per executor process. Returns the model loads. `out` must be a
+    folder every executor can write (a shared filesystem on a cluster)."""
+    from .scorer import download_model
+
+    shipped = _shipped(spark, download_model(model_uri))
+    loads = spark.sparkContext.accumulator(0)
+
+    def score_one(path):
+        from .curate import score_input
+
+        score_input(_scorer(shipped, loads), path, Path(out), image_column)
+
+    spark.sparkContext.parallelize(list(paths), len(paths)).foreach(score_one)
+    return loads.value
+
+
 def _same_form(uri: str) -> str:
     """inputFiles() writes local files as file:///a, the binaryFile rows as file:/a: compare them alike."""
     return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
