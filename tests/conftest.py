@@ -71,3 +71,24 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
         mlflow.end_run()
     # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID for subprocesses; don't leak it to the next test.
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_ava, tiny_clip):
+    """Per test module: a tracking store with one training run; its logged scorer is what the module scores with."""
+    import mlflow
+
+    from clip_aesthetics import cli
+
+    root = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir",
+                         str(root / "cache"), "--epochs", "2", "--lr", "0.003", "--num-workers", "0",
+                         "--precision", "float32"]) == 0
+        run = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("clip-aesthetics").experiment_id])[0]
+        yield {"root": root, "uri": uri, "model": f"runs:/{run.info.run_id}/model", "run": run}
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

@@ -24,23 +24,6 @@ from clip_aesthetics.scorer import load_scorer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, sample_ava, tiny_clip):
-    """A store with one trained run; its logged model scores the shards."""
-    root = tmp_path_factory.mktemp("curate")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir",
-                         str(root / "cache"), "--epochs", "2", "--lr", "0.003", "--num-workers", "0",
-                         "--precision", "float32"]) == 0
-        run = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("clip-aesthetics").experiment_id])[0]
-        yield {"root": root, "uri": uri, "model": f"runs:/{run.info.run_id}/model"}
-        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-
-
 def add(tar: tarfile.TarFile, name: str, data: bytes, **info) -> None:
     member = tarfile.TarInfo(name)
     member.size = len(data)
@@ -67,25 +50,25 @@ def shards(sample_ava, tmp_path_factory) -> dict:
     return {"folder": folder, "samples": samples}
 
 
-def score(model, *args):
+def score(trained, *args):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", model["uri"])
-        mlflow.set_tracking_uri(model["uri"])
-        return cli.main(["score", "--model", model["model"], *map(str, args)])
+        patch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+        mlflow.set_tracking_uri(trained["uri"])
+        return cli.main(["score", "--model", trained["model"], *map(str, args)])
 
 
-def test_shards_give_one_row_per_sample_with_the_scores_of_the_same_files(model, shards, tmp_path, capsys):
+def test_shards_give_one_row_per_sample_with_the_scores_of_the_same_files(trained, shards, tmp_path, capsys):
     out, kept_dir = tmp_path / "out", tmp_path / "kept"
     pattern = str(shards["folder"] / "{00000..00002}.tar")
-    assert score(model, pattern, "--out", out, "--top-fraction", "0.25", "--write-shards", kept_dir) == 0
+    assert score(trained, pattern, "--out", out, "--top-fraction", "0.25", "--write-shards", kept_dir) == 0
     printed = capsys.readouterr().out
     frame = pd.concat([pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet"))], ignore_index=True)
     assert sorted(frame["key"]) == sorted(shards["samples"]), "one row per sample, keyed by shard and sample key"
     assert (frame["error"] == "").all()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", model["uri"])
-        mlflow.set_tracking_uri(model["uri"])
-        scorer = load_scorer(model["model"])
+        patch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+        mlflow.set_tracking_uri(trained["uri"])
+        scorer = load_scorer(trained["model"])
     paths = [shards["samples"][k] for k in frame["key"]]
     np.testing.assert_allclose(frame["score"], scorer.score_paths(paths, num_workers=0)["score"], atol=1e-5)
     first = frame.iloc[0]
@@ -110,7 +93,7 @@ def test_shards_give_one_row_per_sample_with_the_scores_of_the_same_files(model,
             assert original.extractfile(name.split("/", 1)[1]).read() == data, "members copied byte for byte"
 
 
-def test_a_parquet_of_image_bytes_keeps_every_row_and_its_columns(model, sample_ava, tmp_path):
+def test_a_parquet_of_image_bytes_keeps_every_row_and_its_columns(trained, sample_ava, tmp_path):
     files = sorted(f for f in (sample_ava / "image").glob("*.jpg") if int(f.stem) >= 1000)[:10]
     cells = [{"bytes": f.read_bytes(), "path": f.name} for f in files]
     cells[3] = None  # a null cell
@@ -119,7 +102,7 @@ def test_a_parquet_of_image_bytes_keeps_every_row_and_its_columns(model, sample_
     pq.write_table(pa.table({"image": pa.array(cells, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
                              "url": [f"u{k}" for k in range(10)], "score": list(range(10))}), table,
                    row_group_size=4)
-    assert score(model, table, "--out", tmp_path / "out", "--min-score", "1") == 0
+    assert score(trained, table, "--out", tmp_path / "out", "--min-score", "1") == 0
     frame = curate.read_parts(tmp_path / "out", [str(table)])
     assert frame["key"].tolist() == [f"images.parquet#{k}" for k in range(1, 11)]
     assert frame["url"].tolist() == [f"u{k}" for k in range(10)] and frame["table_score"].tolist()[:2] == ["0", "1"]
@@ -146,7 +129,7 @@ def hostile_shard(path: Path, good: bytes) -> list[str]:
     return ["ok", "..", "", "link", "hard", "two", "zero", "text", "bomb", "nothing"]
 
 
-def test_hostile_shards_lose_no_row_and_write_nothing_outside(model, sample_ava, tmp_path, monkeypatch):
+def test_hostile_shards_lose_no_row_and_write_nothing_outside(trained, sample_ava, tmp_path, monkeypatch):
     good = next(f for f in sorted((sample_ava / "image").glob("*.jpg")) if int(f.stem) >= 1000).read_bytes()
     shard = tmp_path / "in" / "hostile.tar"
     shard.parent.mkdir()
@@ -154,7 +137,7 @@ def test_hostile_shards_lose_no_row_and_write_nothing_outside(model, sample_ava,
     cut = tmp_path / "in" / "cut.tar"
     cut.write_bytes(shard.read_bytes()[:1536 + 700])  # ends inside the second member
     monkeypatch.chdir(tmp_path / "in")
-    assert score(model, shard, cut, "--out", tmp_path / "out", "--min-score", "-100", "--write-shards",
+    assert score(trained, shard, cut, "--out", tmp_path / "out", "--min-score", "-100", "--write-shards",
                  tmp_path / "kept") == 0
     frame = curate.read_parts(tmp_path / "out", [str(shard), str(cut)])
     rows = dict(zip(frame["key"], frame["error"], strict=True))
@@ -170,33 +153,33 @@ def test_hostile_shards_lose_no_row_and_write_nothing_outside(model, sample_ava,
     assert "ok.jpg" in names and not any(n.startswith(("..", "/")) for n in names) and "link.jpg" not in names
 
 
-def test_a_damaged_parquet_footer_is_one_row_and_the_other_inputs_are_scored(model, shards, tmp_path):
+def test_a_damaged_parquet_footer_is_one_row_and_the_other_inputs_are_scored(trained, shards, tmp_path):
     table = tmp_path / "damaged.parquet"
     pq.write_table(pa.table({"jpg": pa.array([b"x" * 10], pa.binary())}), table)
     table.write_bytes(table.read_bytes()[:-12])
-    assert score(model, table, shards["folder"] / "00000.tar", "--out", tmp_path / "out") == 0
+    assert score(trained, table, shards["folder"] / "00000.tar", "--out", tmp_path / "out") == 0
     frame = curate.read_parts(tmp_path / "out", [str(table), str(shards["folder"] / "00000.tar")])
     assert frame.loc[0, "key"] == "damaged.parquet" and "unreadable or damaged" in frame.loc[0, "error"]
     assert frame["score"].notna().sum() == 12
 
 
-def test_a_killed_job_restarted_ends_with_the_output_of_an_uninterrupted_one(model, shards, tmp_path):
+def test_a_killed_job_restarted_ends_with_the_output_of_an_uninterrupted_one(trained, shards, tmp_path):
     inputs = [str(shards["folder"] / f"{k:05d}.tar") for k in range(3)]
-    assert score(model, *inputs, "--out", tmp_path / "whole") == 0
+    assert score(trained, *inputs, "--out", tmp_path / "whole") == 0
     # The child scores slowly (a pause after each part, in this test's own wrapper) so it can be killed mid-job.
     code = ("import sys, time\nfrom clip_aesthetics import cli, curate\nreal = curate.score_input\n"
             "def slow(*a, **k):\n    n = real(*a, **k)\n    time.sleep(3)\n    return n\n"
             "curate.score_input = slow\nsys.exit(cli.main(sys.argv[1:]))\n")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": model["uri"]}
-    args = [sys.executable, "-c", code, "score", "--model", model["model"], *inputs, "--out", str(tmp_path / "cut")]
-    child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=model["root"])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["uri"]}
+    args = [sys.executable, "-c", code, "score", "--model", trained["model"], *inputs, "--out", str(tmp_path / "cut")]
+    child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=trained["root"])
     deadline = time.time() + 240
     while not list((tmp_path / "cut").glob("part-*.parquet")) and time.time() < deadline and child.poll() is None:
         time.sleep(0.1)
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert len(list((tmp_path / "cut").glob("part-*.parquet"))) == 1, "killed after its first part"
-    assert score(model, *inputs, "--out", tmp_path / "cut") == 0
+    assert score(trained, *inputs, "--out", tmp_path / "cut") == 0
     whole, resumed = (curate.read_parts(tmp_path / name, inputs) for name in ("whole", "cut"))
     pd.testing.assert_frame_equal(whole, resumed)
     assert not list((tmp_path / "cut").glob(".*.tmp")), "no half-written part"

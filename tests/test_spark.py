@@ -42,22 +42,6 @@ def spark_session():
     session.stop()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, sample_ava, tiny_clip):
-    """A tracking store with one training run; its logged scorer is what the tests score with."""
-    root = tmp_path_factory.mktemp("spark")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir",
-                         str(root / "cache"), "--epochs", "2", "--lr", "0.003", "--num-workers", "0"]) == 0
-        run = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("clip-aesthetics").experiment_id])[0]
-        yield {"root": root, "uri": uri, "model": f"runs:/{run.info.run_id}/model", "run": run}
-        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-
-
 @pytest.fixture
 def photos(sample_ava, tmp_path):
     """Images in nested folders, a truncated one, an empty one (Spark's binaryFile skips 0-byte files)."""
@@ -183,6 +167,7 @@ def test_spark_scores_shards_into_the_rows_one_process_writes(spark_session, tra
         shards.append(str(shard))
     monkeypatch.chdir(trained["root"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    mlflow.set_tracking_uri(trained["uri"])  # an earlier test may have pointed MLflow at its own store
     for engine in ("local", "spark"):
         assert cli.main(["score", *shards, "--model", trained["model"], "--engine", engine, "--out",
                          str(tmp_path / engine)]) == 0

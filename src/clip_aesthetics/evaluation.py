@@ -21,7 +21,7 @@ from .embed import default_workers, embed_to_cache
 from .errors import UserError
 from .head import predict_scores, prepare
 from .labels import Labelled
-from .pipeline import cache_for, dataset_split, still_failing_left_out
+from .pipeline import dataset_split, open_cache, to_embed
 from .scorer import load_scorer
 from .steps import gallery_rows, log_dataset
 
@@ -57,13 +57,8 @@ def score_images(scorer, labelled: Labelled, ids: np.ndarray, cache_dir, num_wor
 
     source = ClipSource(scorer.clip_info["model_id"], scorer.clip_info["revision"], None)
     precision = str(scorer.dtype).removeprefix("torch.")
-    cache = cache_for(cache_dir, source, labelled.images, precision, scorer.decoding)
-    cache.open({"model_id": source.model_id, "revision": source.revision,
-                "image_dir": str(labelled.images.resolve()) if labelled.images is not None else "images-by-content",
-                "embedding_dim": scorer.model.embedding_dim, "precision": precision, "decoding": scorer.decoding})
-    items = [(int(i), labelled.sources[int(i)]) for i in ids]
-    answers = cache.answers()
-    todo = still_failing_left_out(cache.missing(items, answers, stamps=labelled.images is not None), answers)
+    cache = open_cache(cache_dir, source, labelled.images, precision, scorer.decoding, scorer.model.embedding_dim)
+    todo = to_embed(cache, [(int(i), labelled.sources[int(i)]) for i in ids], labelled.images)
     if todo:
         batch = 256 if scorer.device.type == "cuda" else 32
         embed_to_cache(cache, todo, scorer.model, scorer.processor, scorer.dtype, batch,

@@ -92,14 +92,8 @@ def embed_dataset(labelled: Labelled, embed: EmbedSettings, source: ClipSource, 
     device = pick_device(embed.device)
     precision, reason = auto_precision(embed, source, images, device)
     dtype = getattr(torch, precision)
-    cache = cache_for(embed.cache_dir, source, images, precision, embed.decoding)
-    cache.open({"model_id": source.model_id, "revision": source.revision,
-                "image_dir": str(images.resolve()) if images is not None else CONTENT_KEYED,
-                "embedding_dim": embedding_dim(source), "precision": precision, "decoding": embed.decoding})
-    items = list(labelled.sources.items())
-    answers = cache.answers()
-    # By content, an entry never goes stale: only a file folder's entries are checked against file stamps.
-    todo = still_failing_left_out(cache.missing(items, answers, stamps=images is not None), answers)
+    cache = open_cache(embed.cache_dir, source, images, precision, embed.decoding, embedding_dim(source))
+    todo = to_embed(cache, list(labelled.sources.items()), images)
     started = time.perf_counter()
     batch = embed.embed_batch_size or (256 if device.type == "cuda" else 32)
     if todo and embed.engine == "spark":  # Spark tasks write shards into the same cache folder
@@ -111,8 +105,25 @@ def embed_dataset(labelled: Labelled, embed: EmbedSettings, source: ClipSource, 
         model, processor = load_clip(source, device)
         embed_to_cache(cache, todo, model, processor, dtype, batch,
                        default_workers(embed.num_workers), embed.shard_size, progress, embed.decoding)
-    return EmbedReport(source, cache, len(items), len(todo), time.perf_counter() - started, str(device), labelled,
-                       reason)
+    return EmbedReport(source, cache, len(labelled.sources), len(todo), time.perf_counter() - started, str(device),
+                       labelled, reason)
+
+
+def open_cache(cache_dir: Path, source: ClipSource, images: Path | None, precision: str, decoding: str,
+               dim: int) -> EmbeddingCache:
+    """The cache of these images for this backbone, created or checked against its manifest."""
+    cache = cache_for(cache_dir, source, images, precision, decoding)
+    cache.open({"model_id": source.model_id, "revision": source.revision,
+                "image_dir": str(images.resolve()) if images is not None else CONTENT_KEYED,
+                "embedding_dim": dim, "precision": precision, "decoding": decoding})
+    return cache
+
+
+def to_embed(cache: EmbeddingCache, items: list, images: Path | None) -> list:
+    """The (id, source) pairs without a current answer in the cache. By content an entry never goes stale: only
+    a file folder's entries are checked against file stamps."""
+    answers = cache.answers()
+    return still_failing_left_out(cache.missing(items, answers, stamps=images is not None), answers)
 
 
 def auto_precision(embed: CacheSettings, source: ClipSource, images: Path | None, device) -> tuple[str, str]:
