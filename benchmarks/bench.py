@@ -155,6 +155,35 @@ def _project_pass(cache_root: Path, model_dir: Path, items: list, dtype: torch.d
     return done - started, len(items) / (done - loaded), model, processor
 
 
+def _b32_setup(work: Path, n_images: int, seed: int):
+    """What every scoring section measures with: n generated 500x400 JPEGs, a random-weight ViT-B/32 and a linear
+    head. Returns (image paths, the backbone's folder, its ClipSource, the head's spec, the head)."""
+    ava = write_sample_ava(work / "ava", n_images, seed=seed, size=(500, 400))
+    clip = save_random_clip(work / "vit-b32", "b32", seed=3)
+    spec = HeadSpec("linear", 512, "none", 10.0)
+    return sorted((ava / "image").glob("*.jpg")), clip, resolve_clip(str(clip)), spec, build_head(spec)
+
+
+def _saved_scorer(model_dir: Path):
+    """The scorer of a model folder save_scorer wrote, loaded as the pyfunc loads it, on the CPU."""
+    from clip_aesthetics.scorer import AestheticScorer
+
+    return AestheticScorer().load({"head": str(model_dir / "artifacts" / "head.pt"),
+                                   "scorer_spec": str(model_dir / "artifacts" / "scorer.json")}, "cpu")
+
+
+def _local_spark():
+    """A Spark local[2] session, started and warmed (its start-up is not part of the figures it measures)."""
+    from clip_aesthetics import spark
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["CLIP_AESTHETICS_SPARK_MASTER"] = "local[2]"
+    session = spark.session()
+    session.sparkContext.setLogLevel("ERROR")
+    session.range(1).count()
+    return session
+
+
 def bench_scorer(work: Path, n_images: int) -> dict:
     """The registered model's path against its own forward, in each precision this CPU runs well:
     pyfunc on encoded bytes (what a server gets) and file paths (what `clip-aesthetics score` calls)."""
@@ -162,12 +191,7 @@ def bench_scorer(work: Path, n_images: int) -> dict:
 
     from clip_aesthetics.scorer import AestheticScorer, write_artifacts
 
-    ava = write_sample_ava(work / "ava", n_images, seed=1, size=(500, 400))
-    clip = save_random_clip(work / "vit-b32", "b32", seed=3)
-    source = resolve_clip(str(clip))
-    spec = HeadSpec("linear", 512, "none", 10.0)
-    head = build_head(spec)
-    paths = sorted((ava / "image").glob("*.jpg"))
+    paths, _, source, spec, head = _b32_setup(work, n_images, seed=1)
     images = pd.DataFrame({"image": [p.read_bytes() for p in paths]})
     figures = {"scorer_images": len(paths)}
     for precision in _fast_precisions():
@@ -295,20 +319,15 @@ def bench_spark(work: Path, n_images: int) -> dict:
     from clip_aesthetics import spark
     from clip_aesthetics.cache import EmbeddingCache
     from clip_aesthetics.embed import pick_dtype
-    from clip_aesthetics.scorer import AestheticScorer, save_scorer
+    from clip_aesthetics.scorer import save_scorer
 
-    ava = write_sample_ava(work / "ava", n_images, seed=2, size=(500, 400))
-    clip = save_random_clip(work / "vit-b32", "b32", seed=3)
-    source = resolve_clip(str(clip))
-    spec = HeadSpec("linear", 512, "none", 10.0)
+    paths, clip, source, spec, head = _b32_setup(work, n_images, seed=2)
     spec_doc = {"head": spec.to_dict(), "clip": {"model_id": source.model_id, "revision": source.revision}}
-    model_dir = save_scorer(work / "model", build_head(spec).state_dict(), spec_doc)
-    paths = sorted((ava / "image").glob("*.jpg"))
+    model_dir = save_scorer(work / "model", head.state_dict(), spec_doc)
     items = [(int(p.stem), p) for p in paths]
 
     started = time.perf_counter()
-    scorer = AestheticScorer().load({"head": str(model_dir / "artifacts" / "head.pt"),
-                                     "scorer_spec": str(model_dir / "artifacts" / "scorer.json")}, "cpu")
+    scorer = _saved_scorer(model_dir)
     scorer.score_paths(paths)
     local_score = len(paths) / (time.perf_counter() - started)  # model load included, as Spark's figure has it
     model, processor = load_clip(source, torch.device("cpu"))
@@ -319,15 +338,11 @@ def bench_spark(work: Path, n_images: int) -> dict:
                    default_workers(-1), 4096, progress=False)
     local_embed = len(items) / (time.perf_counter() - started)
 
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ["CLIP_AESTHETICS_SPARK_MASTER"] = "local[2]"
     started = time.perf_counter()
-    session = spark.session()
-    session.sparkContext.setLogLevel("ERROR")
-    session.range(1).count()
+    session = _local_spark()
     startup = time.perf_counter() - started
     started = time.perf_counter()
-    done = spark.score_files(session, [str(ava / "image")], str(model_dir), str(work / "scores.parquet"))
+    done = spark.score_files(session, [str(paths[0].parent)], str(model_dir), str(work / "scores.parquet"))
     spark_score = (done["scored"] + done["failed"]) / (time.perf_counter() - started)
     cache = EmbeddingCache(work / "cache-spark")
     cache.open({"embedding_dim": 512})
@@ -351,12 +366,7 @@ def bench_shards(work: Path, n_images: int) -> dict:
     from clip_aesthetics import curate, spark
     from clip_aesthetics.scorer import AestheticScorer, save_scorer, write_artifacts
 
-    ava = write_sample_ava(work / "ava", n_images, seed=4, size=(500, 400))
-    clip = save_random_clip(work / "vit-b32", "b32", seed=3)
-    source = resolve_clip(str(clip))
-    spec = HeadSpec("linear", 512, "none", 10.0)
-    head = build_head(spec)
-    paths = sorted((ava / "image").glob("*.jpg"))
+    paths, _, source, spec, head = _b32_setup(work, n_images, seed=4)
     shards = []
     for start in range(0, len(paths), 32):  # 32 samples a shard: jpg + json, as img2dataset writes them
         shard = work / "shards" / f"{start // 32:05d}.tar"
@@ -389,17 +399,12 @@ def bench_shards(work: Path, n_images: int) -> dict:
                 "clip": {"model_id": source.model_id, "revision": source.revision}}
     model_dir = save_scorer(work / "model", head.state_dict(), spec_doc)
     started = time.perf_counter()
-    scorer = AestheticScorer().load({"head": str(model_dir / "artifacts" / "head.pt"),
-                                     "scorer_spec": str(model_dir / "artifacts" / "scorer.json")}, "cpu")
+    scorer = _saved_scorer(model_dir)
     (work / "local").mkdir()
     for shard in shards:
         curate.score_input(scorer, shard, work / "local")
     local = len(paths) / (time.perf_counter() - started)  # model load included, as Spark's figure has it
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ["CLIP_AESTHETICS_SPARK_MASTER"] = "local[2]"
-    session = spark.session()
-    session.sparkContext.setLogLevel("ERROR")
-    session.range(1).count()
+    session = _local_spark()
     (work / "spark").mkdir()
     started = time.perf_counter()
     loads = spark.score_inputs(session, shards, str(model_dir), str(work / "spark"))

@@ -94,10 +94,8 @@ class DataSettings(AvaSettings):
 
     @field_validator("threshold")
     @classmethod
-    def _check_threshold(cls, value: str) -> str:
-        if value.strip() and not _is_number(value):
-            raise ValueError(f"threshold={value!r}: expected a number")
-        return value
+    def _check_threshold(cls, value: str, info) -> str:
+        return optional_number(value, info.field_name)
 
     @model_validator(mode="after")
     def _split_for_labels(self):
@@ -289,6 +287,13 @@ def parse_votes(text: str) -> list[str]:
     return names
 
 
+def optional_number(value: str, name: str) -> str:
+    """A setting that is a number or empty (numbers are given as text so that empty can mean "none")."""
+    if value.strip() and not _is_number(value):
+        raise ValueError(f"{name}={value!r}: expected a number")
+    return value
+
+
 def _is_number(text: str) -> bool:
     try:
         return math.isfinite(float(text))
@@ -345,9 +350,7 @@ class ScoreSettings(EngineSettings):
 
     @field_validator("min_score")
     @classmethod
-    def _check_min_score(cls, value: str) -> str:
-        if value.strip() and not _is_number(value):
-            raise ValueError(f"min_score={value!r}: expected a number")
-        return value
+    def _check_min_score(cls, value: str, info) -> str:
+        return optional_number(value, info.field_name)
     num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see the "
                              "README's Decoding); -1 = one per core")

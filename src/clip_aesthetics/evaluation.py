@@ -74,11 +74,14 @@ def score_images(scorer, labelled: Labelled, ids: np.ndarray, cache_dir, num_wor
     return scores, {int(i): str(reasons.get(int(i), "no embedding")) for i in ids[~ok]}
 
 
+def same_scale(model_range, data_range) -> bool:
+    return tuple(map(float, model_range)) == tuple(map(float, data_range))
+
+
 def measure(true: np.ndarray, pred: np.ndarray, model_range, data_range, threshold: float) -> tuple[dict, str]:
     """The metrics of one model on one set, and how they were computed (for the run's description)."""
-    same_scale = tuple(map(float, model_range)) == tuple(map(float, data_range))
     values = metrics.evaluate("eval", true, pred, threshold)
-    if same_scale:
+    if same_scale(model_range, data_range):
         return values, f"on the data's {data_range[0]:g}-{data_range[1]:g} scale, accuracy at {threshold:g}"
     kept = {k: v for k, v in values.items() if k.rsplit("_", 1)[-1] in RANK_METRICS}
     note = (f"the model scores on a {model_range[0]:g}-{model_range[1]:g} scale and the data on "
@@ -158,7 +161,7 @@ def _evaluate_one(result: Evaluated, labelled: Labelled, data, images: pd.DataFr
                          "n_failed": int((~ok).sum()), "model_score_range": ",".join(
                              f"{v:g}" for v in scorer.spec.score_range), "clip_model_id": scorer.clip_info["model_id"],
                          **labelled.record()})
-    tracking.set_tags({SCALE_TAG: "false" if "ranks only" not in note else "true"})
+    tracking.set_tags({SCALE_TAG: str(not same_scale(scorer.spec.score_range, labelled.score_range)).lower()})
     tracking.log_metrics(values)
     model_id = model_id_of(result.uri)
     if model_id:

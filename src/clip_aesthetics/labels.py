@@ -118,8 +118,7 @@ def from_ava(data) -> Labelled:
     threshold = _threshold(getattr(data, "threshold", ""))
     folder = Path(data.ava_dir).resolve()
     return Labelled("ava", f"{folder.name}/AVA.txt", folder, ava.table_digest(table), frame, sources, declared,
-                    AVA_THRESHOLD if threshold is None else threshold, images=images, ava_table=table,
-                    skipped=pd.DataFrame(columns=["image_id", "image", "reason"]))
+                    AVA_THRESHOLD if threshold is None else threshold, images=images, ava_table=table)
 
 
 # ---------------------------------------------------------------- reading a table
@@ -131,7 +130,6 @@ class _Rows:
     frame: pd.DataFrame
     where: list[str]
     folder: Path
-    split_from_folder: list[str] | None = None
 
 
 def _locate_table(path: Path) -> list[tuple[Path, str]]:

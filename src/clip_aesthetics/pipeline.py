@@ -204,6 +204,7 @@ class Dataset:
     score_range: tuple[float, float] = ava.SCORE_RANGE
     threshold: float = 5.0  # accuracy's good/bad line
     norm_target: tuple[float, float] = (10.0, 0.0)  # (scale, offset) of norm=true targets: AVA's /10
+    split: ava.Split | None = None  # the split the parts were made from (by image id, before joining)
 
     def target(self, norm: bool) -> tuple[float, float]:
         """(scale, offset) of the head's targets: score = output * scale + offset."""
@@ -245,7 +246,7 @@ def load_dataset(data: DataSettings, cache: EmbeddingCache, labelled: Labelled |
     if labelled.kind == "ava":
         skipped = skipped.drop(columns=["image"], errors="ignore")
     return Dataset(**parts, skipped=skipped, score_range=labelled.score_range, threshold=labelled.threshold,
-                   norm_target=labelled.target(True))
+                   norm_target=labelled.target(True), split=split)
 
 
 def dataset_split(labelled: Labelled, data: DataSettings) -> ava.Split:

@@ -122,7 +122,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
                                  for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
     tracking.log_csv(dataset.skipped, "data/skipped.csv")
     if labelled.kind == "table":  # which image went where (a seeded split is reproduced from these)
-        tracking.log_csv(split_table(dataset_split(labelled, data), labelled), "data/split.csv")
+        tracking.log_csv(split_table(dataset.split, labelled), "data/split.csv")
     result = train_and_evaluate(dataset, train, data.seed, log_epoch)
     best = result.history[result.best_epoch - 1]
     if result.ridge_lambda is not None:
