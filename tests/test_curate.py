@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clip_aesthetics import cli, curate
+from clip_aesthetics import cli, curate, samples
 from clip_aesthetics.sample_data import _write_huge_png
 from clip_aesthetics.scorer import load_scorer
 
@@ -74,12 +74,12 @@ def test_shards_give_one_row_per_sample_with_the_scores_of_the_same_files(traine
     first = frame.iloc[0]
     assert first["url"] == f"https://example.org/{shards['samples'][first['key']].name}" and first["width"] == "96"
     assert first["caption"] == f"caption of {shards['samples'][first['key']].name}" and first["json_key"] == "clash"
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "_report" / "summary.json").read_text())
     expected = np.percentile(frame["score"].to_numpy(), curate.PERCENTILES)
     assert [summary["percentiles"][f"p{q}"] for q in curate.PERCENTILES] == pytest.approx(expected.tolist(), abs=1e-12)
     assert summary["count"] == 36 and summary["mean"] == pytest.approx(frame["score"].mean())
-    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "p50" in printed
-    kept = pd.read_parquet(out / "kept.parquet")
+    assert (out / "_report" / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "p50" in printed
+    kept = pd.read_parquet(out / "_report" / "kept.parquet")
     assert len(kept) == 9, "the best 25% of 36"
     assert set(kept["key"]) == set(frame.nlargest(9, "score")["key"])
     copied = {}
@@ -196,7 +196,7 @@ def test_top_fraction_counts_failures_and_min_score_combines(tmp_path):
 def test_brace_patterns_and_globs_expand_in_order(tmp_path):
     for k in range(3):
         (tmp_path / f"{k:05d}.tar").write_bytes(b"")
-    assert curate.expand([str(tmp_path / "{00000..00002}.tar")]) == [str(tmp_path / f"{k:05d}.tar") for k in range(3)]
-    assert curate.expand([str(tmp_path / "*.tar")]) == [str(tmp_path / f"{k:05d}.tar") for k in range(3)]
+    assert samples.expand([str(tmp_path / "{00000..00002}.tar")]) == [str(tmp_path / f"{k:05d}.tar") for k in range(3)]
+    assert samples.expand([str(tmp_path / "*.tar")]) == [str(tmp_path / f"{k:05d}.tar") for k in range(3)]
     with pytest.raises(Exception, match="no file matches"):
-        curate.expand([str(tmp_path / "x*.tar")])
+        samples.expand([str(tmp_path / "x*.tar")])

@@ -82,7 +82,7 @@ class ScoreCommand(ScoreSettings):
         if self.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri  # before MLflow is imported
         store = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE)
-        from .curate import expand, is_curation_input
+        from .samples import expand, is_curation_input
 
         if any(is_curation_input(p) for p in self.inputs):  # shards/{00000..00099}.tar, tables/*.parquet, ...
             return self._curate(store, expand(self.inputs))
@@ -115,40 +115,29 @@ class ScoreCommand(ScoreSettings):
         """Shards and tables: one parquet part per input (resumable), a summary, the kept samples."""
         from . import curate
         from .errors import ScoringInputError
-        from .scorer import describe_model, model_scale
+        from .samples import is_curation_input
         from .scoring import check_store
 
         if self.write_shards and not (self.min_score.strip() or self.top_fraction):
             raise ScoringInputError("--write-shards needs --min-score or --top-fraction to say what to keep")
-
-        others = [p for p in paths if not curate.is_curation_input(p)]
+        others = [p for p in paths if not is_curation_input(p)]
         if others:
             raise ScoringInputError(f"score either webdataset shards and tables, or image files and folders, not both "
-                                    f"in one job: {others[0]} is neither a .tar shard nor a .parquet/.arrow table")
+                                    f"in one job: {others[0]} is neither a .tar/.tar.gz/.tgz shard nor a "
+                                    ".parquet/.arrow table")
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise ScoringInputError(f"no such file: {missing[0]}")
-        check_store(self.model, store)
         out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
-        if out.exists() and not out.is_dir():
-            raise ScoringInputError(f"--out {out}: shards and tables are scored into a folder of parquet parts, and "
-                                    f"{out} is a file")
-        print(f"model: {describe_model(self.model)}")
-        done = curate.score_inputs(paths, self.model, out, self.engine, self.image_column)
-        frame = curate.read_parts(out, paths)
-        summary = curate.write_summary(frame, out, model_scale(self.model))
-        print(f"wrote {out}: {done['inputs']} part(s), one row per sample; summary in {out / curate.SUMMARY} and "
-              f"{out / curate.HISTOGRAM}")
-        for line in curate.summary_lines(summary):
-            print(line)
-        minimum = float(self.min_score) if self.min_score.strip() else None
-        if minimum is not None or self.top_fraction:
-            kept = curate.select(frame, minimum, self.top_fraction or None)
-            kept.to_parquet(out / curate.KEPT, index=False)
-            print(f"kept {len(kept)} of {len(frame)} sample(s) ({out / curate.KEPT})")
-            if self.write_shards:
-                written = curate.write_kept_shards(kept, paths, Path(self.write_shards))
-                print(f"wrote {len(written)} shard(s) of kept samples into {self.write_shards}")
+        curate.check_targets(paths, out, Path(self.write_shards) if self.write_shards else None)
+        check_store(self.model, store)
+        from .workflow_curate import curate_inputs
+
+        curate_inputs(paths, self.model, out, engine=self.engine, image_column=self.image_column,
+                      min_score=float(self.min_score) if self.min_score.strip() else None,
+                      top_fraction=self.top_fraction or None,
+                      write_shards=Path(self.write_shards) if self.write_shards else None,
+                      gallery=Path(self.gallery) if self.gallery else None, fresh=self.fresh)
 
     def _on_spark(self, store: str) -> None:
         from . import spark

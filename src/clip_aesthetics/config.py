@@ -341,12 +341,16 @@ class ScoreSettings(EngineSettings):
                       "for shards and tables, a parquet folder (default scores.parquet)")
     image_column: str = Field("", description="parquet/arrow inputs: the column of image bytes; empty = the first "
                               "binary or {bytes, path} column")
-    min_score: str = Field("", description="shards and tables: keep the samples scoring at least this (kept.parquet "
-                           "in the output folder); empty = no minimum")
+    min_score: str = Field("", description="shards and tables: keep the samples scoring at least this "
+                           "(_report/kept.parquet in the output folder); empty = no minimum")
     top_fraction: float = Field(0.0, ge=0.0, le=1.0, description="shards and tables: keep the best this share of "
                                 "all input samples (exact); 0 = no such cut")
     write_shards: str = Field("", description="shards: also write new webdataset shards of the kept samples into "
-                              "this folder, members copied byte for byte")
+                              "this folder (a new or empty one, never one holding an input), members copied byte "
+                              "for byte")
+    fresh: bool = Field(False, description="shards and tables: score every input again into --out, replacing the "
+                        "parts an earlier job wrote there (without it, a folder scored by another model or with other "
+                        "options is refused, and one scored by the same model is resumed)")
 
     @field_validator("min_score")
     @classmethod

@@ -1,15 +1,16 @@
-"""Curation-scale inputs: webdataset shards (`.tar`) and parquet or arrow tables of image bytes -> one output row per
-input sample, streamed, resumable; a summary to choose a threshold from; the kept samples as keys and as shards.
+"""Curating a collection: shards and tables (samples.py) + a scorer -> a folder of parquet parts, one row per input
+sample, resumable; a summary to choose a threshold from; the kept samples as keys and as new shards.
 
-Shards are read with the standard library's `tarfile` in streaming mode (one member at a time, nothing extracted,
-nothing written from a member's name), tables with pyarrow one record batch at a time: memory stays bounded by
-one sample, or one batch, whatever the input's size. Each input is scored into its own part of the output
-folder, written atomically, so a job killed and started again scores only the inputs without a complete part.
+The output folder holds parquet parts only (`part-*.parquet`, what pandas, Spark and DuckDB read as one dataset);
+the summary, its histogram and the kept keys go under `_report/`, a name dataset readers skip. Each part is
+written atomically and records, in its parquet metadata, the model that scored it (URI, version, run, the
+digests of its head and spec) and the options that change its rows: a job resumed with another model or other
+options is refused, never mixed. Nothing is ever written over an input: an output folder or a shards folder
+that holds one, or that holds what another job wrote, is refused before any work.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
@@ -17,240 +18,134 @@ import math
 import os
 import re
 import secrets
+import shutil
 import sys
 import tarfile
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Iterator
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import ScoringInputError
+from .samples import RESERVED, Sample, is_shard, read_input, read_shard, suffix_of  # noqa: F401  (is_shard: the workflow's)
 
-IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")  # a sample's image: the first of these its members have
-SHARD_SUFFIXES = (".tar",)
-TABLE_SUFFIXES = (".parquet", ".pq", ".arrow")
-MAX_MEMBER_BYTES = 64 * 2**20  # a member larger than this is not read into memory (and gets an error)
 CHUNK = 256  # samples per scoring call: bounded memory, full batches for the model
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
-RESERVED = ("key", "input", "score", "error")
+REPORT = "_report"  # under the output folder: dataset readers skip names starting with _ or .
 SUMMARY, HISTOGRAM, KEPT = "summary.json", "summary.png", "kept.parquet"
+WRITTEN = "_kept-shards.json"  # in a --write-shards folder: which input each shard came from, and for which job
+METADATA_KEY = b"clip_aesthetics"  # a part's parquet metadata: the job that wrote it
+SAME_JOB = ("head_sha256", "spec_sha256", "image_column")  # what must match for a part to be resumed
 
 
-@dataclass
-class Sample:
-    key: str
-    image: bytes | None = None
-    error: str = ""
-    carried: dict = field(default_factory=dict)
-    members: list = field(default_factory=list)  # (TarInfo, bytes) of a shard's sample, for writing kept shards
+# ---------------------------------------------------------------- where a job may write
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
-def expand(inputs: list[str]) -> list[str]:
-    """Brace patterns (`shards/{00000..00099}.tar`) and globs -> paths, in order, each once."""
-    found: dict[str, None] = {}
-    for item in inputs:
-        for pattern in _braces(str(item)):
-            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-            if not matches:
-                raise ScoringInputError(f"no file matches {pattern}")
-            found.update((m, None) for m in matches)
-    return list(found)
+def _ours(entry: Path) -> bool:
+    """What a score job writes in its output folder: parts, half-written parts, the report."""
+    name = entry.name
+    return ((name.startswith("part-") and name.endswith(".parquet")) or (name.startswith(".") and name.endswith(".tmp"))
+            or name == REPORT)
 
 
-def _braces(text: str) -> list[str]:
-    match = re.search(r"\{([^{}]*)\}", text)
-    if not match:
-        return [text]
-    body = match.group(1)
-    ranged = re.fullmatch(r"(\d+)\.\.(\d+)", body)
-    options = ([str(k).zfill(len(ranged.group(1))) for k in range(int(ranged.group(1)), int(ranged.group(2)) + 1)]
-               if ranged else body.split(","))
-    return [expanded for option in options
-            for expanded in _braces(text[:match.start()] + option + text[match.end():])]
+def check_targets(paths: list[str], out: Path, write_shards: Path | None) -> None:
+    """Refuse, before any work, an output folder or shards folder that holds an input (symlinks followed), that
+    holds files another job or person put there, or that lies inside the other."""
+    inputs = [Path(p).resolve() for p in paths]
+    out_real = Path(out).resolve()
+    if out_real.exists() and not out_real.is_dir():
+        raise ScoringInputError(f"--out {out}: shards and tables are scored into a folder of parquet parts, and {out} "
+                                "is a file")
+    for given, real in zip(paths, inputs, strict=True):
+        if _within(real, out_real):
+            raise ScoringInputError(f"--out {out} holds the input {given}: give the scores a folder of their own")
+    if out_real.is_dir():
+        foreign = sorted(e.name for e in out_real.iterdir() if not _ours(e))
+        if foreign:
+            raise ScoringInputError(f"--out {out} already holds {foreign[0]!r}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}, "
+                                    "which a score job did not write: give a new or empty folder, or the folder of an "
+                                    "earlier score job to resume it")
+    if write_shards is None:
+        return
+    shards_real = Path(write_shards).resolve()
+    for given, real in zip(paths, inputs, strict=True):
+        if _within(real, shards_real):
+            raise ScoringInputError(f"--write-shards {write_shards} holds the input {given}: the kept shards would "
+                                    "replace it; give them a folder of their own")
+    if _within(shards_real, out_real) or _within(out_real, shards_real):
+        raise ScoringInputError(f"--write-shards {write_shards} and --out {out} must be separate folders, neither "
+                                "inside the other")
+    if shards_real.is_dir() and any(shards_real.iterdir()):
+        manifest = shards_real / WRITTEN
+        owner = json.loads(manifest.read_text()).get("out") if manifest.is_file() else None
+        if owner != str(out_real):
+            first = sorted(e.name for e in shards_real.iterdir())[0]
+            raise ScoringInputError(f"--write-shards {write_shards} already holds {first!r}, not written by this job "
+                                    f"(--out {out}): give a new or empty folder")
 
 
-def is_curation_input(path: str) -> bool:
-    return Path(path).suffix.lower() in SHARD_SUFFIXES + TABLE_SUFFIXES
+# ---------------------------------------------------------------- the job's identity and resuming
+
+def describe_job(job: dict) -> str:
+    where = f"version {job['version']} of {job['registered_model']}" if job.get("version") else ""
+    run = f"run {job['run_id']}" if job.get("run_id") else ""
+    origin = ", ".join(x for x in (where, run) if x)
+    column = f", image_column={job['image_column']}" if job.get("image_column") else ""
+    return f"{job.get('model_uri', '?')}{f' ({origin})' if origin else ''}, head sha256 {str(job.get('head_sha256'))[:12]}{column}"
 
 
-# ---------------------------------------------------------------- reading shards
-
-def _split_name(name: str) -> tuple[str, str]:
-    """webdataset's convention: `dir/00001.seg.png` -> key `dir/00001`, extension `seg.png`."""
-    folder, _, base = name.rpartition("/")
-    stem, dot, extension = base.partition(".")
-    return (f"{folder}/{stem}" if folder else stem), (extension.lower() if dot else "")
-
-
-def _unsafe(name: str) -> bool:
-    path = PurePosixPath(name)
-    return path.is_absolute() or ".." in path.parts or "\\" in name
-
-
-def read_shard(path: str, keep_members: bool = False) -> Iterator[Sample]:
-    """The samples of a shard, in order: each is the consecutive members that share a key.
-
-    A sample's image is its first member with an image extension (jpg, then jpeg, png, webp); its json's
-    top-level scalars and its txt (as `caption`) are carried. Symlinks, hardlinks and other non-files are never
-    followed; a member named with an absolute path or `..` makes its sample an error (never scored or copied).
-    A shard cut off in the middle ends with one row saying so.
-    """
-    name = Path(path).name
-    group: list = []
-    current = None
-    count = 0
-    try:
-        with tarfile.open(path, mode="r|*") as tar:
-            for member in tar:
-                if member.isdir():
-                    continue
-                key, _ = _split_name(member.name)
-                if current is not None and key != current:
-                    yield _sample(name, current, group, keep_members)
-                    count += 1
-                    group = []
-                current = key
-                data = None
-                if member.isreg() and member.size <= MAX_MEMBER_BYTES:
-                    handle = tar.extractfile(member)
-                    data = handle.read() if handle is not None else None
-                group.append((member, data))
-            if current is not None:
-                yield _sample(name, current, group, keep_members)
-                count += 1
-    except (tarfile.TarError, EOFError, OSError) as error:
-        if group:  # the sample being read when the shard ended
-            yield Sample(f"{name}/{current}", error=f"shard cut off inside this sample ({error})")
-            count += 1
-        yield Sample(f"{name}#end", error=f"shard cut off or unreadable after {count} sample(s): "
-                     f"{type(error).__name__}: {error}")
-
-
-def _sample(shard: str, key: str, group: list, keep_members: bool) -> Sample:
-    sample = Sample(f"{shard}/{key}", members=group if keep_members else [])
-    notes = []
-    images = {}
-    for member, data in group:
-        _, extension = _split_name(member.name)
-        last = extension.rsplit(".", 1)[-1]
-        if _unsafe(member.name):
-            sample.error = f"unsafe member name {member.name!r} (absolute or with ..): sample not used"
-            sample.members = []
-            return sample
-        if not member.isreg():
-            kind = "symlink" if member.issym() else "hardlink" if member.islnk() else "special"
-            notes.append(f"{kind} member {member.name!r} ignored")
-            continue
-        if data is None:
-            notes.append(f"member {member.name!r} over {MAX_MEMBER_BYTES:,} bytes, not read")
-            continue
-        if last in IMAGE_MEMBERS:
-            images.setdefault(last, data)
-        elif extension == "json":
-            try:
-                parsed = json.loads(data)
-            except ValueError:
-                notes.append(f"{member.name!r} is not valid JSON")
-                parsed = {}
-            if isinstance(parsed, dict):
-                for k, v in parsed.items():
-                    if v is None or isinstance(v, (str, int, float, bool)):
-                        sample.carried[f"json_{k}" if k in RESERVED else str(k)] = None if v is None else str(v)
-        elif extension == "txt":
-            sample.carried["caption"] = data.decode("utf-8", errors="replace")
-        elif extension == "url":
-            sample.carried["url"] = data.decode("utf-8", errors="replace").strip()
-    chosen = next((images[e] for e in IMAGE_MEMBERS if e in images), None)
-    sample.image = chosen
-    if chosen is None:
-        sample.error = "no image member (jpg, jpeg, png, webp)" + (f"; {'; '.join(notes)}" if notes else "")
-    return sample
-
-
-# ---------------------------------------------------------------- reading tables
-
-def image_column_of(schema, asked: str = "") -> str:
-    import pyarrow as pa
-
-    if asked:
-        if asked not in schema.names:
-            raise ScoringInputError(f"no column {asked!r} (image_column=); the table's columns are "
-                                    f"{', '.join(schema.names)}")
-        return asked
-    for column in schema:
-        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-            return column.name
-        if pa.types.is_struct(column.type) and column.type.get_field_index("bytes") >= 0:
-            return column.name
-    raise ScoringInputError(f"no column of image bytes (binary, or a {{bytes, path}} struct) among "
-                            f"{', '.join(schema.names)}; name it with image_column=")
-
-
-def read_table(path: str, image_column: str = "") -> Iterator[Sample]:
-    """The rows of a parquet (or arrow) table, one record batch at a time; `image_column`'s bytes are the image."""
-    import pyarrow as pa
+def part_job(part: Path) -> dict | None:
     import pyarrow.parquet as pq
 
-    name = Path(path).name
-    try:
-        if Path(path).suffix.lower() == ".arrow":
-            reader = pa.ipc.open_file(pa.memory_map(path))
-            schema, batches = reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
-        else:
-            parquet = pq.ParquetFile(path)
-            schema, batches = parquet.schema_arrow, parquet.iter_batches(batch_size=CHUNK)
-    except (pa.ArrowException, OSError) as error:
-        yield Sample(name, error=f"unreadable or damaged table ({type(error).__name__}: {error})")
-        return
-    column = image_column_of(schema, image_column)
-    carried = [f.name for f in schema if f.name != column and not pa.types.is_binary(f.type)
-               and not pa.types.is_large_binary(f.type) and not pa.types.is_nested(f.type)]
-    row = 0
-    try:
-        for batch in batches:
-            images = batch.column(column).to_pylist()
-            others = {c: batch.column(c).to_pylist() for c in carried}
-            for k, value in enumerate(images):
-                row += 1
-                sample = Sample(f"{name}#{row}", carried={(f"table_{c}" if c in RESERVED else c):
-                                                          (None if others[c][k] is None else str(others[c][k]))
-                                                          for c in carried})
-                if isinstance(value, dict):
-                    value = value.get("bytes")
-                if value is None:
-                    sample.error = "no image in this row (null)"
-                elif not value:
-                    sample.error = "empty image data"
-                else:
-                    sample.image = bytes(value)
-                yield sample
-    except (pa.ArrowException, OSError) as error:
-        yield Sample(f"{name}#end", error=f"table cut off or damaged after {row} row(s) "
-                     f"({type(error).__name__}: {error})")
+    metadata = pq.read_schema(part).metadata or {}
+    return json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None
 
 
-def read_input(path: str, image_column: str = "", keep_members: bool = False) -> Iterator[Sample]:
-    if Path(path).suffix.lower() in SHARD_SUFFIXES:
-        return read_shard(path, keep_members)
-    return read_table(path, image_column)
+def check_resumable(out: Path, job: dict, fresh: bool) -> None:
+    """Refuse to add to parts another model or other options wrote (or, with `fresh`, remove them first)."""
+    parts = sorted(Path(out).glob("part-*.parquet")) if Path(out).is_dir() else []
+    for part in parts:
+        theirs = part_job(part)
+        if theirs is not None and all(theirs.get(k) == job.get(k) for k in SAME_JOB):
+            continue
+        if fresh:
+            for old in parts:
+                old.unlink()
+            shutil.rmtree(Path(out) / REPORT, ignore_errors=True)
+            print(f"--fresh: removed {len(parts)} part(s) of an earlier job from {out}")
+            return
+        what = describe_job(theirs) if theirs else "a model an earlier version of clip-aesthetics did not record"
+        raise ScoringInputError(f"--out {out} holds scores of another model or other options ({part.name}: {what}; "
+                                f"this job: {describe_job(job)}): pass --fresh to score every input again into it, "
+                                "or choose another --out")
 
 
 # ---------------------------------------------------------------- scoring into parts
 
 def part_path(out: Path, path: str) -> Path:
     """One output part per input, named after it (and its full path, so two inputs never share a part)."""
-    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:10]
     stem = re.sub(r"[^\w.-]+", "_", Path(path).name)[-80:]
-    return Path(out) / f"part-{stem}-{digest}.parquet"
+    return Path(out) / f"part-{stem}-{_digest(path)}.parquet"
 
 
-def score_input(scorer, path: str, out: Path, image_column: str = "") -> int:
-    """Score every sample of one input into its part (written atomically); returns the number of rows."""
+def _digest(path: str) -> str:
+    return hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:10]
+
+
+def score_input(scorer, path: str, out: Path, image_column: str = "", source: str | None = None,
+                job: dict | None = None) -> int:
+    """Score every sample of one input into its part (written atomically); returns the number of rows. `source` is
+    where to read it when that differs from `path` as the user gave it (an executor's absolute path)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     frames = []
     chunk: list[Sample] = []
-    for sample in read_input(path, image_column):
+    for sample in read_input(source or path, image_column, name=Path(path).name):
         chunk.append(sample)
         if len(chunk) >= CHUNK:
             frames.append(_score_chunk(scorer, chunk, path))
@@ -258,21 +153,22 @@ def score_input(scorer, path: str, out: Path, image_column: str = "") -> int:
     if chunk or not frames:
         frames.append(_score_chunk(scorer, chunk, path))
     frame = pd.concat(frames, ignore_index=True)
-    target = part_path(out, path)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           METADATA_KEY: json.dumps(job or {}).encode()})
+    target = part_path(out, source or path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    frame.to_parquet(tmp, index=False)
+    pq.write_table(table, tmp)
     os.replace(tmp, target)
     return len(frame)
 
 
 def _score_chunk(scorer, chunk: list[Sample], path: str) -> pd.DataFrame:
-    from .scorer import _decode_value
-
     scores = np.full(len(chunk), np.nan)
     errors = [s.error for s in chunk]
     todo = [k for k, s in enumerate(chunk) if s.image is not None and not s.error]
     if todo:
-        scored = scorer._score([chunk[k].image for k in todo], _decode_value, threads=True)
+        scored = scorer.score_bytes([chunk[k].image for k in todo])
         scores[todo] = scored["score"].to_numpy()
         for k, error in zip(todo, scored["error"], strict=True):
             errors[k] = error
@@ -281,25 +177,26 @@ def _score_chunk(scorer, chunk: list[Sample], path: str) -> pd.DataFrame:
     return pd.concat([frame, carried.astype(object)], axis=1) if len(carried.columns) else frame
 
 
-def score_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "local", image_column: str = "",
-                 partitions: int = 0) -> dict:
-    """Score every input not yet done into `out`; returns counts (inputs done before, scored now)."""
+def score_inputs(paths: list[str], model_folder: str, out: Path, job: dict, engine: str = "local",
+                 image_column: str = "") -> dict:
+    """Score every input not yet done into `out` with the model saved in `model_folder`; returns counts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = [p for p in paths if not part_path(out, p).exists()]
     done_before = len(paths) - len(todo)
     if done_before:
-        print(f"resuming: {done_before} of {len(paths)} input(s) already have a complete part in {out}")
+        print(f"resuming: {done_before} of {len(paths)} input(s) already have a complete part in {out}, scored by the "
+              "same model with the same options")
     if todo and engine == "spark":
         from . import spark
 
-        spark.score_inputs(spark.session(), todo, model_uri, str(out), image_column)
+        spark.score_inputs(spark.session(), todo, model_folder, str(out), image_column, job)
     elif todo:
         from .scorer import load_scorer
 
-        scorer = load_scorer(model_uri)
+        scorer = load_scorer(model_folder)
         for number, path in enumerate(todo, start=1):
-            rows = score_input(scorer, path, out, image_column)
+            rows = score_input(scorer, path, out, image_column, job=job)
             print(f"[{number}/{len(todo)}] {path}: {rows} row(s)", file=sys.stderr, flush=True)
     return {"inputs": len(paths), "resumed": done_before, "scored_now": len(todo)}
 
@@ -334,21 +231,29 @@ def summary_lines(summary: dict) -> list[str]:
     return lines
 
 
+def report_folder(out: Path) -> Path:
+    folder = Path(out) / REPORT
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def write_summary(frame: pd.DataFrame, out: Path, score_range: tuple[float, float]) -> dict:
     from . import gallery, plots
 
     summary = summarise(frame, score_range)
-    (Path(out) / SUMMARY).write_text(json.dumps(summary, indent=2))
+    report = report_folder(out)
+    (report / SUMMARY).write_text(json.dumps(summary, indent=2))
     figure = plots.histogram(frame["score"].dropna().to_numpy(), gallery.bucket_edges(*score_range))
-    (Path(out) / HISTOGRAM).write_bytes(plots.png_bytes(figure))
+    (report / HISTOGRAM).write_bytes(plots.png_bytes(figure))
     plots.close(figure)
     return summary
 
 
 def select(frame: pd.DataFrame, min_score: float | None = None, top_fraction: float | None = None) -> pd.DataFrame:
     """The kept rows: score >= min_score and/or among the best `top_fraction` of all inputs (failures count as
-    inputs, never kept); ties at the cut are broken by key order. Best first."""
-    scored = frame[frame["score"].notna()].sort_values(["score", "key"], ascending=[False, True], kind="stable")
+    inputs, never kept); ties at the cut are broken by input and key order. Best first."""
+    scored = frame[frame["score"].notna()].sort_values(["score", "input", "key"], ascending=[False, True, True],
+                                                       kind="stable")
     if min_score is not None:
         scored = scored[scored["score"] >= min_score]
     if top_fraction is not None:
@@ -356,21 +261,38 @@ def select(frame: pd.DataFrame, min_score: float | None = None, top_fraction: fl
     return scored[["key", "input", "score"]].reset_index(drop=True)
 
 
-def write_kept_shards(kept: pd.DataFrame, paths: list[str], folder: Path) -> dict[str, int]:
-    """New shards in `folder` (one per input shard with kept samples, same name) holding only the kept samples,
-    every member copied byte for byte; written atomically."""
+def kept_shard_names(paths: list[str]) -> dict[str, str]:
+    """Input shard -> the name of its kept shard: its own name, or, where two inputs share a name (a/00000.tar,
+    b/00000.tar), the name with a digest of its full path, so that neither overwrites the other."""
+    shards = [p for p in paths if is_shard(p)]
+    counts = Counter(Path(p).name for p in shards)
+    named = {}
+    for path in shards:
+        name = Path(path).name
+        if counts[name] > 1:
+            suffix = suffix_of(name)
+            name = f"{name[: len(name) - len(suffix)]}-{_digest(path)}{suffix}"
+        named[path] = name
+    return named
+
+
+def write_kept_shards(kept: pd.DataFrame, paths: list[str], folder: Path, out: Path) -> dict[str, tuple[str, int]]:
+    """New shards in `folder` (one per input shard with kept samples) holding only the kept samples, every member
+    copied byte for byte, gzipped where the input was; written atomically. Returns {shard: (input, samples)}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     wanted = kept.groupby("input")["key"].apply(set).to_dict()
+    names = kept_shard_names(paths)
     written = {}
     for path in paths:
         keys = wanted.get(str(path))
-        if not keys or Path(path).suffix.lower() not in SHARD_SUFFIXES:
+        if not keys or not is_shard(path):
             continue
-        target = folder / Path(path).name
+        target = folder / names[path]
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         count = 0
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        mode = "w:gz" if suffix_of(path) in (".tar.gz", ".tgz") else "w"
+        with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
             for sample in read_shard(path, keep_members=True):
                 if sample.key in keys:
                     for member, data in sample.members:
@@ -378,5 +300,50 @@ def write_kept_shards(kept: pd.DataFrame, paths: list[str], folder: Path) -> dic
                             tar.addfile(member, io.BytesIO(data))
                     count += 1
         os.replace(tmp, target)
-        written[str(target)] = count
+        written[str(target)] = (str(path), count)
+    manifest = {"out": str(Path(out).resolve()),
+                "shards": {Path(k).name: {"input": str(Path(v[0]).resolve()), "samples": v[1]}
+                           for k, v in written.items()}}
+    (folder / WRITTEN).write_text(json.dumps(manifest, indent=2))
     return written
+
+
+# ---------------------------------------------------------------- the gallery of a curation job
+
+def gallery_page(frame: pd.DataFrame, paths: list[str], image_column: str, score_range: tuple[float, float]) -> bytes:
+    """The scoring gallery of shards and tables: the page picks which rows it shows, then only those images are
+    read again from the inputs (a few hundred at most, whatever the collection's size)."""
+    from . import gallery, plots
+    from .images import decode_rgb
+
+    shown: set = set()
+
+    def noting(where):
+        def load():
+            shown.add(where)
+            raise LookupError("not read yet")
+        return load
+
+    def rows(load_of) -> list:
+        captions = frame["caption"] if "caption" in frame.columns else pd.Series("", index=frame.index)
+        return [gallery.Row(str(key), f"{key}" + (f" | {str(text)[:120]}" if isinstance(text, str) and text else ""),
+                            float(score), load_of((str(source), str(key))), error=str(error or ""))
+                for key, source, score, error, text in zip(frame["key"], frame["input"], frame["score"],
+                                                            frame["error"], captions, strict=True)]
+
+    scores = frame["score"].dropna().to_numpy()
+    summary = [f"{len(frame)} sample(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "
+               f"scores on the model's {score_range[0]:g}-{score_range[1]:g} scale"]
+    figure = plots.histogram(scores, gallery.bucket_edges(*score_range))
+    histogram = {"histogram": plots.png_bytes(figure)}
+    plots.close(figure)
+    gallery.page("Scored samples", rows(noting), score_range, summary, histogram)  # which rows are shown
+    found: dict = {}
+    for path in paths:
+        wanted = {key for source, key in shown if source == str(path)}
+        if wanted:
+            for sample in read_input(path, image_column, name=Path(path).name):
+                if sample.key in wanted and sample.image is not None:
+                    found[(str(path), sample.key)] = sample.image
+    return gallery.page("Scored samples", rows(lambda where: (lambda data=found.get(where): decode_rgb(data))),
+                        score_range, summary, histogram)

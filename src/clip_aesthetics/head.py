@@ -77,9 +77,19 @@ def head_outputs(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.nd
 
 def predict_scores(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.ndarray:
     """Prepared features -> scores clipped to the data's scale (a published head: its raw output): what every
-    scoring path returns and evaluation measures."""
+    scoring path returns and evaluation measures. A non-finite output stays non-finite (clipping would turn an
+    infinity into a plausible score): callers make it that image's error (NON_FINITE)."""
     outputs = head_outputs(head, spec, features)
-    return np.clip(outputs, *spec.score_range) if spec.clip_scores else outputs
+    if not spec.clip_scores:
+        return outputs
+    return np.where(np.isfinite(outputs), np.clip(outputs, *spec.score_range), outputs)
+
+
+NON_FINITE = "the model gave a non-finite score ({value}): its weights or this image's embedding hold NaN or infinity"
+
+
+def non_finite_reason(value: float) -> str:
+    return NON_FINITE.format(value=value)
 
 
 def n_outside_range(outputs: np.ndarray, score_range: tuple[float, float] = SCORE_RANGE) -> int:

@@ -30,7 +30,7 @@ from mlflow.types import ColSpec, Schema
 from .clip import ClipSource, load_clip, resolve_clip
 from .embed import default_workers, embed_sources, pick_device, scoring_dtype
 from .errors import ScoringInputError
-from .head import HeadSpec, build_head, predict_scores, prepare
+from .head import HeadSpec, build_head, non_finite_reason, predict_scores, prepare
 from .images import ImageError, decode_rgb, load_rgb
 
 DEFAULT_BATCH = {"cuda": 256, "cpu": 32}
@@ -109,17 +109,43 @@ def describe_model(model_uri: str) -> str:
     rest = model_uri.removeprefix("models:/")
     if rest == model_uri or rest.startswith("m-"):
         return f"{model_uri} (tracking store {store})"
+    found = registered_version(model_uri)
+    if found is None:
+        return f"{model_uri} (not found in tracking store {store})"
+    name, version = found
+    return f"{model_uri} -> version {version.version} of {name}, trained in run {version.run_id}, tracking store {store}"
+
+
+def registered_version(model_uri: str):
+    """(name, ModelVersion) behind `models:/NAME@ALIAS` or `models:/NAME/N`; None for other URIs or when absent."""
+    rest = model_uri.removeprefix("models:/")
+    if rest == model_uri or rest.startswith("m-"):
+        return None
     client = mlflow.MlflowClient()
     try:
         if "@" in rest:
             name, alias = rest.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, number = rest.rsplit("/", 1)
-            version = client.get_model_version(name, number)
+            return name, client.get_model_version_by_alias(name, alias)
+        name, number = rest.rsplit("/", 1)
+        return name, client.get_model_version(name, number)
     except (MlflowException, ValueError):
-        return f"{model_uri} (not found in tracking store {store})"
-    return f"{model_uri} -> version {version.version} of {name}, trained in run {version.run_id}, tracking store {store}"
+        return None
+
+
+def model_identity(model_uri: str, folder: str) -> dict:
+    """What identifies the scorer saved in `folder` (downloaded from `model_uri`): the URI, its registered version
+    and run where it has them, and the digests of its head and spec (backbone, precision, decoding, scale)."""
+    from .published import sha256
+
+    artifacts = Path(folder) / "artifacts"
+    job = {"model_uri": model_uri, "head_sha256": sha256(artifacts / HEAD_FILE),
+           "spec_sha256": sha256(artifacts / SPEC_FILE)}
+    found = registered_version(model_uri)
+    if found:
+        job.update(registered_model=found[0], version=str(found[1].version), run_id=found[1].run_id or "")
+    elif model_uri.startswith("runs:/"):
+        job["run_id"] = model_uri.removeprefix("runs:/").split("/", 1)[0]
+    return job
 
 
 def download_model(model_uri: str) -> str:
@@ -131,10 +157,14 @@ def download_model(model_uri: str) -> str:
                                 f"{error.message}") from error
 
 
+def read_spec(folder: str | Path) -> dict:
+    """The scorer.json of a model saved in `folder` (as download_model gives it)."""
+    return json.loads((Path(folder) / "artifacts" / SPEC_FILE).read_text())
+
+
 def model_scale(model_uri: str) -> tuple[float, float]:
     """The scale a model's scores are on (its training data's), read from its scorer.json."""
-    doc = json.loads((Path(download_model(model_uri)) / "artifacts" / SPEC_FILE).read_text())
-    return HeadSpec(**doc["head"]).score_range
+    return HeadSpec(**read_spec(download_model(model_uri))["head"]).score_range
 
 
 def set_model() -> None:
@@ -226,7 +256,7 @@ class AestheticScorer(PythonModel):
             raise _bad_request("the request holds no rows with an `image` column: send one row per image, "
                                "e.g. {\"dataframe_records\": [{\"image\": \"<base64>\"}]}")
         if "image" in frame.columns and (served or frame["image"].notna().any()):
-            return self._score(list(frame["image"]), _decode_value, threads=True)
+            return self.score_bytes(list(frame["image"]))
         if "path" in frame.columns:
             if served:
                 raise _bad_request("the served model accepts only an `image` column of base64 images, not `path` "
@@ -251,7 +281,16 @@ class AestheticScorer(PythonModel):
         ):
             if ok:
                 rows = [row[0] for row in ok]
-                scores[rows] = predict_scores(self.head, self.spec, prepare(embeddings, self.spec.embed_norm))
+                predicted = predict_scores(self.head, self.spec, prepare(embeddings, self.spec.embed_norm))
+                for row, value in zip(rows, predicted, strict=True):
+                    if np.isfinite(value):
+                        scores[row] = value
+                    else:  # never a silent NaN or infinity: the row says why it has no score
+                        errors[row] = non_finite_reason(value)
             for row in failed:
                 errors[row[0]] = row[2]
         return pd.DataFrame({"score": scores, "error": errors})
+
+    def score_bytes(self, images: list) -> pd.DataFrame:
+        """Encoded images (bytes, or base64 text) -> DataFrame(score, error), decoded on a thread pool."""
+        return self._score(list(images), _decode_value, threads=True)

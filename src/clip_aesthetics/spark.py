@@ -2,17 +2,26 @@
 
 The optional extra `spark` (`pip install -e '.[spark]'`). It uses the session the user's Spark provides
 (spark-submit, a managed platform) or `local[*]`. Executors run this package from its installed
-environment: a scorer or CLIP is loaded once per executor Python process and reused by every partition
-that process runs; embedding tasks write shards into the cache folder, which must be on a filesystem
-every executor sees. A task given a GPU by Spark (`spark.task.resource.gpu.amount`) uses that GPU.
+environment: a scorer or backbone is loaded once per executor Python process and reused by every partition
+that process runs. A task given a GPU by Spark (`spark.task.resource.gpu.amount`) uses that GPU.
+
+Outside local mode the model (or backbone) folder reaches executors as an archive (`addArchive`), unpacked
+once per executor by Spark itself: nothing of it needs to be on a shared filesystem. What tasks read and
+write on local paths (input files and shards, the output folder, the embedding cache) must be on a
+filesystem every executor sees; a short probe job checks that before any work is handed out.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import secrets
 import shutil
+import socket
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -49,12 +58,33 @@ def session(app_name: str = "clip-aesthetics"):
     return builder.getOrCreate()
 
 
+def _local(spark) -> bool:
+    return spark.sparkContext.master.startswith("local")
+
+
 def _shipped(spark, local_path: str) -> str:
-    """What executors open: the path itself in local mode, else a copy shipped with the job (SparkFiles)."""
-    if spark.sparkContext.master.startswith("local"):
+    """What executors open: the folder itself in local mode, else an archive of it that Spark ships and unpacks
+    once per executor (`addArchive`: no shared filesystem needed, and Spark refuses to ship a bare folder)."""
+    if _local(spark):
         return local_path
-    spark.sparkContext.addFile(local_path, recursive=True)
-    return "sparkfiles:" + Path(local_path).name
+    alias = f"clip-aesthetics-{secrets.token_hex(6)}"
+    spark.sparkContext.addArchive(f"{_zipped(Path(local_path))}#{alias}")
+    return "sparkfiles:" + alias
+
+
+def _zipped(folder: Path) -> Path:
+    """The folder as a zip (stored, not compressed: model weights do not shrink and this is on the critical
+    path), in a temporary folder removed when the driver exits."""
+    if not folder.is_dir():
+        raise ScoringInputError(f"cannot ship {folder} to Spark executors: not a folder on the driver")
+    where = Path(tempfile.mkdtemp(prefix="clip-aesthetics-ship-"))
+    atexit.register(shutil.rmtree, where, True)
+    archive = where / f"{folder.name or 'model'}.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as bundle:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                bundle.write(path, path.relative_to(folder).as_posix())
+    return archive
 
 
 def _open(shipped: str) -> str:
@@ -63,6 +93,44 @@ def _open(shipped: str) -> str:
 
         return SparkFiles.get(shipped.removeprefix("sparkfiles:"))
     return shipped
+
+
+def _on_this_filesystem(path: str) -> bool:
+    """A plain path or file: URI (what a shared filesystem must carry), not hdfs://, s3a://, ..."""
+    return "://" not in path or path.startswith("file:")
+
+
+def _absolute(path: str) -> str:
+    """A local path as executors must see it: absolute (their working folders are not the driver's)."""
+    path = str(path)
+    path = "/" + path[len("file:"):].lstrip("/") if path.startswith("file:") else path
+    return os.path.abspath(path)
+
+
+def check_shared(spark, read: list[str] = (), write: list[str] = (), what: str = "") -> None:
+    """Refuse, before any task works, local paths that the executors cannot see: inputs they must read, folders
+    they must write. Nothing to check in local mode (the executors are this machine's processes)."""
+    if _local(spark):
+        return
+    read = [_absolute(p) for p in read if _on_this_filesystem(p)][:64]  # a sample bounds the probe
+    write = [_absolute(p) for p in write if _on_this_filesystem(p)]
+    if not read and not write:
+        return
+    slots = max(2, spark.sparkContext.defaultParallelism)
+
+    def probe(_):
+        missing = [p for p in read if not os.path.exists(p)]
+        unwritable = [p for p in write if not (os.path.isdir(p) and os.access(p, os.W_OK | os.X_OK))]
+        yield socket.gethostname(), missing[:3], unwritable[:3]
+
+    for host, missing, unwritable in spark.sparkContext.parallelize(range(slots), slots).mapPartitions(probe).collect():
+        if missing or unwritable:
+            path = (missing or unwritable)[0]
+            problem = "cannot read" if missing else "cannot write into"
+            raise ScoringInputError(
+                f"an executor on {host} {problem} {path}{f' ({what})' if what else ''}: on a cluster, local paths "
+                "must be on a filesystem every executor mounts at the same path (NFS, a cluster filesystem), or "
+                "use a URI your Spark reads (hdfs://, s3a://, ...); nothing was scored")
 
 
 def _task_device(default: str = "auto"):
@@ -89,6 +157,10 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     from .scorer import download_model
 
     local_model = download_model(model_uri)  # once, on the driver
+    out_parent = str(Path(out.removeprefix("file:")).parent) if _on_this_filesystem(out) else ""
+    if out_parent:
+        Path(out_parent).mkdir(parents=True, exist_ok=True)
+    check_shared(spark, list(inputs), [out_parent] if out_parent else [], "inputs and --out")
     shipped = _shipped(spark, local_model)
     loads = spark.sparkContext.accumulator(0)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ROWS_PER_BATCH))
@@ -124,21 +196,25 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     return {"scored": written.count() - failed, "failed": failed, "model_loads": loads.value}
 
 
-def score_inputs(spark, paths: list[str], model_uri: str, out: str, image_column: str = "") -> int:
-    """Score webdataset shards or tables of image bytes (curate.py): one task per input, each writing that input's
-    part of `out` atomically, the model loaded once per executor process. Returns the model loads. `out` must be a
-    folder every executor can write (a shared filesystem on a cluster)."""
-    from .scorer import download_model
-
-    shipped = _shipped(spark, download_model(model_uri))
+def score_inputs(spark, paths: list[str], model_folder: str, out: str, image_column: str = "",
+                 job: dict | None = None) -> int:
+    """Score webdataset shards or tables of image bytes (curate.py) with the model saved in `model_folder`: one task
+    per input, each writing that input's part of `out` atomically, the model loaded once per executor process.
+    Returns the model loads. On a cluster `out` and the inputs must be on a filesystem every executor sees
+    (checked before any task starts)."""
+    check_shared(spark, list(paths), [str(out)], "shards or tables, and --out")
+    shipped = _shipped(spark, model_folder)
     loads = spark.sparkContext.accumulator(0)
+    out = _absolute(out)
+    tasks = [(path, _absolute(path)) for path in paths]  # (as given, for the rows; absolute, for the executor)
 
-    def score_one(path):
+    def score_one(task):
         from .curate import score_input
 
-        score_input(_scorer(shipped, loads), path, Path(out), image_column)
+        given, absolute = task
+        score_input(_scorer(shipped, loads), given, Path(out), image_column, source=absolute, job=job)
 
-    spark.sparkContext.parallelize(list(paths), len(paths)).foreach(score_one)
+    spark.sparkContext.parallelize(tasks, len(tasks)).foreach(score_one)
     return loads.value
 
 
@@ -165,12 +241,14 @@ def embed_missing(cache_root: Path, todo: list[tuple[int, Path | bytes]], clip_f
     """Embed the (id, file or image bytes) pairs on Spark: each task runs the project's embedding into new shards of
     the cache."""
     spark = session()
+    files = [str(source) for _, source in todo if not isinstance(source, bytes)]
+    check_shared(spark, files[:: max(1, len(files) // 32)], [str(cache_root)], "the images, and the cache folder")
     shipped = _shipped(spark, str(clip_folder))
     loads = spark.sparkContext.accumulator(0)
-    rows = [(int(image_id), source if isinstance(source, bytes) else str(source)) for image_id, source in todo]
+    rows = [(int(image_id), source if isinstance(source, bytes) else _absolute(source)) for image_id, source in todo]
     slices = partitions or max(1, min(len(rows), spark.sparkContext.defaultParallelism * 2,
                                       -(-len(rows) // max(1, shard_size // 4))))
-    root = str(cache_root)
+    root = _absolute(cache_root)
 
     def embed_partition(items):
         items = list(items)
