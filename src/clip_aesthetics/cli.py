@@ -16,7 +16,7 @@ from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsC
 
 from .config import (AvaSettings, CacheSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings,
                      RevisionSettings, ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings,
-                     check_clip)
+                     check_clip, check_model_name)
 
 
 class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
@@ -180,6 +180,11 @@ class ImportHeadCommand(TrackingSettings, RevisionSettings):
     def _known_clip(cls, value: str) -> str:
         return check_clip(value)
 
+    @field_validator("model_name")
+    @classmethod
+    def _check_model_name(cls, value: str) -> str:
+        return check_model_name(value)
+
     def cli_cmd(self) -> None:
         from .steps import import_head_step
 
@@ -250,7 +255,7 @@ def _pandas_display():
 def main(argv: list[str] | None = None) -> int:
     """Parse, validate and run one subcommand. Nothing heavy (torch, MLflow) is imported before the arguments
     are accepted, so `--help` and a bad flag answer at once."""
-    from .errors import SweepError, UserError
+    from .errors import PartlyDone, UserError
 
     args = with_repeated_models(with_explicit_booleans(list(sys.argv[1:] if argv is None else argv)))
     # MLflow's per-file "Downloading artifacts" bars: dozens of lines for one model in a terminal.
@@ -269,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)  # one line: what is wrong and what to do
         return 2
-    except SweepError as error:  # some grid points failed: the work was done, not all of it succeeded
+    except PartlyDone as error:  # some grid points or models failed: the work was done, not all of it succeeded
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

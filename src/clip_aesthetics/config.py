@@ -308,6 +308,20 @@ def _is_positive_number(text: str) -> bool:
         return False
 
 
+def check_model_name(value: str) -> str:
+    """A name the MLflow Model Registry accepts (and a `models:/NAME@alias` URI can carry), checked before any run."""
+    if not value.strip():
+        raise ValueError("a registered model name cannot be empty")
+    bad = next((c for c in ("/", ":", "@", "\\", "\x00") if c in value), None)
+    if bad is not None:
+        raise ValueError(f"{value!r}: a registered model name cannot contain {bad!r} (it is read as part of a "
+                         "models:/NAME@ALIAS URI); use letters, digits, '-', '_' or '.', e.g. laion-improved-l14")
+    if value != value.strip() or value in (".", "..") or len(value) > 256:
+        raise ValueError(f"{value!r}: a registered model name must be 1-256 characters without leading or trailing "
+                         "spaces, and not . or ..")
+    return value
+
+
 class RegisterSettings(Settings):
     run_id: str = Field("", description="register this run; empty = the best child of the latest sweep")
     experiment_name: str = Field(
@@ -316,6 +330,12 @@ class RegisterSettings(Settings):
     metric: str = Field("val_spearman", description="what 'best' means: the run's value at its best epoch; "
                         "higher is better for *_spearman, *_pearson, *_accuracy, lower for *_mse, *_mae")
     model_name: str = Field("clip-aesthetics", description="registered model name")
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_model_name(cls, value: str) -> str:
+        return check_model_name(value)
+
     bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="precision of the CLIP vision weights copied into the registered model; auto: "
         "a model computed in bfloat16 or float16 keeps its transformer's matrix weights in that dtype (the very "

@@ -9,8 +9,16 @@ class UserError(Exception):
     """Bad input, a missing file or model, an unusable store: reported in one line, exit code 2."""
 
 
-class SweepError(RuntimeError):
-    """Some grid points failed; the others finished and are in the comparison (exit code 1: work was done)."""
+class PartlyDone(RuntimeError):
+    """Some items failed; the others finished and are reported (exit code 1: work was done)."""
+
+
+class SweepError(PartlyDone):
+    """Some grid points failed; the others finished and are in the comparison."""
+
+
+class EvaluationIncomplete(PartlyDone):
+    """Some models could not be measured; the others were, and the leaderboard names both."""
 
 
 class ScoringInputError(UserError, ValueError):

@@ -9,6 +9,7 @@ from its scale to the data's does not change), never compared in absolute terms.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import mlflow
@@ -19,10 +20,10 @@ from . import gallery as gallery_module
 from . import metrics, plots, tracking
 from .embed import default_workers, embed_to_cache
 from .errors import UserError
-from .head import predict_scores, prepare
+from .head import non_finite_reason, predict_scores, prepare
 from .labels import Labelled
 from .pipeline import dataset_split, open_cache, to_embed
-from .scorer import load_scorer
+from .scorer import download_model, load_scorer
 from .steps import gallery_rows, log_dataset
 
 RANK_METRICS = ("spearman", "pearson")
@@ -71,7 +72,12 @@ def score_images(scorer, labelled: Labelled, ids: np.ndarray, cache_dir, num_wor
         features = prepare(cached.embeddings[rows[ok]].astype(np.float32), scorer.spec.embed_norm)
         scores[ok] = predict_scores(scorer.head, scorer.spec, features)
     reasons = cached.failures.set_index("image_id")["reason"]
-    return scores, {int(i): str(reasons.get(int(i), "no embedding")) for i in ids[~ok]}
+    failed = {int(i): str(reasons.get(int(i), "no embedding")) for i in ids[~ok]}
+    for i, value in zip(ids[ok], scores[ok], strict=True):
+        if not np.isfinite(value):  # never measured as a number: the image's error says why
+            failed[int(i)] = non_finite_reason(value)
+    scores[~np.isfinite(scores)] = np.nan
+    return scores, failed
 
 
 def same_scale(model_range, data_range) -> bool:
@@ -127,15 +133,30 @@ def evaluate_models(uris: list[str], labelled: Labelled, data, cache_dir, experi
     if len(images) < 2:
         raise EvaluationError(f"the {part} split of {labelled.location} holds {len(images)} image(s); need two")
     results = [Evaluated(uri, short_name(uri)) for uri in dict.fromkeys(uris)]
+    for result in results:  # every URI resolved before any run opens: a typo costs no run and no other model
+        try:
+            download_model(result.uri)
+        except UserError as error:
+            result.note = f"not measured: {error}"
+    if all(r.note for r in results):
+        raise EvaluationError("; ".join(r.note.removeprefix("not measured: ") for r in results))
     if len(results) == 1:
+        scorer = _loaded(results[0])
+        if scorer is None:
+            raise EvaluationError(results[0].note.removeprefix("not measured: "))
         with tracking.run(experiment, run_name or f"evaluate-{results[0].name}"):
-            _evaluate_one(results[0], labelled, data, images, cache_dir, part, gallery, num_workers)
+            _evaluate_one(results[0], scorer, labelled, data, images, cache_dir, part, gallery, num_workers)
         return results
     with tracking.run(experiment, run_name or "evaluate", tags={"clip_aesthetics.evaluation": "parent"}) as parent:
         tracking.log_params({"models": ",".join(r.uri for r in results), "eval_split": part, **labelled.record()})
         for result in results:
+            scorer = None if result.note else _loaded(result)
+            if scorer is None:  # reported, and the others are still measured
+                print(f"{result.uri}: {result.note}", file=sys.stderr)
+                continue
             with tracking.run("", result.name, parent_run_id=parent.info.run_id):
-                _evaluate_one(result, labelled, data, images, cache_dir, part, gallery, num_workers)
+                _evaluate_one(result, scorer, labelled, data, images, cache_dir, part, gallery, num_workers)
+            del scorer  # one model in memory at a time
         board = leaderboard(results)
         tracking.log_csv(board, "comparison/leaderboard.csv")
         tracking.log_table(board, "comparison/leaderboard.json")
@@ -145,10 +166,22 @@ def evaluate_models(uris: list[str], labelled: Labelled, data, cache_dir, experi
     return results
 
 
-def _evaluate_one(result: Evaluated, labelled: Labelled, data, images: pd.DataFrame, cache_dir, part: str,
+def _loaded(result: Evaluated):
+    """The model's scorer, loaded before its run opens; None (and the reason in the result's note) if it cannot be."""
+    try:
+        return load_scorer(result.uri)
+    except UserError as error:
+        result.note = f"not measured: {error}"
+        return None
+
+
+def unmeasured(results: list[Evaluated]) -> list[Evaluated]:
+    return [r for r in results if r.metrics is None]
+
+
+def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: pd.DataFrame, cache_dir, part: str,
                   gallery: bool, num_workers: int) -> None:
     result.run_id = tracking.active_run_id()
-    scorer = load_scorer(result.uri)
     ids = images["image_id"].to_numpy()
     scores, failed = score_images(scorer, labelled, ids, cache_dir, num_workers)
     ok = np.isfinite(scores)
@@ -193,6 +226,9 @@ def _board_text(board: pd.DataFrame, labelled: Labelled, part: str) -> str:
     lines = [f"{len(board)} models on the same {part} images of `{labelled.name}` (digest {labelled.digest}), best "
              "eval_spearman first.", "", "| model | eval_spearman | eval_pearson |", "|---|---|---|"]
     for row in board.to_dict("records"):
+        if str(row.get("note", "")).startswith("not measured"):
+            lines.append(f"| {row['model']} | {row['note']} | |")
+            continue
         lines.append(f"| {row['model']} | {row.get('eval_spearman', float('nan')):.4f} | "
                      f"{row.get('eval_pearson', float('nan')):.4f} |")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +140,10 @@ def _locate_table(path: Path) -> list[tuple[Path, str]]:
             raise LabelsError(f"labels={path}: not a table this project reads ({', '.join(TABLE_SUFFIXES)}), or a "
                               "folder holding metadata.jsonl / metadata.csv / metadata.parquet")
         return [(path, "")]
+    if path.exists() and not path.is_dir():
+        raise LabelsError(f"labels={path}: a pipe or device (as `<(command)` gives), not a file: a labels table is read "
+                          "more than once and its images are found relative to its folder; write it to a file first "
+                          "(command > labels.csv) and pass that")
     if not path.is_dir():
         raise LabelsError(f"labels={path}: no such file or folder")
     for name in METADATA_FILES:
@@ -167,13 +172,27 @@ def _read_one(path: Path) -> _Rows:
     return _read_arrow(path)
 
 
+SEPARATORS = (";", "\t", "|")
+SEPARATOR_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "| bars"}  # what a CSV may use instead of its comma (a European spreadsheet writes ;)
+
+
 def _read_csv(path: Path, sep: str) -> _Rows:
+    rows = _read_delimited(path, sep)
+    header = str(rows.frame.columns[0]) if len(rows.frame.columns) == 1 else ""
+    other = next((s for s in SEPARATORS if s != sep and s in header), None)
+    if other is not None:  # one column whose name holds another separator: the table uses that one
+        return _read_delimited(path, other)
+    return rows
+
+
+def _read_delimited(path: Path, sep: str) -> _Rows:
     try:
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise LabelsError(f"{path}: the table is empty (no header, no rows)") from None
     except pd.errors.ParserError as error:
-        raise LabelsError(f"{path}: not a readable {'TSV' if sep == chr(9) else 'CSV'} table: {error}") from None
+        raise LabelsError(f"{path}: not a readable table with {SEPARATOR_NAMES.get(sep, repr(sep))} between columns: "
+                          f"{error}") from None
     except UnicodeDecodeError as error:
         raise LabelsError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -280,11 +299,24 @@ def _number(value, place: str, column: str) -> float:
     return number
 
 
+EXACT = 2**53  # beyond this a float is not an exact whole number
+
+
 def _count(value, place: str, column: str) -> int:
-    number = _number(value, place, column)
-    if number < 0 or number != int(number):
+    """A vote count, exactly: integers of any size (as text or as integers), floats only while exact."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*\+?\d+\s*", value):
+        number = int(value)
+    else:
+        real = _number(value, place, column)
+        if real != int(real) or abs(real) > EXACT:
+            raise LabelsError(f"{place}: vote count {column!r} is {value!r}; counts are whole numbers >= 0, and past "
+                              "2^53 must be written as integers (a float that large is not exact)")
+        number = int(real)
+    if number < 0:
         raise LabelsError(f"{place}: vote count {column!r} is {value!r}; counts are whole numbers >= 0")
-    return int(number)
+    return number
 
 
 def content_id(data: bytes) -> int:
@@ -370,8 +402,8 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
             record = rows.frame.iloc[index]
             if vote_columns:
                 counts = [_count(record[c], place, c) for c in vote_columns]
-                total = sum(counts)
-                score = (float(np.dot(counts, np.arange(1, len(counts) + 1)) / total) if total else float("nan"))
+                total = sum(counts)  # Python integers: exact however many votes, then one rounding
+                score = sum(k * c for k, c in enumerate(counts, start=1)) / total if total else float("nan")
             else:
                 score = _number(record[target], place, target)
             split = folder_split
@@ -460,14 +492,48 @@ def _source(value, root: Path, place: str):
     if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
         return "", None, "no image in this row"
     text = str(value).strip()
+    if "\x00" in text:
+        raise LabelsError(f"{place}: image path {text[:80]!r} holds a NUL byte, which no file name can: the table is "
+                          "damaged or was written as binary")
+    if URL.match(text):
+        return text, None, ("a URL: images are read from local files or bytes, never fetched; download them first "
+                            "(img2dataset, say) and label the files")
     real = _inside(root, text, place)
-    if not real.exists():
-        return text, None, "missing file"
-    if not real.is_file():
-        return text, None, "not a file"
-    if real.stat().st_size == 0:
-        return text, None, "empty file"
+    try:
+        if not real.exists():
+            match = _normalised(real, root)
+            if match is None:
+                return text, None, "missing file"
+            real = match
+        if not real.is_file():
+            return text, None, "not a file"
+        if real.stat().st_size == 0:
+            return text, None, "empty file"
+    except OSError as error:  # a name too long for the filesystem, a folder without permission, ...
+        return text, None, f"cannot open: {error.strerror or error}"
     return text, real, None
+
+
+URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def _normalised(path: Path, root: Path) -> Path | None:
+    """The file that `path` names when the table and the disk write its accented letters in different Unicode
+    forms (a macOS export: NFD on disk, NFC in the table, or the reverse); None when there is none."""
+    found = root
+    for part in path.relative_to(root).parts:
+        if (found / part).exists():
+            found = found / part
+            continue
+        wanted = unicodedata.normalize("NFC", part)
+        try:
+            match = next((entry for entry in os.listdir(found) if unicodedata.normalize("NFC", entry) == wanted), None)
+        except OSError:
+            return None
+        if match is None:
+            return None
+        found = found / match
+    return found
 
 
 def _digest(frame: pd.DataFrame) -> str:

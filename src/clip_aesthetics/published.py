@@ -55,19 +55,56 @@ def _natural(key: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
 
 
+NESTED = ("state_dict", "model", "model_state_dict", "net", "head", "ema")  # where checkpoints keep the weights
+
+
 def read_head_file(path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors by name: a state dict, or one nested under a checkpoint's usual keys. Only tensors are
+    ever loaded (weights_only): a file holding Python objects is refused, never unpickled."""
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise HeadFileError(f"no head file at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise HeadFileError(f"{path}: holds Python objects besides tensors (a pickled model or class), which this "
+                            "project never loads: unpickling them could run any code. Save the weights alone, "
+                            "torch.save(model.state_dict(), 'head.pth'), from code you trust") from None
     except Exception as error:  # torch raises many kinds for a damaged or non-torch file
-        raise HeadFileError(f"{path}: not a PyTorch state dict ({type(error).__name__}: {error})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise HeadFileError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+        raise HeadFileError(f"{path}: not a PyTorch state dict ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    state = _unwrapped(state, path)
+    for name, tensor in state.items():
+        if tensor.is_meta:
+            raise HeadFileError(f"{path}: tensor {name!r} holds no values (a meta tensor, saved from a model that was "
+                                "never given weights): not a trained head")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise HeadFileError(f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}: "
+                                "it would score every image NaN or infinity; not imported")
     return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+def _unwrapped(state, path: Path) -> dict[str, torch.Tensor]:
+    def tensors(value) -> bool:
+        return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+    if tensors(state):
+        return state
+    if isinstance(state, dict):
+        for key in NESTED:
+            if tensors(state.get(key)):
+                return state[key]
+        nested = [k for k, v in state.items() if tensors(v)]
+        if len(nested) == 1:
+            return state[nested[0]]
+        keys = ", ".join(map(str, list(state)[:8]))
+        raise HeadFileError(f"{path}: expected a state dict of tensors, got a dict with keys {keys}"
+                            + (f"; {len(nested)} of them hold tensors ({', '.join(map(str, nested[:4]))}): save the "
+                               "head's alone" if nested else ""))
+    raise HeadFileError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
 
 
 def chain_layers(state: dict[str, torch.Tensor], path: Path) -> list[list]:

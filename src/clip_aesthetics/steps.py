@@ -249,10 +249,17 @@ def evaluate_step(command) -> None:
     results = evaluate_models(uris, labelled, data, command.cache_dir, command.experiment, command.eval_split,
                               command.run_name, command.gallery, command.num_workers)
     if len(results) > 1:
-        from .evaluation import leaderboard
+        from .evaluation import leaderboard, unmeasured
 
         with _pandas_display():
             print(leaderboard(results).drop(columns=["note"]).to_string(index=False))
+        missing = unmeasured(results)
+        if missing:
+            from .errors import EvaluationIncomplete
+
+            raise EvaluationIncomplete(f"{len(missing)} of {len(results)} model(s) not measured (the others are in "
+                                       "the leaderboard): " + "; ".join(f"{r.uri}: {r.note.removeprefix('not measured: ')}"
+                                                                        for r in missing))
 
 
 def _pandas_display():
