@@ -68,7 +68,10 @@ def read_head_file(path: Path) -> dict[str, torch.Tensor]:
         raise HeadFileError(f"no head file at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():  # no Python object named: damaged, or not a torch file at all
+            raise HeadFileError(f"{path}: not a PyTorch state dict (the file is damaged or in another format)") \
+                from None
         raise HeadFileError(f"{path}: holds Python objects besides tensors (a pickled model or class), which this "
                             "project never loads: unpickling them could run any code. Save the weights alone, "
                             "torch.save(model.state_dict(), 'head.pth'), from code you trust") from None
