@@ -27,10 +27,12 @@ from .training import SELECTION_METRIC, clip_label, default_run_name
 
 
 def code_version() -> str:
-    """Content hash of this package's source: a changed training code never reuses an old run."""
+    """Content hash of this package's source, every sub-package included: a changed training code never reuses an
+    old run."""
+    root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
 

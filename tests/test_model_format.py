@@ -1,0 +1,47 @@
+"""Models registered by earlier versions keep scoring the same: a model folder committed as that version wrote it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from clip_aesthetics import cli
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "registered-2026-12-03"
+
+
+def expected() -> pd.DataFrame:
+    return pd.read_csv(FIXTURE / "expected.csv", keep_default_na=False, na_values=[""])
+
+
+def check(scores: pd.DataFrame) -> None:
+    want = expected()
+    assert scores["error"].fillna("").tolist() == want["error"].fillna("").tolist()
+    np.testing.assert_allclose(scores["score"].to_numpy(float), want["score"].to_numpy(float), atol=1e-5)
+
+
+def test_the_2026_12_03_model_scores_as_it_did_in_this_process(monkeypatch):
+    monkeypatch.chdir(FIXTURE)
+    model = mlflow.pyfunc.load_model(str(FIXTURE / "model"))
+    check(model.predict(pd.DataFrame({"path": expected()["path"]})))
+    images = [(FIXTURE / p).read_bytes() for p in expected()["path"]]
+    check(model.predict(pd.DataFrame({"image": images})))
+
+
+def test_the_2026_12_03_model_scores_as_it_did_in_a_fresh_process_and_through_the_cli(tmp_path, monkeypatch):
+    code = ("import sys, mlflow, pandas as pd\nm = mlflow.pyfunc.load_model(sys.argv[1])\n"
+            "m.predict(pd.DataFrame({'path': sys.argv[3:]})).to_csv(sys.argv[2], index=False)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", code, str(FIXTURE / "model"), str(tmp_path / "fresh.csv"),
+                    *expected()["path"]], cwd=FIXTURE, env=env, check=True, capture_output=True)
+    check(pd.read_csv(tmp_path / "fresh.csv", keep_default_na=False, na_values=[""]))
+    monkeypatch.chdir(FIXTURE)
+    assert cli.main(["score", "images", "--model", str(FIXTURE / "model"), "--out", str(tmp_path / "cli.csv"),
+                     "--num-workers", "0"]) == 0
+    scored = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False, na_values=[""])
+    assert scored["path"].tolist() == expected()["path"].tolist()
+    check(scored)
