@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clip_aesthetics import embed as embed_module
-from clip_aesthetics import pipeline
+from clip_aesthetics import ava, pipeline
 from clip_aesthetics.ava import read_ava
 from clip_aesthetics.config import DataSettings, EmbedSettings
 from clip_aesthetics.clip import ClipUnavailableError, load_clip, resolve_clip
@@ -112,10 +112,10 @@ def test_unreachable_hub_model_fails_fast_with_a_way_out():
 def test_image_folder_without_images_is_an_error(sample_ava, tmp_path):
     (tmp_path / "ava" / "image").mkdir(parents=True)
     shutil.copy(sample_ava / "AVA.txt", tmp_path / "ava" / "AVA.txt")
-    with pytest.raises(pipeline.DatasetError, match="holds no images"):
-        pipeline.image_dir(tmp_path / "ava")
-    with pytest.raises(pipeline.DatasetError, match="no image folder"):
-        pipeline.image_dir(tmp_path)
+    with pytest.raises(ava.DatasetError, match="holds no images"):
+        ava.image_dir(tmp_path / "ava")
+    with pytest.raises(ava.DatasetError, match="no image folder"):
+        ava.image_dir(tmp_path)
 
 
 def test_a_repaired_image_is_embedded_and_its_old_failure_forgotten(ava_copy, tiny_clip, tmp_path, monkeypatch):

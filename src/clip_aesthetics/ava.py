@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
+from .scoring import IMAGE_SUFFIXES
 
 VOTE_COLUMNS = [f"c{k}" for k in range(1, 11)]
 SCORE_RANGE = (1.0, 10.0)  # AVA's rating scale: the mean of 1-10 votes
@@ -176,3 +178,18 @@ def table_digest(table: pd.DataFrame) -> str:
     digest = hashlib.sha256(table["image_id"].to_numpy(np.int64).tobytes())
     digest.update(table[VOTE_COLUMNS].to_numpy(np.int64).tobytes())
     return digest.hexdigest()[:16]
+
+
+class DatasetError(UserError, ValueError):
+    """The data folder cannot be used as given; the message names the path and what to do."""
+
+
+def image_dir(ava_dir: Path) -> Path:
+    """AVA's images live in <ava_dir>/image/<id>.jpg; refuse a folder with none before any work."""
+    folder = Path(ava_dir) / "image"
+    if not folder.is_dir():
+        raise DatasetError(f"no image folder at {folder}; {LAYOUT_HINT}")
+    with os.scandir(folder) as entries:
+        if not any(Path(entry.name).suffix.lower() in IMAGE_SUFFIXES for entry in entries):
+            raise DatasetError(f"image folder {folder} holds no images; {LAYOUT_HINT}")
+    return folder

@@ -95,7 +95,7 @@ class EmbeddingCache:
                         "remove the folder or choose another cache_dir"
                     )
                 return
-        _write_atomically(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        write_atomically(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
     def manifest(self) -> dict:
         if not self.manifest_path.exists():
@@ -155,7 +155,7 @@ class EmbeddingCache:
         checksum = hashlib.sha256(payload).hexdigest()[:16]
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(3)}-{checksum}.npz"
         path = self.root / name
-        _write_atomically(path, payload)
+        write_atomically(path, payload)
         return path
 
     def load(self) -> CachedEmbeddings:
@@ -219,7 +219,7 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _write_atomically(path: Path, payload: bytes) -> None:
+def write_atomically(path: Path, payload: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
     with tmp.open("wb") as handle:
         handle.write(payload)

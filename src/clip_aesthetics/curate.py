@@ -177,28 +177,19 @@ def _score_chunk(scorer, chunk: list[Sample], path: str) -> pd.DataFrame:
     return pd.concat([frame, carried.astype(object)], axis=1) if len(carried.columns) else frame
 
 
-def score_inputs(paths: list[str], model_folder: str, out: Path, job: dict, engine: str = "local",
-                 image_column: str = "") -> dict:
-    """Score every input not yet done into `out` with the model saved in `model_folder`; returns counts."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [p for p in paths if not part_path(out, p).exists()]
-    done_before = len(paths) - len(todo)
-    if done_before:
-        print(f"resuming: {done_before} of {len(paths)} input(s) already have a complete part in {out}, scored by the "
-              "same model with the same options")
-    if todo and engine == "spark":
-        from . import spark
+def not_done(paths: list[str], out: Path) -> list[str]:
+    """The inputs without a complete part in `out` (what a resumed job still scores)."""
+    return [p for p in paths if not part_path(out, p).exists()]
 
-        spark.score_inputs(spark.session(), todo, model_folder, str(out), image_column, job)
-    elif todo:
-        from .scorer import load_scorer
 
-        scorer = load_scorer(model_folder)
-        for number, path in enumerate(todo, start=1):
-            rows = score_input(scorer, path, out, image_column, job=job)
-            print(f"[{number}/{len(todo)}] {path}: {rows} row(s)", file=sys.stderr, flush=True)
-    return {"inputs": len(paths), "resumed": done_before, "scored_now": len(todo)}
+def score_here(todo: list[str], model_folder: str, out: Path, job: dict, image_column: str = "") -> None:
+    """Score the inputs one after the other in this process, with the model saved in `model_folder`."""
+    from .scorer import load_scorer
+
+    scorer = load_scorer(model_folder)
+    for number, path in enumerate(todo, start=1):
+        rows = score_input(scorer, path, out, image_column, job=job)
+        print(f"[{number}/{len(todo)}] {path}: {rows} row(s)", file=sys.stderr, flush=True)
 
 
 def read_parts(out: Path, paths: list[str]) -> pd.DataFrame:

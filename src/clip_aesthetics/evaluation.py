@@ -24,7 +24,6 @@ from .head import non_finite_reason, predict_scores, prepare
 from .labels import Labelled
 from .pipeline import dataset_split, open_cache, to_embed
 from .scorer import download_model, load_scorer
-from .steps import gallery_rows, log_dataset
 
 RANK_METRICS = ("spearman", "pearson")
 SCALE_TAG = "scale_mismatch"
@@ -199,7 +198,7 @@ def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: p
     model_id = model_id_of(result.uri)
     if model_id:
         tracking.link_metrics_to_model(result.run_id, model_id, values, f"{labelled.name}#evaluation", labelled.digest)
-    log_dataset(data, labelled, {"evaluation": {"num_rows": int(ok.sum()), "part": part}})
+    tracking.log_dataset(data, labelled, {"evaluation": {"num_rows": int(ok.sum()), "part": part}})
     names = labelled.frame.set_index("image_id")["image"].reindex(ids).to_numpy()
     result.predictions = pd.DataFrame({"image_id": ids, "image": names, "score_true": true, "score_pred": scores,
                                        "error": [failed.get(int(i), "") for i in ids]})
@@ -241,7 +240,7 @@ def _log_disagreement(results: list[Evaluated], labelled: Labelled) -> None:
     truth = dict(zip(frames[0]["image_id"].astype(str), frames[0]["score_true"], strict=True))
     scores = {r.name: dict(zip(r.predictions["image_id"].astype(str), r.predictions["score_pred"], strict=True))
               for r in results}
-    rows = {row.key: row for row in gallery_rows(labelled, [int(k) for k in truth], [float("nan")] * len(truth),
+    rows = {row.key: row for row in gallery_module.rows_of(labelled, [int(k) for k in truth], [float("nan")] * len(truth),
                                                  list(truth.values()))}
     page = gallery_module.compare_page("Where the models disagree", rows, scores)
     tracking.log_text(page.decode(), "gallery/compare.html")

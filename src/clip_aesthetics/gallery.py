@@ -157,3 +157,14 @@ def compare_page(title: str, images: dict[str, Row], children: dict[str, dict[st
     body = (f"<h1>{html.escape(title)}</h1><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>"
             + "".join(cards))
     return _document(title, body)
+
+
+def rows_of(labelled, ids, scores, true=None) -> list[Row]:
+    """Rows of a dataset's images (a Labelled: its names and sources) with their scores, loaded on demand."""
+    from .images import load_source
+
+    names = labelled.frame.set_index("image_id")["image"]
+    label = (lambda i: f"image {i}") if labelled.kind == "ava" else (lambda i: str(names.get(int(i), i)))
+    return [Row(str(i), label(i), float(s), (lambda p=labelled.sources[int(i)]: load_source(p)),
+                               None if true is None else float(t))
+            for i, s, t in zip(ids, scores, true if true is not None else [None] * len(ids), strict=True)]

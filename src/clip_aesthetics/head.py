@@ -51,7 +51,7 @@ def build_head(spec: HeadSpec) -> nn.Module:
     if spec.kind == "mlp":
         return nn.Sequential(nn.Linear(spec.in_dim, MLP_HIDDEN), nn.GELU(), nn.Linear(MLP_HIDDEN, 1))
     if spec.kind == "chain":  # a published head, rebuilt from the layer shapes its file holds
-        from .published import ChainHead
+        from .chain import ChainHead
 
         return ChainHead([list(layer) for layer in spec.layers], spec.activation)
     raise ValueError(f"head={spec.kind!r}: expected linear, mlp, ridge or chain")

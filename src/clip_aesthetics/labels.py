@@ -103,10 +103,8 @@ def _threshold(text: str) -> float | None:
 
 
 def from_ava(data) -> Labelled:
-    from .pipeline import image_dir
-
     table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
-    images = image_dir(data.ava_dir)
+    images = ava.image_dir(data.ava_dir)
     voted = table[table["n_votes"] > 0]
     frame = pd.DataFrame({"image_id": voted["image_id"].to_numpy(), "image": voted["image_name"].to_numpy(),
                           "score": voted["mean_score"].to_numpy(), "split": ""})
@@ -352,11 +350,11 @@ class ContentIds:
     def save(self) -> None:
         if not (self.path and self.changed):
             return
-        from .cache import _write_atomically
+        from .cache import write_atomically
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self.path, json.dumps(self.known).encode())
+            write_atomically(self.path, json.dumps(self.known).encode())
         except OSError:  # only a speed-up: a read-only cache folder costs reading the files again
             pass
 

@@ -4,7 +4,6 @@ split."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -15,29 +14,13 @@ import pandas as pd
 import torch
 
 from . import ava
+from .ava import DatasetError
 from .cache import EmbeddingCache
 from .clip import ClipSource, embedding_dim, load_clip
 from .config import CacheSettings, DataSettings, EmbedSettings
 from .embed import default_workers, embed_to_cache, pick_device, pick_dtype, precision_choice, scoring_dtype
-from .errors import UserError
 from .images import ImageError, load_source
 from .labels import Labelled, read_dataset, split_labelled
-from .scoring import IMAGE_SUFFIXES
-
-
-class DatasetError(UserError, ValueError):
-    """The data folder cannot be used as given; the message names the path and what to do."""
-
-
-def image_dir(ava_dir: Path) -> Path:
-    """AVA's images live in <ava_dir>/image/<id>.jpg; refuse a folder with none before any work."""
-    folder = Path(ava_dir) / "image"
-    if not folder.is_dir():
-        raise DatasetError(f"no image folder at {folder}; {ava.LAYOUT_HINT}")
-    with os.scandir(folder) as entries:
-        if not any(Path(entry.name).suffix.lower() in IMAGE_SUFFIXES for entry in entries):
-            raise DatasetError(f"image folder {folder} holds no images; {ava.LAYOUT_HINT}")
-    return folder
 
 
 PRECISIONS = ("float32", "float16", "bfloat16")

@@ -21,12 +21,11 @@ import re
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .errors import UserError
+from .chain import ACTIVATIONS, ChainHead
 from .head import SCORE_RANGE, HeadSpec
 
-ACTIVATIONS = {"none": None, "relu": nn.ReLU, "gelu": nn.GELU}
 # Where each layout is published, and what its authors say of its licence (shown on the registered version).
 KNOWN = {
     "laion-linear": ("LAION-AI/aesthetic-predictor (github.com/LAION-AI/aesthetic-predictor, sa_0_4_vit_*_linear.pth)",
@@ -147,39 +146,6 @@ def layout_of(layers: list[list]) -> str:
     if prefixes == [f"scoring_head.{k}" for k in (0, 2, 4, 6, 8)]:
         return "v2.5"
     return "linear-chain"
-
-
-class ChainHead(nn.Module):
-    """Linear layers under the file's own key names (so its state dict loads strictly), applied in order."""
-
-    def __init__(self, layers: list, activation: str = "none"):
-        super().__init__()
-        self.order = []
-        for prefix, in_dim, out_dim, has_bias in layers:
-            linear = nn.Linear(in_dim, out_dim, bias=has_bias)
-            if not prefix:  # LAION's linear head: the state dict is the layer itself
-                self.weight, self.bias = linear.weight, linear.bias
-                self.order.append(None)
-                continue
-            parent = self
-            *parents, leaf = prefix.split(".")
-            for name in parents:
-                if name not in parent._modules:
-                    parent.add_module(name, nn.Module())
-                parent = parent._modules[name]
-            parent.add_module(leaf, linear)
-            self.order.append(prefix)
-        self.activation = ACTIVATIONS[activation]() if ACTIVATIONS[activation] else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for k, prefix in enumerate(self.order):
-            if prefix is None:
-                x = nn.functional.linear(x, self.weight, self.bias)
-            else:
-                x = self.get_submodule(prefix)(x)
-            if self.activation is not None and k < len(self.order) - 1:
-                x = self.activation(x)
-        return x
 
 
 def import_head(path: Path, embedding_dim: int, activation: str = "none") -> tuple[dict, HeadSpec, dict]:

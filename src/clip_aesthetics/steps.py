@@ -118,7 +118,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         "precision_reason": report.precision_reason,
         "decoding": report.decoding, **tracking.library_versions(),
     })
-    log_dataset(data, labelled, {context: {"num_rows": len(getattr(dataset, part).ids)}
+    tracking.log_dataset(data, labelled, {context: {"num_rows": len(getattr(dataset, part).ids)}
                                  for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
     tracking.log_csv(dataset.skipped, "data/skipped.csv")
     if labelled.kind == "table":  # which image went where (a seeded split is reproduced from these)
@@ -158,19 +158,9 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
     return result
 
 
-def gallery_rows(labelled: Labelled, ids, scores, true=None) -> list:
-    from .images import load_source
-
-    names = labelled.frame.set_index("image_id")["image"]
-    label = (lambda i: f"image {i}") if labelled.kind == "ava" else (lambda i: str(names.get(int(i), i)))
-    return [gallery_module.Row(str(i), label(i), float(s), (lambda p=labelled.sources[int(i)]: load_source(p)),
-                               None if true is None else float(t))
-            for i, s, t in zip(ids, scores, true if true is not None else [None] * len(ids), strict=True)]
-
-
 def log_test_gallery(labelled: Labelled, predictions: pd.DataFrame, plot_pngs: dict) -> None:
     """gallery/test.html: the test images by predicted score, top, bottom, biggest misses, calibration."""
-    rows = gallery_rows(labelled, predictions["image_id"], predictions["score_pred"], predictions["score_true"])
+    rows = gallery_module.rows_of(labelled, predictions["image_id"], predictions["score_pred"], predictions["score_true"])
     truth = "the true mean vote" if labelled.kind == "ava" else "the table's score"
     summary = [f"{len(rows)} test images of {labelled.name}, scores on its {labelled.scale_text()} scale (predicted, "
                f"and {truth} where shown)", f"buckets {gallery_module.bucket_width(*labelled.score_range):g} wide; at "
@@ -195,21 +185,6 @@ def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
     return {"head": result.spec.to_dict(), "best_epoch": result.best_epoch, "precision": report.precision,
             "decoding": report.decoding,
             "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
-
-
-def log_dataset(data: DataSettings, labelled: Labelled, profiles: dict[str, dict]) -> None:
-    """The label table as the active run's input, once per context, all with the table's digest.
-
-    Named `<AVA folder name>/AVA.txt` or the table's file name; each context's profile also holds the split
-    that made it and the data's scale.
-    """
-    split = {"split": data.split if labelled.kind == "ava" else ("given" if labelled.given_split else "seeded"),
-             "val_fraction": data.val_fraction, "seed": data.seed, "table_rows": len(labelled.frame),
-             "score_range": labelled.scale_text()}
-    if labelled.kind == "table" and not labelled.given_split:
-        split["test_fraction"] = data.test_fraction
-    tracking.log_datasets(labelled.name, labelled.digest, str(labelled.location),
-                          {context: {**profile, **split} for context, profile in profiles.items()})
 
 
 def import_head_step(command) -> None:

@@ -21,7 +21,7 @@ from .tracking import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
 from .config import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
 from .clip import resolve_clip
 from .pipeline import EmbedReport, embed_dataset
-from .steps import checked_dataset, clip_params, gallery_rows, log_dataset, train_and_log
+from .steps import checked_dataset, clip_params, train_and_log
 from .training import SELECTION_METRIC, clip_label, default_run_name
 
 
@@ -166,7 +166,7 @@ def _log_dataset(data: DataSettings, reports: dict) -> None:
     """The parent's input: the label table its children were trained and tested on, logged once."""
     report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.labelled is not None), None)
     if report is not None:
-        log_dataset(data, report.labelled, {"all splits": {"num_rows": len(report.labelled.frame)}})
+        tracking.log_dataset(data, report.labelled, {"all splits": {"num_rows": len(report.labelled.frame)}})
 
 
 def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
@@ -199,7 +199,7 @@ def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child
         frame = tracking.load_csv(child.run_id, "predictions/test.csv")
         scores[child.name] = dict(zip(frame["image_id"].astype(str), frame["score_pred"], strict=True))
         truth.update(zip(frame["image_id"].astype(str), frame["score_true"], strict=True))
-    rows = {row.key: row for row in gallery_rows(report.labelled, [int(k) for k in truth], [float("nan")] * len(truth),
+    rows = {row.key: row for row in gallery.rows_of(report.labelled, [int(k) for k in truth], [float("nan")] * len(truth),
                                                  list(truth.values()))}
     page = gallery.compare_page("Where the children disagree", rows, scores)
     tracking.log_text(page.decode(), "gallery/compare.html")

@@ -170,3 +170,18 @@ def not_comparable(tags: dict) -> str:
 
 def metric_history(run_id: str, name: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, name)]
+
+
+def log_dataset(data, labelled, profiles: dict[str, dict]) -> None:
+    """The label table as the active run's input, once per context, all with the table's digest.
+
+    Named `<AVA folder name>/AVA.txt` or the table's file name; each context's profile also holds the split
+    that made it and the data's scale.
+    """
+    split = {"split": data.split if labelled.kind == "ava" else ("given" if labelled.given_split else "seeded"),
+             "val_fraction": data.val_fraction, "seed": data.seed, "table_rows": len(labelled.frame),
+             "score_range": labelled.scale_text()}
+    if labelled.kind == "table" and not labelled.given_split:
+        split["test_fraction"] = data.test_fraction
+    log_datasets(labelled.name, labelled.digest, str(labelled.location),
+                          {context: {**profile, **split} for context, profile in profiles.items()})

@@ -26,12 +26,20 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
     folder = download_model(model_uri)  # once: every task loads this copy
     job = {**model_identity(model_uri, folder), "image_column": image_column}
     curate.check_resumable(out, job, fresh)
-    done = curate.score_inputs(paths, folder, out, job, engine, image_column)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = curate.not_done(paths, out)
+    if len(todo) < len(paths):
+        print(f"resuming: {len(paths) - len(todo)} of {len(paths)} input(s) already have a complete part in {out}, "
+              "scored by the same model with the same options")
+    if todo and engine == "spark":
+        spark.score_inputs(spark.session(), todo, folder, str(out), image_column, job)
+    elif todo:
+        curate.score_here(todo, folder, out, job, image_column)
     frame = curate.read_parts(out, paths)
     score_range = HeadSpec(**read_spec(folder)["head"]).score_range
     summary = curate.write_summary(frame, out, score_range)
     report = out / curate.REPORT
-    print(f"wrote {out}: {done['inputs']} part(s), one row per sample (a parquet dataset); summary in "
+    print(f"wrote {out}: {len(paths)} part(s), one row per sample (a parquet dataset); summary in "
           f"{report / curate.SUMMARY} and {report / curate.HISTOGRAM}")
     for line in curate.summary_lines(summary):
         print(line)

@@ -1,0 +1,73 @@
+"""The package's import graph, read from the source (imports inside functions included): no cycles, and no private
+name taken from another module. A cycle means two modules cannot be understood, tested or moved apart."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "clip_aesthetics"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, list[tuple[str, str]]]:
+    """module -> [(imported module, imported name or '')], within the package."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    found = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = []
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".") if package else []
+                    base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                    target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                elif node.module and node.module.startswith("clip_aesthetics"):
+                    target = node.module.removeprefix("clip_aesthetics").lstrip(".")
+                else:
+                    continue
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}".strip(".")
+                    edges.append((sub, "") if sub in modules else (target, alias.name))
+            elif isinstance(node, ast.Import):
+                edges += [(a.name.removeprefix("clip_aesthetics").lstrip("."), "") for a in node.names
+                          if a.name.startswith("clip_aesthetics.")]
+        found[name] = [(t, n) for t, n in edges if t in modules and t != name]
+    return found
+
+
+def test_no_import_cycles():
+    graph = {m: {t for t, _ in edges} for m, edges in imports().items()}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycle = path[path.index(target):] + [target]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+
+
+def test_no_private_name_is_taken_from_another_module():
+    taken = [f"{module} takes {target}.{name}" for module, edges in imports().items() for target, name in edges
+             if name.startswith("_")]
+    assert taken == []
+
+
+def test_the_graph_reader_sees_function_level_imports():
+    graph = imports()
+    assert ("chain", "") in graph["head"] or any(t == "chain" for t, _ in graph["head"]), \
+        "head imports chain inside build_head: the reader must see it"
