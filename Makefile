@@ -31,11 +31,15 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) experiments/demo.py --clips "$(CLIP)" --ava-dir "$(AVA_DIR)"
 
+# Test files run side by side in worker processes (one per core, at most 4), each file whole in one worker so its
+# module fixtures are built once; the longest files start first (tests/conftest.py).
+PYTEST_WORKERS ?= --numprocesses auto --maxprocesses 4 --dist loadfile
+
 test: $(VENV)/.installed-test
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_WORKERS)
 
 test-fast: $(VENV)/.installed-test
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PYTEST_WORKERS) -m "not slow"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

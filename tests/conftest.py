@@ -21,6 +21,19 @@ N_SAMPLE_IMAGES = 240
 os.environ["PATH"] = interpreter_env()["PATH"]
 
 
+# The files that take longest (Spark clusters, the browser, fresh processes): run first, so that with several workers
+# (`make test`) none of them starts last and leaves the other workers idle.
+LONGEST_FIRST = ("test_spark_cluster.py", "test_ui_e2e.py", "test_spark.py", "test_backbones.py", "test_registry.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's own order is kept
+
+
 def pytest_addoption(parser):
     parser.addoption("--cpu-bf16", choices=("machine", "native", "emulated"), default="machine",
                      help="answer of the native-bfloat16 CPU detection inside the test process: this machine's, or "
