@@ -412,3 +412,34 @@ def test_evaluate_measures_the_models_it_can_and_leaves_no_failed_run(trained, s
         assert np.isfinite(board.loc[0, "eval_spearman"]) and board.loc[1, "note"].startswith("not measured")
         runs = client.search_runs([experiment])
         assert not [r for r in runs if r.info.status == "FAILED"], "no FAILED run where nothing was done"
+
+
+# ---------------------------------------------------------------- files and folders: the output never replaces an input
+
+def test_a_csv_named_like_an_input_image_is_refused(trained, sample_ava, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in jpegs(sample_ava, 3):
+        shutil.copy(f, photos / f.name)
+    victim = photos / jpegs(sample_ava, 1)[0].name
+    before = victim.read_bytes()
+    assert score(trained, photos, "--out", victim, "--num-workers", "0") == 2
+    assert "would be written over" in one_error_line(capsys) and victim.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["the input folder", "a folder holding it", "a file", "a folder of other files"])
+def test_spark_never_replaces_an_input_or_a_foreign_folder(where, trained, sample_ava, tmp_path, capsys):
+    """Spark writes its output in overwrite mode, deleting the folder first: refused before Spark even starts."""
+    photos = tmp_path / "data" / "photos"
+    photos.mkdir(parents=True)
+    for f in jpegs(sample_ava, 2):
+        shutil.copy(f, photos / f.name)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    out = {"the input folder": photos, "a folder holding it": tmp_path / "data",
+           "a file": photos / jpegs(sample_ava, 1)[0].name, "a folder of other files": tmp_path / "notes"}[where]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    inputs = [photos / jpegs(sample_ava, 1)[0].name] if where == "a file" else [photos]
+    assert score(trained, *inputs, "--engine", "spark", "--out", out) == 2
+    assert one_error_line(capsys)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before, "nothing deleted or changed"

@@ -95,7 +95,7 @@ class ScoreCommand(ScoreSettings):
             return self._on_spark(store)
         check_store(self.model, store)
         check_output(self.out)
-        frame = score_files([Path(p) for p in self.inputs], self.model, self.num_workers)
+        frame = score_files([Path(p) for p in self.inputs], self.model, self.num_workers, out=self.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(self.out, index=False)
         if self.gallery:
@@ -142,12 +142,13 @@ class ScoreCommand(ScoreSettings):
     def _on_spark(self, store: str) -> None:
         from . import spark
         from .scorer import describe_model
-        from .scoring import check_store
+        from .scoring import check_spark_output, check_store
 
+        out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
+        check_spark_output(str(out), self.inputs)
         session = spark.session()  # first: without pyspark or Java nothing else matters
         check_store(self.model, store)
         print(f"model: {describe_model(self.model)}")
-        out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
         done = spark.score_files(session, self.inputs, self.model, str(out), self.spark_partitions)
         if self.gallery:  # from the parquet Spark wrote; files on this machine's filesystem show as thumbnails
             import pandas as pd

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +59,34 @@ def write_gallery(frame: pd.DataFrame, out: Path, score_range: tuple[float, floa
     plots.close(figure)
 
 
+# What a Spark parquet output folder holds: what `write.mode("overwrite")` may delete without losing anything else.
+SPARK_WRITES = re.compile(r"^(part-.*|_SUCCESS|_committed_.*|_started_.*|\..*\.crc)$")
+
+
+def _local(path: str) -> Path | None:
+    return Path(path.removeprefix("file:")).resolve() if "://" not in path or path.startswith("file:") else None
+
+
+def check_spark_output(out: str, inputs: list[str]) -> None:
+    """Refuse, before any work, an --out that Spark's overwrite would delete with something precious in it: an input
+    (or a folder holding one), a file, or a folder holding files an earlier Spark output did not."""
+    real = _local(out)
+    if real is None or not real.exists():
+        return
+    for item in inputs:
+        given = _local(item)
+        if given is not None and (given == real or real in given.parents):
+            raise ScoringInputError(f"--out {out} holds the input {item}: Spark replaces the output folder whole, so "
+                                    "it would be deleted; give the scores a folder of their own")
+    if not real.is_dir():
+        raise ScoringInputError(f"--out {out} is an existing file: Spark writes a folder of parquet parts there and "
+                                "would delete it; give a new folder name, e.g. scores.parquet")
+    foreign = sorted(e.name for e in real.iterdir() if not SPARK_WRITES.match(e.name))
+    if foreign:
+        raise ScoringInputError(f"--out {out} holds {foreign[0]!r}, which an earlier Spark output did not write: "
+                                "Spark replaces the folder whole; give a new or empty folder")
+
+
 DEFAULT_STORE = "sqlite:///mlflow.db"  # MLflow's own default: a file in the current folder
 
 
@@ -74,10 +103,13 @@ def check_store(model_uri: str, tracking_uri: str) -> None:
             "mlflow.db, or pass --tracking-uri sqlite:////ABSOLUTE/PATH/mlflow.db (or set MLFLOW_TRACKING_URI)")
 
 
-def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:
+def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1, out: Path | None = None) -> pd.DataFrame:
     from .scorer import describe_model, load_scorer
 
     paths = collect_images(inputs)
+    if out is not None and Path(out).resolve() in {p.resolve() for p in paths}:
+        raise ScoringInputError(f"--out {out} is one of the images to score: it would be written over; give the "
+                                "scores a file of their own, e.g. scores.csv")
     print(f"model: {describe_model(model_uri)}")
     scorer = load_scorer(model_uri)
     scores = scorer.score_paths(paths, num_workers=num_workers, progress=True)

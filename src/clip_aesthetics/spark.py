@@ -155,7 +155,9 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     with the error "empty file"). Returns counts: scored, failed, model_loads.
     """
     from .scorer import download_model
+    from .scoring import check_spark_output
 
+    check_spark_output(out, list(inputs))  # the overwrite below deletes `out` first: never an input
     local_model = download_model(model_uri)  # once, on the driver
     out_parent = str(Path(out.removeprefix("file:")).parent) if _on_this_filesystem(out) else ""
     if out_parent:
