@@ -443,3 +443,18 @@ def test_spark_never_replaces_an_input_or_a_foreign_folder(where, trained, sampl
     assert score(trained, *inputs, "--engine", "spark", "--out", out) == 2
     assert one_error_line(capsys)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before, "nothing deleted or changed"
+
+
+def test_a_folder_scored_by_an_earlier_version_is_refused_until_fresh(trained, sample_ava, tmp_path, capsys):
+    shard = write_shard(tmp_path / "in" / "00000.tar", jpegs(sample_ava, 4))
+    out = tmp_path / "out"
+    out.mkdir()  # as versions before 2026-12-03 left it: a part that names no model, the report beside it
+    pd.DataFrame({"key": ["00000.tar/x"], "input": [str(shard)], "score": [9.9], "error": [""]}).to_parquet(
+        curate.part_path(out, str(shard)))
+    (out / "summary.json").write_text("{}")
+    assert score(trained, shard, "--out", out) == 2
+    error = one_error_line(capsys)
+    assert "did not record" in error and "--fresh" in error
+    assert score(trained, shard, "--out", out, "--fresh") == 0
+    frame = curate.read_parts(out, [str(shard)])
+    assert len(frame) == 4 and 9.9 not in frame["score"].tolist() and not (out / "summary.json").exists()

@@ -34,6 +34,7 @@ CHUNK = 256  # samples per scoring call: bounded memory, full batches for the mo
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 REPORT = "_report"  # under the output folder: dataset readers skip names starting with _ or .
 SUMMARY, HISTOGRAM, KEPT = "summary.json", "summary.png", "kept.parquet"
+OLD_REPORT = (SUMMARY, HISTOGRAM, KEPT)  # where versions before 2026-12-03 wrote the report: beside the parts
 WRITTEN = "_kept-shards.json"  # in a --write-shards folder: which input each shard came from, and for which job
 METADATA_KEY = b"clip_aesthetics"  # a part's parquet metadata: the job that wrote it
 SAME_JOB = ("head_sha256", "spec_sha256", "image_column")  # what must match for a part to be resumed
@@ -49,7 +50,7 @@ def _ours(entry: Path) -> bool:
     """What a score job writes in its output folder: parts, half-written parts, the report."""
     name = entry.name
     return ((name.startswith("part-") and name.endswith(".parquet")) or (name.startswith(".") and name.endswith(".tmp"))
-            or name == REPORT)
+            or name in (REPORT, *OLD_REPORT))
 
 
 def check_targets(paths: list[str], out: Path, write_shards: Path | None) -> None:
@@ -116,6 +117,8 @@ def check_resumable(out: Path, job: dict, fresh: bool) -> None:
             for old in parts:
                 old.unlink()
             shutil.rmtree(Path(out) / REPORT, ignore_errors=True)
+            for name in OLD_REPORT:
+                (Path(out) / name).unlink(missing_ok=True)
             print(f"--fresh: removed {len(parts)} part(s) of an earlier job from {out}")
             return
         what = describe_job(theirs) if theirs else "a model an earlier version of clip-aesthetics did not record"
