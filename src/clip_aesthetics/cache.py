@@ -19,6 +19,7 @@ import re
 import secrets
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -219,10 +220,20 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A hidden temporary name beside `path` to write to; renamed to `path` only when the block ends without an
+    error (a reader never sees half a file; a crash leaves at most a `.*.tmp` file)."""
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_atomically(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    with tmp.open("wb") as handle:
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
         handle.write(payload)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import secrets
 import shutil
 import sys
 import tarfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .cache import atomic_path
 from .errors import ScoringInputError
 from .samples import RESERVED, Sample, is_shard, read_input, read_shard, suffix_of  # noqa: F401  (is_shard: the workflow's)
 
@@ -159,10 +159,8 @@ def score_input(scorer, path: str, out: Path, image_column: str = "", source: st
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            METADATA_KEY: json.dumps(job or {}).encode()})
-    target = part_path(out, source or path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, target)
+    with atomic_path(part_path(out, source or path)) as tmp:
+        pq.write_table(table, tmp)
     return len(frame)
 
 
@@ -283,17 +281,15 @@ def write_kept_shards(kept: pd.DataFrame, paths: list[str], folder: Path, out: P
         if not keys or not is_shard(path):
             continue
         target = folder / names[path]
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         count = 0
         mode = "w:gz" if suffix_of(path) in (".tar.gz", ".tgz") else "w"
-        with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
+        with atomic_path(target) as tmp, tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
             for sample in read_shard(path, keep_members=True):
                 if sample.key in keys:
                     for member, data in sample.members:
                         if data is not None and member.isreg():
                             tar.addfile(member, io.BytesIO(data))
                     count += 1
-        os.replace(tmp, target)
         written[str(target)] = (str(path), count)
     manifest = {"out": str(Path(out).resolve()),
                 "shards": {Path(k).name: {"input": str(Path(v[0]).resolve()), "samples": v[1]}

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import gallery as gallery_module
 from . import metrics, plots, tracking
-from .embed import default_workers, embed_to_cache
+from .embed import batch_for, default_workers, embed_to_cache
 from .errors import UserError
 from .head import non_finite_reason, predict_scores, prepare
 from .labels import Labelled
@@ -60,7 +60,7 @@ def score_images(scorer, labelled: Labelled, ids: np.ndarray, cache_dir, num_wor
     cache = open_cache(cache_dir, source, labelled.images, precision, scorer.decoding, scorer.model.embedding_dim)
     todo = to_embed(cache, [(int(i), labelled.sources[int(i)]) for i in ids], labelled.images)
     if todo:
-        batch = 256 if scorer.device.type == "cuda" else 32
+        batch = batch_for(scorer.device)
         embed_to_cache(cache, todo, scorer.model, scorer.processor, scorer.dtype, batch,
                        default_workers(num_workers), 4096, progress=True, decoding=scorer.decoding)
     cached = cache.load()

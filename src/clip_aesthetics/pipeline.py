@@ -18,7 +18,7 @@ from .ava import DatasetError
 from .cache import EmbeddingCache
 from .clip import ClipSource, embedding_dim, load_clip
 from .config import CacheSettings, DataSettings, EmbedSettings
-from .embed import default_workers, embed_to_cache, pick_device, pick_dtype, precision_choice, scoring_dtype
+from .embed import batch_for, default_workers, embed_to_cache, pick_device, pick_dtype, precision_choice, scoring_dtype
 from .images import ImageError, load_source
 from .labels import Labelled, read_dataset, split_labelled
 
@@ -78,7 +78,7 @@ def embed_dataset(labelled: Labelled, embed: EmbedSettings, source: ClipSource, 
     cache = open_cache(embed.cache_dir, source, images, precision, embed.decoding, embedding_dim(source))
     todo = to_embed(cache, list(labelled.sources.items()), images)
     started = time.perf_counter()
-    batch = embed.embed_batch_size or (256 if device.type == "cuda" else 32)
+    batch = embed.embed_batch_size or batch_for(device)
     if todo and embed.engine == "spark":  # Spark tasks write shards into the same cache folder
         from .spark import embed_missing
 

@@ -28,12 +28,11 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
 from .clip import ClipSource, load_clip, resolve_clip
-from .embed import default_workers, embed_sources, pick_device, scoring_dtype
+from .embed import batch_for, default_workers, embed_sources, pick_device, scoring_dtype
 from .errors import ScoringInputError
 from .head import HeadSpec, build_head, non_finite_reason, predict_scores, prepare
 from .images import ImageError, decode_rgb, load_rgb
 
-DEFAULT_BATCH = {"cuda": 256, "cpu": 32}
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCORER_ENTRY = PACKAGE_DIR / "scorer_entry.py"  # models-from-code: this file builds the pyfunc at load time
 RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
@@ -272,7 +271,7 @@ class AestheticScorer(PythonModel):
     def _score(self, sources: list, load, threads: bool, workers: int = -1, progress: bool = False) -> pd.DataFrame:
         scores = np.full(len(sources), np.nan)
         errors = [""] * len(sources)
-        batch = DEFAULT_BATCH.get(self.device.type, 32)
+        batch = batch_for(self.device)
         items = list(enumerate(sources))
         workers = default_workers(workers)  # bytes: a thread pool sized to the cores; files: worker processes
         for ok, embeddings, failed in embed_sources(
