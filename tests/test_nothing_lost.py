@@ -402,14 +402,19 @@ def test_evaluate_measures_the_models_it_can_and_leaves_no_failed_run(trained, s
                          str(trained["root"] / "cache")]) == 2
         assert missing in one_error_line(capsys)
         assert {r.info.run_id for r in client.search_runs([experiment])} == before, "refused before any run opened"
-        assert cli.main(["evaluate", "--model", missing, "--model", trained["model"], "--ava-dir", str(sample_ava),
-                         "--cache-dir", str(trained["root"] / "cache"), "--run-name", "one-bad"]) == 1
+        (logged,) = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list",
+                                                filter_string=f"source_run_id = '{trained['run'].info.run_id}'")
+        same_by_id = f"models:/{logged.model_id}"  # the same model under its other URI: a second measured model
+        assert cli.main(["evaluate", "--model", missing, "--model", trained["model"], "--model", same_by_id,
+                         "--ava-dir", str(sample_ava), "--cache-dir", str(trained["root"] / "cache"),
+                         "--run-name", "one-bad"]) == 1
         printed = capsys.readouterr()
-        assert "1 of 2 model(s) not measured" in printed.err and missing in printed.err
+        assert "1 of 3 model(s) not measured" in printed.err and missing in printed.err
         (parent,) = client.search_runs([experiment], "attributes.run_name = 'one-bad'")
         board = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison/leaderboard.csv", str(tmp_path)))
-        assert board["model"].tolist() == [trained["model"], missing], "measured first, the missing one named last"
-        assert np.isfinite(board.loc[0, "eval_spearman"]) and board.loc[1, "note"].startswith("not measured")
+        assert board["model"].tolist()[-1] == missing, "the measured ones first, the missing one named last"
+        assert np.isfinite(board["eval_spearman"][:2]).all() and board.loc[2, "note"].startswith("not measured")
+        assert "gallery/compare.html" in [a.path for a in client.list_artifacts(parent.info.run_id, "gallery")]
         runs = client.search_runs([experiment])
         assert not [r for r in runs if r.info.status == "FAILED"], "no FAILED run where nothing was done"
 

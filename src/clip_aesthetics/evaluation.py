@@ -23,7 +23,7 @@ from .errors import UserError
 from .head import non_finite_reason, predict_scores, prepare
 from .labels import Labelled
 from .pipeline import dataset_split, open_cache, to_embed
-from .scorer import download_model, load_scorer
+from .scorer import download_model, load_scorer, registered_version
 
 RANK_METRICS = ("spearman", "pearson")
 SCALE_TAG = "scale_mismatch"
@@ -98,26 +98,22 @@ def measure(true: np.ndarray, pred: np.ndarray, model_range, data_range, thresho
 
 def model_id_of(uri: str) -> str | None:
     """The logged model behind a model URI, for linking metrics to it."""
-    client = mlflow.MlflowClient()
     rest = uri.removeprefix("models:/")
-    try:
-        if rest.startswith("m-"):
-            return rest.split("/")[0]
-        if rest != uri:
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                return client.get_model_version_by_alias(name, alias).model_id
-            name, number = rest.rsplit("/", 1)
-            return client.get_model_version(name, number).model_id
-        if uri.startswith("runs:/"):
-            run_id, name = uri.removeprefix("runs:/").split("/", 1)
-            run = client.get_run(run_id)
-            found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
-                                                filter_string=f"source_run_id = '{run_id}' and name = '{name}'")
-            return found[0].model_id if found else None
-    except Exception:  # a URI MLflow resolves differently: the metrics stay on the run
+    if rest.startswith("m-"):
+        return rest.split("/")[0]
+    found = registered_version(uri)
+    if found is not None:
+        return found[1].model_id
+    if not uri.startswith("runs:/"):
         return None
-    return None
+    run_id, name = uri.removeprefix("runs:/").split("/", 1)
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+        logged = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                             filter_string=f"source_run_id = '{run_id}' and name = '{name}'")
+    except mlflow.exceptions.MlflowException:  # a URI MLflow resolves differently: the metrics stay on the run
+        return None
+    return logged[0].model_id if logged else None
 
 
 def short_name(uri: str) -> str:
@@ -234,13 +230,7 @@ def _board_text(board: pd.DataFrame, labelled: Labelled, part: str) -> str:
 
 
 def _log_disagreement(results: list[Evaluated], labelled: Labelled) -> None:
-    frames = [r.predictions for r in results if r.predictions is not None]
-    if len(frames) < 2:
-        return
-    truth = dict(zip(frames[0]["image_id"].astype(str), frames[0]["score_true"], strict=True))
-    scores = {r.name: dict(zip(r.predictions["image_id"].astype(str), r.predictions["score_pred"], strict=True))
-              for r in results}
-    rows = {row.key: row for row in gallery_module.rows_of(labelled, [int(k) for k in truth], [float("nan")] * len(truth),
-                                                 list(truth.values()))}
-    page = gallery_module.compare_page("Where the models disagree", rows, scores)
-    tracking.log_text(page.decode(), "gallery/compare.html")
+    page = gallery_module.disagreement_page("Where the models disagree", labelled, {
+        r.name: r.predictions for r in results if r.predictions is not None})  # the unmeasured have none
+    if page is not None:
+        tracking.log_text(page.decode(), "gallery/compare.html")

@@ -168,3 +168,17 @@ def rows_of(labelled, ids, scores, true=None) -> list[Row]:
     return [Row(str(i), label(i), float(s), (lambda p=labelled.sources[int(i)]: load_source(p)),
                                None if true is None else float(t))
             for i, s, t in zip(ids, scores, true if true is not None else [None] * len(ids), strict=True)]
+
+
+def disagreement_page(title: str, labelled, predictions: dict) -> bytes | None:
+    """The compare page of several models' predictions on the same labelled images (name -> a frame of image_id,
+    score_true, score_pred); None with fewer than two."""
+    if len(predictions) < 2:
+        return None
+    scores, truth = {}, {}
+    for name, frame in predictions.items():
+        scores[name] = dict(zip(frame["image_id"].astype(str), frame["score_pred"], strict=True))
+        truth.update(zip(frame["image_id"].astype(str), frame["score_true"], strict=True))
+    rows = {row.key: row for row in rows_of(labelled, [int(k) for k in truth], [float("nan")] * len(truth),
+                                            list(truth.values()))}
+    return compare_page(title, rows, scores)

@@ -194,14 +194,8 @@ def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child
     done = [c for c in children if c.run_id and c.status != "FAILED"]
     if report is None or len(done) < 2:
         return
-    scores, truth = {}, {}
-    for child in done:
-        frame = tracking.load_csv(child.run_id, "predictions/test.csv")
-        scores[child.name] = dict(zip(frame["image_id"].astype(str), frame["score_pred"], strict=True))
-        truth.update(zip(frame["image_id"].astype(str), frame["score_true"], strict=True))
-    rows = {row.key: row for row in gallery.rows_of(report.labelled, [int(k) for k in truth], [float("nan")] * len(truth),
-                                                 list(truth.values()))}
-    page = gallery.compare_page("Where the children disagree", rows, scores)
+    predictions = {child.name: tracking.load_csv(child.run_id, "predictions/test.csv") for child in done}
+    page = gallery.disagreement_page("Where the children disagree", report.labelled, predictions)
     tracking.log_text(page.decode(), "gallery/compare.html")
 
 
