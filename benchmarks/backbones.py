@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip_aesthetics import embed as embed_module
-from clip_aesthetics.cache import EmbeddingCache
-from clip_aesthetics.clip import load_clip, resolve_clip, save_random_backbone
-from clip_aesthetics.embed import default_workers, embed_pixels, embed_to_cache
-from clip_aesthetics.head import HeadSpec, build_head, fit_ridge, predict_scores
-from clip_aesthetics.images import load_rgb
-from clip_aesthetics.metrics import spearman
-from clip_aesthetics.pixels import ModelPixels
-from clip_aesthetics.sample_data import write_sample_ava
+from clip_aesthetics.embedding import embed as embed_module
+from clip_aesthetics.embedding.cache import EmbeddingCache
+from clip_aesthetics.backbones.families import load_clip, resolve_clip, save_random_backbone
+from clip_aesthetics.embedding.embed import default_workers, embed_pixels, embed_to_cache
+from clip_aesthetics.heads.head import HeadSpec, build_head, fit_ridge, predict_scores
+from clip_aesthetics.images.decode import load_rgb
+from clip_aesthetics.heads.metrics import spearman
+from clip_aesthetics.images.pixels import ModelPixels
+from clip_aesthetics.data.sample_data import write_sample_ava
 
 KINDS = ["b32", "l14", "siglip-so400m", "dinov2-l"]
 
@@ -70,7 +70,7 @@ def bench_backbones(work: Path, quick: bool) -> dict:
 
 
 def _scores(ava: Path) -> np.ndarray:
-    from clip_aesthetics.ava import read_ava
+    from clip_aesthetics.data.ava import read_ava
 
     table = read_ava(ava / "AVA.txt").set_index("image_name")["mean_score"]
     return np.array([table[p.stem] for p in sorted((ava / "image").glob("*.jpg"))])
@@ -88,8 +88,8 @@ def _peak_rss(folder: Path, paths: list[Path]) -> float:
     """Peak resident memory (MB) of a fresh process embedding `paths` with the model in `folder`."""
     code = (
         "import json, resource, sys, torch\nfrom pathlib import Path\n"
-        "from clip_aesthetics.cache import EmbeddingCache\nfrom clip_aesthetics.clip import load_clip, resolve_clip\n"
-        "from clip_aesthetics.embed import embed_to_cache, pick_dtype\n"
+        "from clip_aesthetics.embedding.cache import EmbeddingCache\nfrom clip_aesthetics.backbones.families import load_clip, resolve_clip\n"
+        "from clip_aesthetics.embedding.embed import embed_to_cache, pick_dtype\n"
         "folder, paths, root = Path(sys.argv[1]), [Path(p) for p in json.loads(sys.argv[2])], Path(sys.argv[3])\n"
         "model, processor = load_clip(resolve_clip(str(folder)), torch.device('cpu'))\n"
         "cache = EmbeddingCache(root); cache.open({'embedding_dim': model.embedding_dim})\n"

@@ -31,17 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_baseline  # noqa: E402
 import synthetic  # noqa: E402
 
-from clip_aesthetics import embed as embed_module  # noqa: E402
-from clip_aesthetics.ava import target_scale  # noqa: E402
-from clip_aesthetics.cache import EmbeddingCache  # noqa: E402
-from clip_aesthetics.config import TrainSettings  # noqa: E402
-from clip_aesthetics.clip import load_clip, resolve_clip, save_random_clip  # noqa: E402
-from clip_aesthetics.embed import default_workers, embed_pixels, embed_to_cache  # noqa: E402
-from clip_aesthetics.pixels import ModelPixels  # noqa: E402
-from clip_aesthetics.head import HeadSpec, build_head, fit, fit_ridge, predict_scores  # noqa: E402
-from clip_aesthetics.images import load_rgb  # noqa: E402
-from clip_aesthetics.metrics import spearman  # noqa: E402
-from clip_aesthetics.sample_data import write_sample_ava  # noqa: E402
+from clip_aesthetics.embedding import embed as embed_module  # noqa: E402
+from clip_aesthetics.data.ava import target_scale  # noqa: E402
+from clip_aesthetics.embedding.cache import EmbeddingCache  # noqa: E402
+from clip_aesthetics.settings import TrainSettings  # noqa: E402
+from clip_aesthetics.backbones.families import load_clip, resolve_clip, save_random_clip  # noqa: E402
+from clip_aesthetics.embedding.embed import default_workers, embed_pixels, embed_to_cache  # noqa: E402
+from clip_aesthetics.images.pixels import ModelPixels  # noqa: E402
+from clip_aesthetics.heads.head import HeadSpec, build_head, fit, fit_ridge, predict_scores  # noqa: E402
+from clip_aesthetics.images.decode import load_rgb  # noqa: E402
+from clip_aesthetics.heads.metrics import spearman  # noqa: E402
+from clip_aesthetics.data.sample_data import write_sample_ava  # noqa: E402
 
 TARGETS = {  # figure: (comparison, bound)
     "embed_grid_speedup_vs_seed": (">=", 1.9),
@@ -166,7 +166,7 @@ def _b32_setup(work: Path, n_images: int, seed: int):
 
 def _saved_scorer(model_dir: Path):
     """The scorer of a model folder save_scorer wrote, loaded as the pyfunc loads it, on the CPU."""
-    from clip_aesthetics.scorer import AestheticScorer
+    from clip_aesthetics.scoring.model import AestheticScorer
 
     return AestheticScorer().load({"head": str(model_dir / "artifacts" / "head.pt"),
                                    "scorer_spec": str(model_dir / "artifacts" / "scorer.json")}, "cpu")
@@ -174,7 +174,7 @@ def _saved_scorer(model_dir: Path):
 
 def _local_spark():
     """A Spark local[2] session, started and warmed (its start-up is not part of the figures it measures)."""
-    from clip_aesthetics import spark
+    from clip_aesthetics.engines import spark
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["CLIP_AESTHETICS_SPARK_MASTER"] = "local[2]"
@@ -189,7 +189,7 @@ def bench_scorer(work: Path, n_images: int) -> dict:
     pyfunc on encoded bytes (what a server gets) and file paths (what `clip-aesthetics score` calls)."""
     import pandas as pd
 
-    from clip_aesthetics.scorer import AestheticScorer, write_artifacts
+    from clip_aesthetics.scoring.model import AestheticScorer, write_artifacts
 
     paths, _, source, spec, head = _b32_setup(work, n_images, seed=1)
     images = pd.DataFrame({"image": [p.read_bytes() for p in paths]})
@@ -302,7 +302,7 @@ def _best_ms(work, n: int, rounds: int = 3) -> float:
 def _resaved(path: Path, quality: int):
     import io
 
-    from clip_aesthetics.images import decode_rgb
+    from clip_aesthetics.images.decode import decode_rgb
 
     buffer = io.BytesIO()
     load_rgb(path).save(buffer, format="JPEG", quality=quality)
@@ -316,10 +316,10 @@ def _embed_all(model, pixels: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 
 def bench_spark(work: Path, n_images: int) -> dict:
     """Spark local[2] against the single process on the same images: scoring files, embedding, and start-up."""
-    from clip_aesthetics import spark
-    from clip_aesthetics.cache import EmbeddingCache
-    from clip_aesthetics.embed import pick_dtype
-    from clip_aesthetics.scorer import save_scorer
+    from clip_aesthetics.engines import spark
+    from clip_aesthetics.embedding.cache import EmbeddingCache
+    from clip_aesthetics.embedding.embed import pick_dtype
+    from clip_aesthetics.scoring.model import save_scorer
 
     paths, clip, source, spec, head = _b32_setup(work, n_images, seed=2)
     spec_doc = {"head": spec.to_dict(), "clip": {"model_id": source.model_id, "revision": source.revision}}
@@ -363,8 +363,9 @@ def bench_shards(work: Path, n_images: int) -> dict:
     import io
     import tarfile
 
-    from clip_aesthetics import curate, spark
-    from clip_aesthetics.scorer import AestheticScorer, save_scorer, write_artifacts
+    from clip_aesthetics.scoring import curate
+    from clip_aesthetics.engines import spark
+    from clip_aesthetics.scoring.model import AestheticScorer, save_scorer, write_artifacts
 
     paths, _, source, spec, head = _b32_setup(work, n_images, seed=4)
     shards = []
@@ -421,8 +422,8 @@ def bench_training(work: Path, quick: bool) -> dict:
     """The 4 x 5 grid: the project's train (evaluation and MLflow logging included) vs the seed's loop."""
     import mlflow
 
-    from clip_aesthetics.steps import log_epoch
-    from clip_aesthetics.training import train_and_evaluate
+    from clip_aesthetics.workflows.steps import log_epoch
+    from clip_aesthetics.heads.training import train_and_evaluate
 
     grids = [synthetic.dataset(seed) for seed in (0, 1)]  # stand-ins for the B/16 and B/32 caches
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
@@ -514,7 +515,7 @@ def bench_memory(work: Path) -> dict:
 
 REPORT_PEAK = """
 import atexit, sys
-from clip_aesthetics.cli import main
+from clip_aesthetics.cli.app import main
 def peak():
     status = open("/proc/self/status").read()
     print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), flush=True)

@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
 
-from clip_aesthetics.cache import EmbeddingCache  # noqa: E402
-from clip_aesthetics.clip import REAL_SIZES, load_clip, resolve_clip, save_random_backbone, save_random_clip  # noqa: E402
-from clip_aesthetics.embed import _batches, _ImageSources, default_workers, embed_to_cache  # noqa: E402
-from clip_aesthetics.images import load_rgb  # noqa: E402
+from clip_aesthetics.embedding.cache import EmbeddingCache  # noqa: E402
+from clip_aesthetics.backbones.families import REAL_SIZES, load_clip, resolve_clip, save_random_backbone, save_random_clip  # noqa: E402
+from clip_aesthetics.embedding.embed import _batches, _ImageSources, default_workers, embed_to_cache  # noqa: E402
+from clip_aesthetics.images.decode import load_rgb  # noqa: E402
 
 TARGET_FORWARD_B16 = 8000.0  # images/s, float16/bfloat16, one H100/H200-class GPU
 TARGET_END_TO_END_OF_DECODING = 0.8

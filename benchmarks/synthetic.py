@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from clip_aesthetics.pipeline import Dataset
+    from clip_aesthetics.embedding.pipeline import Dataset
 
 
 AVA_ROWS, SEED_TRAIN = 255_530, 229_971
@@ -30,7 +30,7 @@ def embeddings_and_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def dataset(seed: int, val_fraction: float = 0.05) -> Dataset:
     """The seed split's sizes: 229,971 train (of which val_fraction is val) and 25,559 test."""
-    from clip_aesthetics.pipeline import Dataset, SplitFeatures  # here: the GPU script needs none of it
+    from clip_aesthetics.embedding.pipeline import Dataset, SplitFeatures  # here: the GPU script needs none of it
 
     x, y = embeddings_and_scores(AVA_ROWS, seed)
     n_val = round(SEED_TRAIN * val_fraction)
@@ -45,8 +45,8 @@ def dataset(seed: int, val_fraction: float = 0.05) -> Dataset:
 
 def full_size_cache(folder: Path) -> tuple[Path, Path, Path]:
     """An AVA folder with 255,530 labelled rows and a complete float16 cache of 512-d embeddings."""
-    from clip_aesthetics.clip import resolve_clip, save_random_clip
-    from clip_aesthetics.pipeline import cache_for
+    from clip_aesthetics.backbones.families import resolve_clip, save_random_clip
+    from clip_aesthetics.embedding.pipeline import cache_for
 
     ava, cache_dir = folder / "ava", folder / "cache"
     (ava / "image").mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def photo_like_jpegs(folder: Path, n: int, long_side: tuple[int, int], seed: int
     even ones are the sample data's scored pictures (smooth), odd ones textures (score NaN)."""
     from PIL import Image
 
-    from clip_aesthetics.sample_data import _picture
+    from clip_aesthetics.data.sample_data import _picture
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ def step(title: str, command: list[str], env: dict, cwd: Path, timings: list) ->
 
 def stand_in_clips(folder: Path) -> str:
     """Use b16,b32 when already cached locally; otherwise build small stand-ins (no download either way)."""
-    from clip_aesthetics.clip import ClipUnavailableError, resolve_clip, save_random_clip
+    from clip_aesthetics.backbones.families import ClipUnavailableError, resolve_clip, save_random_clip
 
     try:
         for alias in ("b16", "b32"):
@@ -124,7 +124,7 @@ def main() -> None:
     if args.ava_dir:
         ava_dir, training = Path(args.ava_dir).resolve(), []
     else:
-        from clip_aesthetics.sample_data import write_sample_ava
+        from clip_aesthetics.data.sample_data import write_sample_ava
 
         ava_dir, training = demo_data / "ava", SMALL_DATA_TRAINING
         if not (ava_dir / "AVA.txt").exists():

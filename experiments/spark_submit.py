@@ -2,7 +2,7 @@
 
     spark-submit --master yarn experiments/spark_submit.py score --engine spark hdfs:///photos --out hdfs:///scores.parquet
 
-Under spark-submit the session it configured is used as it is (see clip_aesthetics/spark.py).
+Under spark-submit the session it configured is used as it is (see clip_aesthetics/engines/spark.py).
 """
 
 import sys
@@ -14,6 +14,6 @@ from clip_aesthetics.environment import require_dependencies  # noqa: E402
 
 if __name__ == "__main__":
     require_dependencies()
-    from clip_aesthetics.cli import main
+    from clip_aesthetics.cli.app import main
 
     sys.exit(main(sys.argv[1:]))

@@ -13,6 +13,6 @@ from clip_aesthetics.environment import require_dependencies  # noqa: E402
 
 if __name__ == "__main__":
     require_dependencies()
-    from clip_aesthetics.cli import main
+    from clip_aesthetics.cli.app import main
 
     sys.exit(main(["sweep", *sys.argv[1:]]))

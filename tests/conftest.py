@@ -10,9 +10,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from clip_aesthetics.clip import save_random_clip  # noqa: E402
+from clip_aesthetics.backbones.families import save_random_clip  # noqa: E402
 from clip_aesthetics.environment import interpreter_env  # noqa: E402
-from clip_aesthetics.sample_data import write_sample_ava  # noqa: E402
+from clip_aesthetics.data.sample_data import write_sample_ava  # noqa: E402
 
 N_SAMPLE_IMAGES = 240
 
@@ -46,7 +46,7 @@ def cpu_bf16(request):
     if forced == "machine":
         yield
         return
-    from clip_aesthetics import embed
+    from clip_aesthetics.embedding import embed
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(embed, "native_bfloat16", lambda: forced == "native")
@@ -91,7 +91,7 @@ def trained(tmp_path_factory, sample_ava, tiny_clip):
     """Per test module: a tracking store with one training run; its logged scorer is what the module scores with."""
     import mlflow
 
-    from clip_aesthetics import cli
+    from clip_aesthetics.cli import app as cli
 
     root = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clip_aesthetics import ava
+from clip_aesthetics.data import ava
 
 
 def write_ava(path, rows):

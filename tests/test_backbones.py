@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_aesthetics import cli
-from clip_aesthetics.clip import load_clip, resolve_clip, save_random_backbone
-from clip_aesthetics.embed import embed_sources
-from clip_aesthetics.images import crop_long_side, decode_rgb
-from clip_aesthetics.pixels import ModelPixels
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.backbones.families import load_clip, resolve_clip, save_random_backbone
+from clip_aesthetics.embedding.embed import embed_sources
+from clip_aesthetics.images.decode import crop_long_side, decode_rgb
+from clip_aesthetics.images.pixels import ModelPixels
 
 FAMILIES = {  # fixture name -> (kind, options)
     "clip768": ("clip", {"projection_dim": 768}),
@@ -90,7 +90,7 @@ def test_the_embedding_of_each_family_equals_transformers_own(backbones, name):
 @pytest.mark.parametrize("name", ["siglip", "dinov2", "siglip2_naflex"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_keeps_each_familys_embedding_close(backbones, name, dtype):
-    from clip_aesthetics.embed import embed_pixels
+    from clip_aesthetics.embedding.embed import embed_pixels
 
     model, processor = load_clip(resolve_clip(str(backbones[name])), torch.device("cpu"))
     pixels = torch.from_numpy(np.stack([ModelPixels(processor)(image) for image in varied_images()[:2]] * 4))

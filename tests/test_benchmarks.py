@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import seed_baseline  # noqa: E402
 import synthetic  # noqa: E402
 
-from clip_aesthetics.pipeline import Dataset, SplitFeatures  # noqa: E402
+from clip_aesthetics.embedding.pipeline import Dataset, SplitFeatures  # noqa: E402
 
 
 def test_synthetic_scores_look_like_ava_and_follow_the_embeddings():
@@ -51,7 +51,7 @@ def test_the_gpu_script_pieces_run_and_it_refuses_a_machine_without_a_gpu(tmp_pa
 
     import gpu
 
-    from clip_aesthetics.clip import load_clip, resolve_clip
+    from clip_aesthetics.backbones.families import load_clip, resolve_clip
 
     items = gpu.image_files(tmp_path / "images", unique=4, total=8)
     assert len(items) == 8 and all(path.stat().st_size > 0 for _, path in items)

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clip_aesthetics import cli, mlproject
-from clip_aesthetics.config import ClipSettings, TrainSettings
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.cli import mlproject
+from clip_aesthetics.settings import ClipSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +54,9 @@ def test_clip_accepts_aliases_hub_ids_and_local_folders(tiny_clip):
 
 
 def test_mlproject_and_readme_tables_are_generated_from_the_settings():
-    assert (ROOT / "MLproject").read_text() == mlproject.render(), "run `python -m clip_aesthetics.mlproject --write`"
+    assert (ROOT / "MLproject").read_text() == mlproject.render(), "run `python -m clip_aesthetics.cli.mlproject --write`"
     readme = (ROOT / "README.md").read_text()
-    assert mlproject.with_readme_tables(readme) == readme, "run `python -m clip_aesthetics.mlproject --write`"
+    assert mlproject.with_readme_tables(readme) == readme, "run `python -m clip_aesthetics.cli.mlproject --write`"
     assert "| `val_fraction` | 0.05 |" in readme
 
 
@@ -113,7 +114,7 @@ def test_help_and_argument_errors_load_nothing_heavy(args, tmp_path):
     import subprocess
     import sys
 
-    code = ("import json, sys\nfrom clip_aesthetics import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+    code = ("import json, sys\nfrom clip_aesthetics.cli import app as cli\ntry:\n    cli.main(sys.argv[1:])\n"
             "except SystemExit:\n    pass\n"
             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))")
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path,

@@ -17,9 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clip_aesthetics import cli, curate, samples
-from clip_aesthetics.sample_data import _write_huge_png
-from clip_aesthetics.scorer import load_scorer
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.scoring import curate
+from clip_aesthetics.scoring import samples
+from clip_aesthetics.data.sample_data import _write_huge_png
+from clip_aesthetics.scoring.model import load_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,7 +169,7 @@ def test_a_killed_job_restarted_ends_with_the_output_of_an_uninterrupted_one(tra
     inputs = [str(shards["folder"] / f"{k:05d}.tar") for k in range(3)]
     assert score(trained, *inputs, "--out", tmp_path / "whole") == 0
     # The child scores slowly (a pause after each part, in this test's own wrapper) so it can be killed mid-job.
-    code = ("import sys, time\nfrom clip_aesthetics import cli, curate\nreal = curate.score_input\n"
+    code = ("import sys, time\nfrom clip_aesthetics.cli import app as cli\nfrom clip_aesthetics.scoring import curate\nreal = curate.score_input\n"
             "def slow(*a, **k):\n    n = real(*a, **k)\n    time.sleep(3)\n    return n\n"
             "curate.score_input = slow\nsys.exit(cli.main(sys.argv[1:]))\n")
     env = {**os.environ, "MLFLOW_TRACKING_URI": trained["uri"]}

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from clip_aesthetics import embed as embed_module
-from clip_aesthetics import ava, pipeline
-from clip_aesthetics.ava import read_ava
-from clip_aesthetics.config import DataSettings, EmbedSettings
-from clip_aesthetics.clip import ClipUnavailableError, load_clip, resolve_clip
-from clip_aesthetics.embed import embed_pixels
-from clip_aesthetics.images import ImageError, load_rgb
-from clip_aesthetics.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
+from clip_aesthetics.embedding import embed as embed_module
+from clip_aesthetics.data import ava
+from clip_aesthetics.embedding import pipeline
+from clip_aesthetics.data.ava import read_ava
+from clip_aesthetics.settings import DataSettings, EmbedSettings
+from clip_aesthetics.backbones.families import ClipUnavailableError, load_clip, resolve_clip
+from clip_aesthetics.embedding.embed import embed_pixels
+from clip_aesthetics.images.decode import ImageError, load_rgb
+from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
 
 
 @pytest.fixture
@@ -191,7 +192,7 @@ def test_train_never_reads_a_damaged_shard(ava_copy, tiny_clip, tmp_path):
 
 
 def test_a_damaged_manifest_is_rewritten_by_embed_and_named_by_train(ava_copy, tiny_clip, tmp_path):
-    from clip_aesthetics.cache import CacheError
+    from clip_aesthetics.embedding.cache import CacheError
 
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
     cache = pipeline.embed_ava(data, embed, clip, progress=False).cache

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clip_aesthetics import cli, gallery
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.reports import gallery
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -99,7 +100,7 @@ def test_a_sweep_parent_shows_every_childs_score_per_image(sample_ava, tiny_clip
 
 
 def test_score_writes_a_gallery_whose_counts_are_the_outputs_rows(sample_ava, tmp_path, monkeypatch, capsys):
-    from clip_aesthetics import scoring
+    from clip_aesthetics.scoring import files as scoring
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -121,7 +122,7 @@ def test_thumbnails_decode_in_a_browser_and_nothing_is_requested(sample_ava, tmp
     from test_ui_e2e import CHROMIUM, require_browser
 
     require_browser()
-    from clip_aesthetics import scoring
+    from clip_aesthetics.scoring import files as scoring
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_aesthetics.images import ImageError, decode_rgb, load_rgb
-from clip_aesthetics.sample_data import TRAPS_EMBEDDED, TRAPS_SKIPPED
+from clip_aesthetics.images.decode import ImageError, decode_rgb, load_rgb
+from clip_aesthetics.data.sample_data import TRAPS_EMBEDDED, TRAPS_SKIPPED
 
 
 @pytest.mark.parametrize("image_id", sorted(TRAPS_EMBEDDED))
@@ -74,8 +74,8 @@ MEASURE_STRIP = """
 import io, resource, sys
 from PIL import Image
 from transformers import CLIPImageProcessor
-from clip_aesthetics.embed import _ImageSources
-from clip_aesthetics.images import decode_rgb
+from clip_aesthetics.embedding.embed import _ImageSources
+from clip_aesthetics.images.decode import decode_rgb
 processor = CLIPImageProcessor()  # CLIP's own sizes: short side to 224, centre crop 224
 def encoded(size):
     buffer = io.BytesIO()
@@ -109,7 +109,7 @@ def test_direct_clip_pixels_equal_the_image_processors(short, size):
     """The embedding path computes CLIP's model input itself (faster); it must be the processor's, exactly."""
     from transformers import CLIPImageProcessor
 
-    from clip_aesthetics.pixels import ModelPixels
+    from clip_aesthetics.images.pixels import ModelPixels
 
     processor = CLIPImageProcessor(size={"shortest_edge": short}, crop_size={"height": short, "width": short})
     pixels = ModelPixels(processor)
@@ -122,7 +122,7 @@ def test_direct_clip_pixels_equal_the_image_processors(short, size):
 def test_a_processor_configured_otherwise_is_called_as_it_is():
     from transformers import CLIPImageProcessor
 
-    from clip_aesthetics.pixels import ModelPixels
+    from clip_aesthetics.images.pixels import ModelPixels
 
     processor = CLIPImageProcessor(do_center_crop=False)
     pixels = ModelPixels(processor)

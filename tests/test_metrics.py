@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from clip_aesthetics import metrics
-from clip_aesthetics.head import HeadSpec, build_head, predict_scores, prepare
+from clip_aesthetics.heads import metrics
+from clip_aesthetics.heads.head import HeadSpec, build_head, predict_scores, prepare
 
 
 def test_metrics_on_known_values():
@@ -48,7 +48,7 @@ def test_l2_embedding_norm():
 def test_fast_linear_path_is_the_same_adam_as_torch():
     from torch import nn
 
-    from clip_aesthetics.head import _TorchAdam, fit
+    from clip_aesthetics.heads.head import _TorchAdam, fit
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 8)).astype(np.float32)
@@ -73,7 +73,7 @@ def test_fast_linear_path_is_the_same_adam_as_torch():
 def test_ridge_with_a_tiny_penalty_is_least_squares():
     from torch import nn
 
-    from clip_aesthetics.head import fit_ridge
+    from clip_aesthetics.heads.head import fit_ridge
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((40_000, 6)).astype(np.float32)  # more rows than one accumulation block

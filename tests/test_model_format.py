@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from clip_aesthetics import cli
+from clip_aesthetics.cli import app as cli
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "registered-2026-12-03"
 

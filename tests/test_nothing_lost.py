@@ -18,10 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from clip_aesthetics import cli, curate, samples
-from clip_aesthetics.labels import LabelsError, read_labels
-from clip_aesthetics.sample_data import write_sample_ratings
-from clip_aesthetics.scorer import load_scorer
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.scoring import curate
+from clip_aesthetics.scoring import samples
+from clip_aesthetics.data.labels import LabelsError, read_labels
+from clip_aesthetics.data.sample_data import write_sample_ratings
+from clip_aesthetics.scoring.model import load_scorer
 
 
 def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -335,7 +337,7 @@ def test_empty_and_imageless_tables_are_refused_in_one_line(ratings, tmp_path):
 
 @pytest.fixture(scope="module")
 def clip512(tmp_path_factory):
-    from clip_aesthetics.clip import save_random_backbone
+    from clip_aesthetics.backbones.families import save_random_backbone
 
     return save_random_backbone(tmp_path_factory.mktemp("b512") / "clip512", "clip", 0, projection_dim=512)
 

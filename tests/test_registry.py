@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clip_aesthetics import cli
+from clip_aesthetics.cli import app as cli
 from servers import free_port, wait_until_serving
 
 NAME = "clip-aesthetics"
@@ -96,7 +96,7 @@ def test_the_registered_model_scores_with_the_decoding_and_precision_it_was_trai
     natively, float32 elsewhere: the detection is forced either way, whatever this machine's CPU) is registered;
     the registered, self-contained model records both and scores with them: its scores are the run's test
     predictions."""
-    from clip_aesthetics import embed
+    from clip_aesthetics.embedding import embed
 
     monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
     client = mlflow.MlflowClient()
@@ -287,7 +287,7 @@ def aliases(client, name=NAME) -> dict[str, str]:
 
 def test_concurrent_registration_of_one_run_converges_on_one_version(one_run, monkeypatch, capsys):
     """Another process registers the same run between our check and our registration: one version remains."""
-    from clip_aesthetics import registry
+    from clip_aesthetics.tracking import registry
 
     client, run = one_run
     real_register = registry.mlflow.register_model
@@ -306,7 +306,7 @@ def test_concurrent_registration_of_one_run_converges_on_one_version(one_run, mo
 
 def test_champion_is_recomputed_from_all_versions(one_run, monkeypatch):
     """Two writers each saw no champion and set their own: the alias ends on the better version."""
-    from clip_aesthetics import registry
+    from clip_aesthetics.tracking import registry
 
     client, run = one_run
     assert cli.main(["register", "--run-id", run.info.run_id]) == 0
@@ -416,8 +416,8 @@ def test_bad_rows_get_nan_and_a_reason_beside_good_ones(one_run, sample_ava):
 
 
 def test_the_bundle_holds_the_weights_the_model_computed_with(tiny_clip, tmp_path):
-    from clip_aesthetics.clip import load_clip, resolve_clip, save_random_backbone
-    from clip_aesthetics.registry import _bundled_weights
+    from clip_aesthetics.backbones.families import load_clip, resolve_clip, save_random_backbone
+    from clip_aesthetics.tracking.registry import _bundled_weights
 
     def dtypes(model):
         return {name.removeprefix("tower."): parameter.dtype for name, parameter in model.named_parameters()}

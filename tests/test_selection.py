@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from clip_aesthetics import cli, training
-from clip_aesthetics.config import TrainSettings
-from clip_aesthetics.metrics import direction, ranking_key
-from clip_aesthetics.pipeline import Dataset, SplitFeatures
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.heads import training
+from clip_aesthetics.settings import TrainSettings
+from clip_aesthetics.heads.metrics import ranking_key
+from clip_aesthetics.settings import direction
+from clip_aesthetics.embedding.pipeline import Dataset, SplitFeatures
 
 # A head that gives every image the same score (clipped to 10): its Spearman is undefined.
 CONSTANT = (0.0, 0.0, 100.0)

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clip_aesthetics import cli, spark
-from clip_aesthetics.cache import EmbeddingCache
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.engines import spark
+from clip_aesthetics.embedding.cache import EmbeddingCache
 
 
 def _available() -> str:
@@ -152,7 +153,7 @@ def test_spark_scores_shards_into_the_rows_one_process_writes(spark_session, tra
     import io
     import tarfile
 
-    from clip_aesthetics import curate
+    from clip_aesthetics.scoring import curate
 
     files = sorted(f for f in (sample_ava / "image").glob("*.jpg") if int(f.stem) >= 1000)[:24]
     shards = []

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clip_aesthetics import cli, curate
-from clip_aesthetics.cache import EmbeddingCache
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.scoring import curate
+from clip_aesthetics.embedding.cache import EmbeddingCache
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

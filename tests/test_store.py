@@ -18,7 +18,7 @@ def test_mlflow_opens_sqlite_stores_through_the_projects_lock():
     from mlflow.tracking._model_registry.utils import _get_store_registry
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
-    from clip_aesthetics import store_lock
+    from clip_aesthetics.tracking import store_lock
 
     assert _tracking_store_registry.get_store_builder("sqlite:///x.db") is store_lock.tracking_store
     assert _get_store_registry().get_store_builder("sqlite:///x.db") is store_lock.registry_store

@@ -5,9 +5,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from clip_aesthetics import cli
-from clip_aesthetics import sweep as sweep_module
-from clip_aesthetics.sweep import CHILDREN_TAG
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.workflows import sweep as sweep_module
+from clip_aesthetics.workflows.sweep import CHILDREN_TAG
 
 
 def sweep_args(sample_ava, tiny_clip, tiny_clip_b, tmp_path):

@@ -13,9 +13,9 @@ import pytest
 import torch
 from scipy import stats
 
-from clip_aesthetics import cli
-from clip_aesthetics.ava import read_ava
-from clip_aesthetics.sample_data import TRAP_NO_VOTES, TRAPS_SKIPPED
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.data.ava import read_ava
+from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_SKIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6
@@ -170,8 +170,8 @@ def test_each_precision_has_its_own_cache_and_train_finds_it(sample_ava, tiny_cl
 
 @pytest.mark.parametrize("native", [True, False])
 def test_a_model_scores_in_its_recorded_precision_where_the_device_runs_it_well(monkeypatch, native):
-    from clip_aesthetics import embed
-    from clip_aesthetics.embed import pick_dtype, scoring_dtype
+    from clip_aesthetics.embedding import embed
+    from clip_aesthetics.embedding.embed import pick_dtype, scoring_dtype
 
     monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -190,7 +190,7 @@ def test_a_model_scores_with_the_decoding_and_precision_it_was_trained_with(samp
     """Reduced decoding and bfloat16 are recorded in the run and the model, and the model scores with both where
     the CPU computes bfloat16 natively: its scores of the test images are the training run's own test predictions.
     Where bfloat16 is emulated (the detection forced either way, whatever this machine's CPU), it scores in float32."""
-    from clip_aesthetics import embed
+    from clip_aesthetics.embedding import embed
 
     monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
     common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
@@ -216,7 +216,7 @@ def test_a_model_scores_with_the_decoding_and_precision_it_was_trained_with(samp
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_auto_is_printed_and_logged_with_its_reason(sample_ava, tiny_clip, tmp_path, tracking_uri,
                                                               monkeypatch, capsys, native):
-    from clip_aesthetics import embed
+    from clip_aesthetics.embedding import embed
 
     monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
     args = ["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),

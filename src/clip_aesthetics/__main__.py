@@ -2,10 +2,10 @@
 
 import sys
 
-from .environment import require_dependencies
+from clip_aesthetics.environment import require_dependencies
 
 require_dependencies()  # before anything imports pandas or torch: one clear line instead of a traceback
 
-from .cli import main  # noqa: E402
+from clip_aesthetics.cli.app import main  # noqa: E402
 
 sys.exit(main())

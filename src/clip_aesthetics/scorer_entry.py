@@ -1,5 +1,5 @@
 """Models-from-code entry: MLflow runs this file at load time to build the image scorer."""
 
-from clip_aesthetics.scorer import set_model
+from clip_aesthetics.scoring.model import set_model
 
 set_model()

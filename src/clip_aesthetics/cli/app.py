@@ -1,0 +1,329 @@
+"""`clip-aesthetics SUBCOMMAND --flags` -> validated settings -> one step of the workflow.
+
+Subcommands match the MLproject entry points one to one; their flags are generated from the
+settings models in settings.py, so a bad value is refused here, before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
+
+from clip_aesthetics.settings import (AvaSettings, CacheSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings,
+                     RevisionSettings, ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings,
+                     check_clip, check_model_name)
+
+
+class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
+    """Embed every AVA image with the backbone into the cache (resumable; a complete cache does no work)."""
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.workflows.steps import embed_step
+
+        report = embed_step(self)
+        print(f"embeddings for {report.n_images} images in {report.cache.root}")
+
+
+class TrainCommand(TrackingSettings, TrainSettings, DataSettings, CacheSettings, ClipSettings):
+    """Train and evaluate a head on the cached embeddings of one backbone (run `embed` first)."""
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.workflows.steps import train_step
+
+        train_step(self, embed_first=False)
+
+
+class MainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings, ClipSettings):
+    """Embed (or reuse the cache), then train and evaluate: one cell of the seed grid as one MLflow run."""
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.workflows.steps import train_step
+
+        train_step(self, embed_first=True)
+
+
+class SweepCommand(TrackingSettings, SweepSettings, TrainSettings, DataSettings, EmbedSettings, RevisionSettings):
+    """Run the grid (default: the seed's b16,b32 x norm true,false) as child runs of one parent run."""
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.workflows.sweep import run_sweep, summarise
+
+        children = run_sweep(self.part(SweepSettings), self.part(DataSettings), self.part(EmbedSettings),
+                             self.part(TrainSettings), self.part(TrackingSettings), self.clip_revision)
+        with _pandas_display():
+            print(summarise(children).drop(columns=["run_id"]).to_string(index=False))
+
+
+class RegisterCommand(TrackingSettings, RegisterSettings):
+    """Register the best finished run as a self-contained model; alias it champion if it beats the current one."""
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.workflows.steps import register_step
+
+        register_step(self)
+
+
+class ScoreCommand(ScoreSettings):
+    """Score image files and folders (recursively) with a registered or logged model; write a CSV."""
+
+    inputs: CliPositionalArg[list[str]] = Field(
+        description="image files or folders (with engine=spark, any path or URI your Spark reads: hdfs://, s3a://, "
+        "...), or webdataset shards (.tar; brace patterns shards/{00000..00099}.tar and globs) and parquet/arrow "
+        "tables of image bytes")
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.scoring.files import DEFAULT_STORE, check_output, check_store, score_files
+
+        if self.tracking_uri:
+            os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri  # before MLflow is imported
+        store = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE)
+        from clip_aesthetics.scoring.samples import expand, is_curation_input
+
+        if any(is_curation_input(p) for p in self.inputs):  # shards/{00000..00099}.tar, tables/*.parquet, ...
+            return self._curate(store, expand(self.inputs))
+        if self.min_score or self.top_fraction or self.write_shards:
+            from clip_aesthetics.errors import ScoringInputError
+
+            raise ScoringInputError("--min-score, --top-fraction and --write-shards apply to webdataset shards (.tar) "
+                                    "and parquet/arrow tables of image bytes, not to image files and folders")
+        if self.engine == "spark":
+            return self._on_spark(store)
+        check_store(self.model, store)
+        check_output(self.out)
+        frame = score_files([Path(p) for p in self.inputs], self.model, self.num_workers, out=self.out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.out, index=False)
+        if self.gallery:
+            from clip_aesthetics.scoring.files import write_gallery
+
+            write_gallery(frame, Path(self.gallery))
+        failed = int((frame["error"] != "").sum())
+        print(f"scored {len(frame) - failed} image(s), {failed} failed; wrote {self.out}")
+        if len(frame) - failed:
+            scores = frame["score"].dropna()
+            low, high = frame.attrs["score_range"]
+            print(f"scores: mean {scores.mean():.4f}, min {scores.min():.4f}, median {scores.median():.4f}, "
+                  f"max {scores.max():.4f} (on the model's {low:g}-{high:g} scale)")
+
+
+    def _curate(self, store: str, paths: list[str]) -> None:
+        """Shards and tables: one parquet part per input (resumable), a summary, the kept samples."""
+        from clip_aesthetics.scoring import curate
+        from clip_aesthetics.errors import ScoringInputError
+        from clip_aesthetics.scoring.samples import is_curation_input
+        from clip_aesthetics.scoring.files import check_store
+
+        if self.write_shards and not (self.min_score.strip() or self.top_fraction):
+            raise ScoringInputError("--write-shards needs --min-score or --top-fraction to say what to keep")
+        others = [p for p in paths if not is_curation_input(p)]
+        if others:
+            raise ScoringInputError(f"score either webdataset shards and tables, or image files and folders, not both "
+                                    f"in one job: {others[0]} is neither a .tar/.tar.gz/.tgz shard nor a "
+                                    ".parquet/.arrow table")
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise ScoringInputError(f"no such file: {missing[0]}")
+        out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
+        curate.check_targets(paths, out, Path(self.write_shards) if self.write_shards else None)
+        check_store(self.model, store)
+        from clip_aesthetics.workflows.curate import curate_inputs
+
+        curate_inputs(paths, self.model, out, engine=self.engine, image_column=self.image_column,
+                      min_score=float(self.min_score) if self.min_score.strip() else None,
+                      top_fraction=self.top_fraction or None,
+                      write_shards=Path(self.write_shards) if self.write_shards else None,
+                      gallery=Path(self.gallery) if self.gallery else None, fresh=self.fresh)
+
+    def _on_spark(self, store: str) -> None:
+        from clip_aesthetics.engines import spark
+        from clip_aesthetics.scoring.model import describe_model
+        from clip_aesthetics.scoring.files import check_spark_output, check_store
+
+        out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
+        check_spark_output(str(out), self.inputs)
+        session = spark.session()  # first: without pyspark or Java nothing else matters
+        check_store(self.model, store)
+        print(f"model: {describe_model(self.model)}")
+        done = spark.score_files(session, self.inputs, self.model, str(out), self.spark_partitions)
+        if self.gallery:  # from the parquet Spark wrote; files on this machine's filesystem show as thumbnails
+            import pandas as pd
+
+            from clip_aesthetics.scoring.model import model_scale
+            from clip_aesthetics.scoring.files import write_gallery
+
+            frame = pd.read_parquet(out)
+            frame["path"] = frame["path"].str.removeprefix("file:")
+            write_gallery(frame.sort_values("path"), Path(self.gallery), model_scale(self.model))
+        print(f"scored {done['scored']} image(s), {done['failed']} failed (model loaded {done['model_loads']} "
+              f"time(s), once per executor process); wrote {out}")
+
+
+class ImportHeadCommand(TrackingSettings, RevisionSettings):
+    """Import a published aesthetic head (LAION's linear heads, the improved MLP, v2.5) and register it."""
+
+    path: CliPositionalArg[str] = Field(description="the head's weight file as its authors publish it (.pth)")
+    clip: str = Field(description="the backbone it was trained on: l14 (improved predictor, LAION L/14), b32 or b16 "
+                      "(LAION's linear heads), siglip-so400m (v2.5), or a folder")
+    model_name: str = Field(description="registered model name, e.g. laion-improved-l14")
+    activation: Literal["none", "relu", "gelu"] = Field("none", description="between the head's layers: none for "
+                                                         "every published file except the improved predictor's reluMSE "
+                                                         "ones (relu)")
+    bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="precision of the backbone weights copied into the registered model; auto = float16")
+
+    @field_validator("clip")
+    @classmethod
+    def _known_clip(cls, value: str) -> str:
+        return check_clip(value)
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_model_name(cls, value: str) -> str:
+        return check_model_name(value)
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.workflows.steps import import_head_step
+
+        import_head_step(self)
+
+
+class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings):
+    """Measure models (any MLflow model URI: trained, registered, imported) on a labelled dataset, side by side."""
+
+    models: str = Field(description="comma-separated model URIs (models:/NAME@champion, runs:/ID/model, ...); on the "
+                        "CLI also --model URI, repeated")
+    eval_split: Literal["test", "val", "train", "all"] = Field("test", description="which images: a split (as "
+                                                               "split, val_fraction, test_fraction, seed make it), or all")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers; -1 = one per core")
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.workflows.steps import evaluate_step
+
+        evaluate_step(self)
+
+
+class SampleDataCommand(Settings):
+    """Write a generated AVA-format dataset, a small set of 1-5 ratings (imagefolder) and a tiny random CLIP, for
+    trying the workflow offline."""
+
+    out: Path = Field(Path("data/sample"), description="folder to create: <out>/ava, <out>/ratings and "
+                      "<out>/clip-tiny")
+    n_images: int = Field(300, gt=10, description="number of generated images")
+    seed: int = Field(0, description="generator seed")
+    traps: bool = Field(False, description="also write broken and unusual image files, to see them handled")
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.backbones.families import save_random_clip
+        from clip_aesthetics.data.sample_data import write_sample_ava, write_sample_ratings
+
+        write_sample_ava(self.out / "ava", self.n_images, self.seed, self.traps)
+        write_sample_ratings(self.out / "ratings", max(20, self.n_images // 2), self.seed + 1)
+        save_random_clip(self.out / "clip-tiny", "tiny", self.seed)
+        print(f"wrote {self.out / 'ava'} ({self.n_images} images), {self.out / 'ratings'} (1-5 ratings in the "
+              f"imagefolder layout) and {self.out / 'clip-tiny'}")
+
+
+class ClipAesthetics(Settings):
+    """Train and use aesthetic score predictors on frozen image backbones (CLIP, SigLIP, DINOv2), tracked with MLflow."""
+
+    model_config = SettingsConfigDict(cli_prog_name="clip-aesthetics")
+
+    main: CliSubCommand[MainCommand] = Field(description=MainCommand.__doc__)
+    embed: CliSubCommand[EmbedCommand] = Field(description=EmbedCommand.__doc__)
+    train: CliSubCommand[TrainCommand] = Field(description=TrainCommand.__doc__)
+    sweep: CliSubCommand[SweepCommand] = Field(description=SweepCommand.__doc__)
+    register_best: CliSubCommand[RegisterCommand] = Field(alias="register", description=RegisterCommand.__doc__)
+    score: CliSubCommand[ScoreCommand] = Field(description=ScoreCommand.__doc__)
+    import_head: CliSubCommand[ImportHeadCommand] = Field(description=ImportHeadCommand.__doc__)
+    evaluate: CliSubCommand[EvaluateCommand] = Field(description=EvaluateCommand.__doc__)
+    sample_data: CliSubCommand[SampleDataCommand] = Field(description=SampleDataCommand.__doc__)
+
+    def cli_cmd(self) -> None:
+        CliApp.run_subcommand(self)
+
+
+def _pandas_display():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, validate and run one subcommand. Nothing heavy (torch, MLflow) is imported before the arguments
+    are accepted, so `--help` and a bad flag answer at once."""
+    from clip_aesthetics.errors import PartlyDone, UserError
+
+    args = with_repeated_models(with_explicit_booleans(list(sys.argv[1:] if argv is None else argv)))
+    # MLflow's per-file "Downloading artifacts" bars: dozens of lines for one model in a terminal.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        CliApp.run(ClipAesthetics, cli_args=args)
+    except ValidationError as error:
+        for problem in error.errors():
+            flag = "--" + str(problem["loc"][-1]).replace("_", "-") if problem["loc"] else "input"
+            hint = BOOLEAN_HINT if problem["type"] == "bool_parsing" else ""
+            print(f"error: {flag}={problem.get('input')!r}: {problem['msg']}{hint}", file=sys.stderr)
+        return 2
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)  # one line: what is wrong and what to do
+        return 2
+    except PartlyDone as error:  # some grid points or models failed: the work was done, not all of it succeeded
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+BOOLEAN_HINT = "; accepted: true or false (also 1/0, yes/no, on/off), or the flag alone for true"
+
+
+def _boolean_flags(subcommand: str) -> set[str]:
+    for name, field in ClipAesthetics.model_fields.items():
+        if subcommand in (name.replace("_", "-"), field.alias):
+            model = field.annotation.__args__[0]
+            return {n.replace("_", "-") for n, f in model.model_fields.items() if f.annotation is bool}
+    return set()
+
+
+def with_explicit_booleans(args: list[str]) -> list[str]:
+    """`--traps` alone -> `--traps true`, `--no-traps` -> `--traps false`; `--norm false` (as MLproject passes
+    it) and `--norm=false` stay as they are."""
+    if not args:
+        return args
+    flags = _boolean_flags(args[0])
+    out = [args[0]]
+    for index, arg in enumerate(args[1:], start=1):
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg.startswith("--no-") and arg[5:] in flags:
+            out += [f"--{arg[5:]}", "false"]
+        elif arg.startswith("--") and arg[2:] in flags and (following is None or following.startswith("--")):
+            out += [arg, "true"]
+        else:
+            out.append(arg)
+    return out
+
+
+def with_repeated_models(args: list[str]) -> list[str]:
+    """`evaluate --model A --model B` -> `evaluate --models A,B`."""
+    if not args or args[0] != "evaluate" or "--model" not in args:
+        return args
+    out, models, rest = [args[0]], [], iter(args[1:])
+    for arg in rest:
+        if arg == "--model":
+            models.append(next(rest, ""))
+        elif arg.startswith("--model="):
+            models.append(arg.split("=", 1)[1])
+        else:
+            out.append(arg)
+    return out + ["--models", ",".join(models)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

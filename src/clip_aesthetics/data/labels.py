@@ -1,0 +1,593 @@
+"""A dataset as the pipeline sees it: AVA's folder, or a labels table of your own ratings.
+
+A labels table is CSV, TSV, parquet or JSON Lines, or a folder in Hugging Face's `imagefolder` layout
+(`metadata.csv` / `metadata.jsonl` / `metadata.parquet` with a `file_name` column beside the images, at the
+top or in `train/`, `validation/`, `test/` subfolders). Each row names an image (a path, or in parquet the
+image's bytes) and its target (one score column, or vote counts whose mean is computed as AVA's).
+
+Every image of a table is keyed by its content (a 63-bit prefix of its sha256), so the same picture
+labelled in two tables, or given as a file in one and as bytes in another, is one cache entry and
+embedded once. Everything wrong with the table is refused here, before any embedding, naming the file
+and the line (or row) and the value; rows whose image is missing are set aside with their reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clip_aesthetics.data import ava
+from clip_aesthetics.settings import parse_range, parse_votes
+from clip_aesthetics.errors import UserError
+
+IMAGE_COLUMNS = ("file_name", "image", "image_name", "image_path", "path", "filename", "file", "img", "jpg")
+SCORE_COLUMNS = ("score", "mos", "mean_score", "rating", "label")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".json", ".arrow")
+AVA_THRESHOLD = 5.0  # AVA's good/bad convention (metrics.accuracy)
+
+
+class LabelsError(UserError, ValueError):
+    """The labels table cannot be used as given; the message names the file, the line or column, and the value."""
+
+
+@dataclass
+class Labelled:
+    """The labelled images of one dataset, before any embedding.
+
+    `frame` has one row per usable image: image_id (the cache key: AVA's id, or the image's content id),
+    image (as the table wrote it), score (on the data's own scale) and split ("" unless the table gave one).
+    `sources` maps each image_id to what is decoded (a file, or encoded bytes). `skipped` holds the rows set
+    aside before embedding (image_id, image, reason). `images` is AVA's image folder (its cache is keyed by
+    it); None for a table, whose cache is keyed by content.
+    """
+
+    kind: str  # "ava" | "table"
+    name: str  # as logged in MLflow's dataset record
+    location: Path
+    digest: str
+    frame: pd.DataFrame
+    sources: dict
+    score_range: tuple[float, float]
+    threshold: float  # accuracy's good/bad line
+    images: Path | None = None
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "image", "reason"]))
+    ava_table: pd.DataFrame | None = None  # AVA.txt as parsed (its split needs the file's row order)
+    given_split: bool = False
+
+    def target(self, norm: bool) -> tuple[float, float]:
+        """(scale, offset): score = head output * scale + offset. AVA's norm divides by 10, as in the seed; a
+        table's maps its score range to [0, 1]."""
+        if not norm:
+            return 1.0, 0.0
+        if self.kind == "ava":
+            return ava.target_scale(True), 0.0
+        low, high = self.score_range
+        return high - low, low
+
+    def scale_text(self) -> str:
+        low, high = self.score_range
+        return f"{low:g}-{high:g}"
+
+    def record(self) -> dict[str, str]:
+        """What a model trained on it must say about its data (run params, version tags)."""
+        return {"dataset": self.name, "dataset_digest": self.digest, "score_range": f"{self.score_range[0]:g},"
+                f"{self.score_range[1]:g}", "accuracy_threshold": f"{self.threshold:g}"}
+
+
+# ---------------------------------------------------------------- settings -> a dataset
+
+def read_dataset(data, cache_dir: Path | None = None) -> Labelled:
+    """AVA (`ava_dir`) or the table `labels=`: read and checked, nothing embedded."""
+    if not getattr(data, "labels", ""):
+        return from_ava(data)
+    return read_labels(Path(data.labels).expanduser(), image_dir=Path(data.image_dir).expanduser() if data.image_dir
+                       else None, image_column=data.image_column, score_column=data.score_column,
+                       vote_columns=parse_votes(data.vote_columns), score_range=parse_range(
+                           getattr(data, "score_range", "")), threshold=_threshold(getattr(data, "threshold", "")),
+                       memo=ContentIds(cache_dir) if cache_dir else None)
+
+
+def _threshold(text: str) -> float | None:
+    return float(text) if str(text).strip() else None
+
+
+def from_ava(data) -> Labelled:
+    table = ava.read_ava(Path(data.ava_dir) / "AVA.txt")
+    images = ava.image_dir(data.ava_dir)
+    voted = table[table["n_votes"] > 0]
+    frame = pd.DataFrame({"image_id": voted["image_id"].to_numpy(), "image": voted["image_name"].to_numpy(),
+                          "score": voted["mean_score"].to_numpy(), "split": ""})
+    sources = {image_id: ava.image_path(images, image_id, name)
+               for image_id, name in zip(frame["image_id"].tolist(), frame["image"].tolist(), strict=True)}
+    declared = parse_range(getattr(data, "score_range", "")) or ava.SCORE_RANGE
+    if declared != ava.SCORE_RANGE:
+        raise LabelsError(f"score_range={data.score_range}: AVA's scale is {ava.SCORE_RANGE[0]:g}-"
+                          f"{ava.SCORE_RANGE[1]:g}; score_range applies to a labels table (labels=)")
+    threshold = _threshold(getattr(data, "threshold", ""))
+    folder = Path(data.ava_dir).resolve()
+    return Labelled("ava", f"{folder.name}/AVA.txt", folder, ava.table_digest(table), frame, sources, declared,
+                    AVA_THRESHOLD if threshold is None else threshold, images=images, ava_table=table)
+
+
+# ---------------------------------------------------------------- reading a table
+
+@dataclass
+class _Rows:
+    """A table as read: its columns, a locator for each row (file:line or file: row N), its folder."""
+
+    frame: pd.DataFrame
+    where: list[str]
+    folder: Path
+
+
+def _locate_table(path: Path) -> list[tuple[Path, str]]:
+    """The table file(s) at `path`: itself, or an imagefolder's metadata (with the split its subfolder names)."""
+    if path.is_file():
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise LabelsError(f"labels={path}: not a table this project reads ({', '.join(TABLE_SUFFIXES)}), or a "
+                              "folder holding metadata.jsonl / metadata.csv / metadata.parquet")
+        return [(path, "")]
+    if path.exists() and not path.is_dir():
+        raise LabelsError(f"labels={path}: a pipe or device (as `<(command)` gives), not a file: a labels table is read "
+                          "more than once and its images are found relative to its folder; write it to a file first "
+                          "(command > labels.csv) and pass that")
+    if not path.is_dir():
+        raise LabelsError(f"labels={path}: no such file or folder")
+    for name in METADATA_FILES:
+        if (path / name).is_file():
+            return [(path / name, "")]
+    found = [(sub / name, SPLIT_NAMES[sub.name.lower()]) for sub in sorted(path.iterdir())
+             if sub.is_dir() and sub.name.lower() in SPLIT_NAMES
+             for name in METADATA_FILES if (sub / name).is_file()]
+    if not found:
+        raise LabelsError(f"labels={path}: a folder, but with no {' / '.join(METADATA_FILES)} in it or in train/, "
+                          "validation/, test/ subfolders (Hugging Face's imagefolder layout)")
+    seen, kept = set(), []
+    for table, split in found:  # one metadata file per split folder, the first of METADATA_FILES
+        if table.parent not in seen:
+            seen.add(table.parent)
+            kept.append((table, split))
+    return kept
+
+
+def _read_one(path: Path) -> _Rows:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return _read_csv(path, "\t" if suffix == ".tsv" else ",")
+    if suffix in (".jsonl", ".json"):
+        return _read_json(path)
+    return _read_arrow(path)
+
+
+SEPARATORS = (";", "\t", "|")
+SEPARATOR_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "| bars"}  # what a CSV may use instead of its comma (a European spreadsheet writes ;)
+
+
+def _read_csv(path: Path, sep: str) -> _Rows:
+    rows = _read_delimited(path, sep)
+    header = str(rows.frame.columns[0]) if len(rows.frame.columns) == 1 else ""
+    other = next((s for s in SEPARATORS if s != sep and s in header), None)
+    if other is not None:  # one column whose name holds another separator: the table uses that one
+        return _read_delimited(path, other)
+    return rows
+
+
+def _read_delimited(path: Path, sep: str) -> _Rows:
+    try:
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise LabelsError(f"{path}: the table is empty (no header, no rows)") from None
+    except pd.errors.ParserError as error:
+        raise LabelsError(f"{path}: not a readable table with {SEPARATOR_NAMES.get(sep, repr(sep))} between columns: "
+                          f"{error}") from None
+    except UnicodeDecodeError as error:
+        raise LabelsError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    # Line numbers as an editor shows them; a quoted field spanning lines shifts the ones after it.
+    return _Rows(frame, [f"{path}:{i + 2}" for i in range(len(frame))], path.parent)
+
+
+def _read_json(path: Path) -> _Rows:
+    records, where = [], []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise LabelsError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if text.lstrip().startswith("["):  # a JSON array of objects
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise LabelsError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        lines = [(f"{path}: item {k + 1}", item) for k, item in enumerate(items)]
+    else:
+        lines = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                lines.append((f"{path}:{number}", json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise LabelsError(f"{path}:{number}: not a JSON object ({error.msg}): {line.strip()[:80]!r}") from None
+    for place, item in lines:
+        if not isinstance(item, dict):
+            raise LabelsError(f"{place}: expected a JSON object per row, got {type(item).__name__}")
+        records.append(item)
+        where.append(place)
+    return _Rows(pd.DataFrame.from_records(records) if records else pd.DataFrame(), where, path.parent)
+
+
+def _read_arrow(path: Path) -> _Rows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix.lower() == ".arrow":
+            with pa.memory_map(str(path)) as source:
+                try:
+                    table = pa.ipc.open_file(source).read_all()
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    table = pa.ipc.open_stream(source).read_all()
+        else:
+            table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise LabelsError(f"{path}: unreadable or truncated {path.suffix.lstrip('.')} file ({error}); "
+                          "check it was written completely") from None
+    frame = pd.DataFrame({name: table.column(name).to_pylist() for name in table.column_names})
+    return _Rows(frame, [f"{path}: row {i + 1}" for i in range(len(frame))], path.parent)
+
+
+def _find_column(rows: _Rows, asked: str, candidates, what: str, flag: str, place: Path) -> str:
+    columns = [str(c) for c in rows.frame.columns]
+    if asked:
+        if asked in columns:
+            return asked
+        raise LabelsError(f"{place}: no column {asked!r} ({flag}={asked}); the table's columns are "
+                          f"{', '.join(columns) or '(none)'}")
+    lowered = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    votes = sorted(int(c[1:]) for c in columns if re.fullmatch(r"c\d+", c))
+    hint = f", or pass vote_columns=c{votes[0]}..c{votes[-1]} if those are vote counts" \
+        if what == "score" and len(votes) > 1 else ""
+    raise LabelsError(f"{place}: no {what} column: none of {', '.join(candidates)} (any case); the table's columns "
+                      f"are {', '.join(columns) or '(none)'}; name it with {flag}={hint}")
+
+
+def _image_column(rows: _Rows, asked: str, place: Path) -> str:
+    if not asked:  # in parquet, a column of image bytes wins over a column of names
+        for column in rows.frame.columns:
+            values = rows.frame[column].dropna()
+            if len(values) and isinstance(values.iloc[0], (bytes, dict)) and _is_image_cell(values.iloc[0]):
+                return str(column)
+    return _find_column(rows, asked, IMAGE_COLUMNS, "image", "image_column", place)
+
+
+def _is_image_cell(value) -> bool:
+    return isinstance(value, bytes) or (isinstance(value, dict) and ("bytes" in value or "path" in value))
+
+
+# ---------------------------------------------------------------- values
+
+def _number(value, place: str, column: str) -> float:
+    if isinstance(value, bool) or value is None:
+        raise LabelsError(f"{place}: column {column!r} holds {value!r}, not a number")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise LabelsError(f"{place}: column {column!r} holds {text!r}, not a number") from None
+    if not math.isfinite(number):
+        raise LabelsError(f"{place}: column {column!r} holds {value!r}: scores must be finite numbers")
+    return number
+
+
+EXACT = 2**53  # beyond this a float is not an exact whole number
+
+
+def _count(value, place: str, column: str) -> int:
+    """A vote count, exactly: integers of any size (as text or as integers), floats only while exact."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*\+?\d+\s*", value):
+        number = int(value)
+    else:
+        real = _number(value, place, column)
+        if real != int(real) or abs(real) > EXACT:
+            raise LabelsError(f"{place}: vote count {column!r} is {value!r}; counts are whole numbers >= 0, and past "
+                              "2^53 must be written as integers (a float that large is not exact)")
+        number = int(real)
+    if number < 0:
+        raise LabelsError(f"{place}: vote count {column!r} is {value!r}; counts are whole numbers >= 0")
+    return number
+
+
+def content_id(data: bytes) -> int:
+    """The cache key of an image: the first 63 bits of its sha256 (int64, like AVA's ids)."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") & (2**63 - 1)
+
+
+class ContentIds:
+    """Content ids of files, remembered by (size, mtime) under the cache folder so a file is read once, not on
+    every run; a changed file is read again."""
+
+    def __init__(self, cache_dir: Path | None):
+        self.path = Path(cache_dir) / "content-ids.json" if cache_dir else None
+        self.known: dict[str, list[int]] = {}
+        self.changed = False
+        if self.path and self.path.is_file():
+            try:
+                self.known = json.loads(self.path.read_text())
+            except (ValueError, OSError):
+                self.known = {}
+
+    def of(self, path: Path) -> int:
+        info = os.stat(path)
+        key = str(path)
+        remembered = self.known.get(key)
+        if remembered and remembered[0] == info.st_size and remembered[1] == info.st_mtime_ns:
+            return int(remembered[2])
+        value = content_id(path.read_bytes())
+        self.known[key] = [info.st_size, info.st_mtime_ns, value]
+        self.changed = True
+        return value
+
+    def save(self) -> None:
+        if not (self.path and self.changed):
+            return
+        from clip_aesthetics.atomic import write_atomically
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.path, json.dumps(self.known).encode())
+        except OSError:  # only a speed-up: a read-only cache folder costs reading the files again
+            pass
+
+
+def _inside(root: Path, value: str, place: str) -> Path:
+    """The file a path cell names, refused when it leaves the image folder (.., absolute, symlinks)."""
+    given = Path(value)
+    candidate = given if given.is_absolute() else root / given
+    real = Path(os.path.realpath(candidate))
+    if real != root and root not in real.parents:
+        raise LabelsError(f"{place}: image path {value!r} leads outside the image folder {root} (to {real}); "
+                          "every image must lie inside it (set image_dir= to the folder that holds them)")
+    return real
+
+
+# ---------------------------------------------------------------- the table -> Labelled
+
+def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "", score_column: str = "",
+                vote_columns: list[str] | None = None, score_range: tuple[float, float] | None = None,
+                threshold: float | None = None, memo: ContentIds | None = None) -> Labelled:
+    """Read and check a labels table; nothing is embedded. Refuses bad input naming file, line and value."""
+    path = Path(path)
+    tables = _locate_table(path)
+    vote_columns = vote_columns or []
+    rows_image, rows_score, rows_split, rows_place, rows_root = [], [], [], [], []
+    has_split = False
+    for table_path, folder_split in tables:
+        rows = _read_one(table_path)
+        if len(rows.frame) == 0:
+            raise LabelsError(f"{table_path}: the table holds no rows")
+        root = Path(os.path.realpath(image_dir if image_dir is not None else rows.folder))
+        column = _image_column(rows, image_column, table_path)
+        if vote_columns:
+            missing = [c for c in vote_columns if c not in rows.frame.columns]
+            if missing:
+                raise LabelsError(f"{table_path}: no vote column(s) {', '.join(missing)} (vote_columns=); the "
+                                  f"table's columns are {', '.join(map(str, rows.frame.columns))}")
+        else:
+            target = _find_column(rows, score_column, SCORE_COLUMNS, "score", "score_column", table_path)
+        split_column = next((c for c in rows.frame.columns if str(c).lower() == "split"), None)
+        has_split = has_split or bool(folder_split) or split_column is not None
+        for index, place in enumerate(rows.where):
+            record = rows.frame.iloc[index]
+            if vote_columns:
+                counts = [_count(record[c], place, c) for c in vote_columns]
+                total = sum(counts)  # Python integers: exact however many votes, then one rounding
+                score = sum(k * c for k, c in enumerate(counts, start=1)) / total if total else float("nan")
+            else:
+                score = _number(record[target], place, target)
+            split = folder_split
+            if split_column is not None:
+                raw = record[split_column]
+                name = "" if raw is None else str(raw).strip().lower()
+                if name not in SPLIT_NAMES:
+                    raise LabelsError(f"{place}: split {raw!r} is not one of train, val (validation), test")
+                split = SPLIT_NAMES[name]
+            rows_image.append(record[column])
+            rows_score.append(score)
+            rows_split.append(split)
+            rows_place.append(place)
+            rows_root.append(root)
+    if has_split and any(s == "" for s in rows_split):
+        first = rows_place[rows_split.index("")]
+        raise LabelsError(f"{first}: no split, while other rows have one; give every row a split or none")
+    declared = score_range
+    scores = np.asarray(rows_score, dtype=np.float64)
+    if declared is not None:
+        outside = np.flatnonzero((scores < declared[0]) | (scores > declared[1]))
+        if len(outside):
+            k = int(outside[0])
+            raise LabelsError(f"{rows_place[k]}: score {scores[k]:g} lies outside score_range={declared[0]:g},"
+                              f"{declared[1]:g} ({len(outside)} row(s) outside in all)")
+    memo = memo or ContentIds(None)
+    first_of: dict[int, int] = {}  # content id -> the row that keeps it
+    names: dict[int, str] = {}
+    kept, sources, skipped = [], {}, []
+    for k, (value, root, place) in enumerate(zip(rows_image, rows_root, rows_place, strict=True)):
+        name, source, reason = _source(value, root, place)
+        if reason is None and not np.isfinite(scores[k]):
+            reason = "no votes"
+        image_id = None
+        if reason is None:
+            try:
+                image_id = content_id(source) if isinstance(source, bytes) else memo.of(source)
+            except OSError as error:
+                reason = f"unreadable file: {error.strerror or error}"
+        if reason is not None:
+            skipped.append((-1 if image_id is None else image_id, name, f"{reason} ({place})"))
+            continue
+        first = first_of.get(image_id)
+        if first is not None:
+            if scores[first] != scores[k] or rows_split[first] != rows_split[k]:
+                raise LabelsError(f"{place}: image {name!r} is the same image as {names[image_id]!r} at "
+                                  f"{rows_place[first]}, labelled differently (score {scores[first]:g} "
+                                  f"{rows_split[first]} there, {scores[k]:g} {rows_split[k]} here)")
+            skipped.append((image_id, name, f"the same image as {names[image_id]!r} at {rows_place[first]} "
+                            f"({place})"))
+            continue
+        first_of[image_id], names[image_id], sources[image_id] = k, name, source
+        kept.append((image_id, name, scores[k], rows_split[k]))
+    memo.save()
+    frame = pd.DataFrame(kept, columns=["image_id", "image", "score", "split"])
+    frame["image_id"] = frame["image_id"].astype(np.int64)
+    frame["score"] = frame["score"].astype(np.float64)
+    if len(frame) == 0:
+        raise LabelsError(f"{path}: no row has a usable image and score ({len(skipped)} set aside, e.g. "
+                          f"{skipped[0][2] if skipped else '-'})")
+    observed = (float(frame["score"].min()), float(frame["score"].max()))
+    if declared is None:
+        declared = (1.0, float(len(vote_columns))) if vote_columns else observed
+        if declared[0] >= declared[1]:
+            raise LabelsError(f"{path}: every score is {observed[0]:g}: nothing to learn; check score_column")
+    threshold = (declared[0] + declared[1]) / 2 if threshold is None else threshold
+    table_name = path.name if path.is_file() else f"{path.name}/{tables[0][0].name}"
+    return Labelled("table", table_name, path.resolve(), _digest(frame), frame, sources, declared, threshold,
+                    skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]), given_split=has_split)
+
+
+def _source(value, root: Path, place: str):
+    """(name as written, file or bytes, reason it cannot be used or None) of one image cell."""
+    if isinstance(value, dict):  # Hugging Face datasets' Image feature: {bytes, path}
+        data, written = value.get("bytes"), value.get("path")
+        if data:
+            return str(written or f"{place.rsplit(': ', 1)[-1]}"), bytes(data), None
+        if written:
+            value = written
+        else:
+            return f"{place.rsplit(': ', 1)[-1]}", None, "no image in this row (null bytes and path)"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        name = place.rsplit(": ", 1)[-1]
+        return (name, data, None) if data else (name, None, "empty image bytes")
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+        return "", None, "no image in this row"
+    text = str(value).strip()
+    if "\x00" in text:
+        raise LabelsError(f"{place}: image path {text[:80]!r} holds a NUL byte, which no file name can: the table is "
+                          "damaged or was written as binary")
+    if URL.match(text):
+        return text, None, ("a URL: images are read from local files or bytes, never fetched; download them first "
+                            "(img2dataset, say) and label the files")
+    real = _inside(root, text, place)
+    try:
+        if not real.exists():
+            match = _normalised(real, root)
+            if match is None:
+                return text, None, "missing file"
+            real = match
+        if not real.is_file():
+            return text, None, "not a file"
+        if real.stat().st_size == 0:
+            return text, None, "empty file"
+    except OSError as error:  # a name too long for the filesystem, a folder without permission, ...
+        return text, None, f"cannot open: {error.strerror or error}"
+    return text, real, None
+
+
+URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def _normalised(path: Path, root: Path) -> Path | None:
+    """The file that `path` names when the table and the disk write its accented letters in different Unicode
+    forms (a macOS export: NFD on disk, NFC in the table, or the reverse); None when there is none."""
+    found = root
+    for part in path.relative_to(root).parts:
+        if (found / part).exists():
+            found = found / part
+            continue
+        wanted = unicodedata.normalize("NFC", part)
+        try:
+            match = next((entry for entry in os.listdir(found) if unicodedata.normalize("NFC", entry) == wanted), None)
+        except OSError:
+            return None
+        if match is None:
+            return None
+        found = found / match
+    return found
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    """Of the images' content and labels, in content order: the same ratings in another layout digest alike."""
+    ordered = frame.sort_values("image_id")
+    digest = hashlib.sha256(ordered["image_id"].to_numpy(np.int64).tobytes())
+    digest.update(ordered["score"].to_numpy(np.float64).tobytes())
+    digest.update("\n".join(ordered["split"]).encode())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- splitting
+
+def split_labelled(labelled: Labelled, split: str, val_fraction: float, test_fraction: float, seed: int,
+                   ava_dir: Path | None = None) -> ava.Split:
+    """train/val/test frames (image_id, mean_score): AVA's own split, a table's `split` column, or a seeded split
+    of the table's images in content order (the same images give the same split in any layout or row order)."""
+    if labelled.kind == "ava":
+        return ava.split_ava(labelled.ava_table, split, ava_dir if ava_dir is not None else labelled.location,
+                             val_fraction, seed)
+    frame = labelled.frame.rename(columns={"score": "mean_score"})
+    columns = ["image_id", "mean_score"]
+    rng = np.random.RandomState(seed)
+    if labelled.given_split:
+        parts = {name: frame[frame["split"] == name].sort_values("image_id") for name in ("train", "val", "test")}
+        if len(parts["val"]) == 0 and val_fraction > 0:  # no val given: hold out a seeded share of train
+            train = parts["train"].reset_index(drop=True)
+            in_val = np.zeros(len(train), bool)
+            in_val[rng.permutation(len(train))[:round(len(train) * val_fraction)]] = True
+            parts["train"], parts["val"] = train[~in_val], train[in_val]
+    else:
+        ordered = frame.sort_values("image_id").reset_index(drop=True)
+        order = rng.permutation(len(ordered))
+        n_test = round(len(ordered) * test_fraction)
+        n_val = round((len(ordered) - n_test) * val_fraction)
+        parts = {"test": ordered.iloc[np.sort(order[:n_test])], "val": ordered.iloc[np.sort(order[n_test:n_test + n_val])],
+                 "train": ordered.iloc[np.sort(order[n_test + n_val:])]}
+    return ava.Split(**{name: part[columns].reset_index(drop=True) for name, part in parts.items()},
+                     no_votes=np.zeros(0, np.int64))
+
+
+def check_split(labelled: Labelled, split: ava.Split) -> None:
+    """Refuse, before any embedding, a split too small to train on or to measure."""
+    for name in ("train", "val", "test"):
+        size = len(getattr(split, name))
+        if size < 2 and not (name == "val" and size == 0):
+            how = "as the table's split column gives it" if labelled.given_split else "after the seeded split"
+            raise LabelsError(f"{labelled.location}: the {name} split holds {size} image(s) {how}; each split "
+                              "needs at least two (val may be empty). Label more images or change test_fraction / "
+                              "val_fraction")
+
+
+def split_table(split: ava.Split, labelled: Labelled) -> pd.DataFrame:
+    """image_id, image, split: which image went where (logged as data/split.csv)."""
+    names = labelled.frame.set_index("image_id")["image"]
+    parts = [pd.DataFrame({"image_id": part["image_id"], "image": names.reindex(part["image_id"]).to_numpy(),
+                           "split": name}) for name, part in (("train", split.train), ("val", split.val),
+                                                               ("test", split.test))]
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,1 @@
+"""Images -> embeddings: device and precision policy, batching, the verified resumable cache."""

@@ -1,0 +1,1 @@
+"""Embeddings -> scores: head kinds, fitting, published heads, metrics and selection."""

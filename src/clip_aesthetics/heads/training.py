@@ -1,0 +1,114 @@
+"""A dataset of embeddings + labels -> a trained head, evaluated on every split after every epoch (no logging here)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from clip_aesthetics.heads import metrics
+from clip_aesthetics.settings import TrainSettings
+from clip_aesthetics.heads.head import HeadSpec, build_head, fit, fit_ridge, head_outputs, n_outside_range, predict_scores, prepare
+from clip_aesthetics.embedding.pipeline import Dataset
+
+
+@dataclass
+class TrainResult:
+    spec: HeadSpec
+    history: list[dict[str, float]] = field(default_factory=list)  # one row of metrics per epoch
+    best_epoch: int = 0
+    best_state: dict | None = None
+    test_pred: np.ndarray | None = None  # scores of the best epoch (the data's scale), aligned with dataset.test.ids
+    seconds: float = 0.0  # fitting time, evaluation included
+    ridge_lambda: float | None = None  # the penalty chosen on val, for head=ridge
+    # How best_epoch was chosen: SELECTION_METRIC; "last_epoch" without a val split; "undefined" when no
+    # epoch had a defined SELECTION_METRIC (the last epoch is kept, but it is no result to compare or register).
+    selection: str = ""
+    degenerate: str = ""  # why the kept model cannot rank images (constant or mostly clipped scores), or ""
+
+
+SELECTION_METRIC = "val_spearman"  # select on val, report test
+
+
+def train_and_evaluate(
+    dataset: Dataset, train: TrainSettings, seed: int, on_epoch: Callable[[int, dict, dict], None]
+) -> TrainResult:
+    """Fit the head; after every epoch evaluate all splits on the data's scale and keep the best by val."""
+    scale, offset = dataset.target(train.norm)
+    spec = HeadSpec(train.head, dataset.train.embeddings.shape[1], train.embed_norm, scale, offset,
+                    dataset.score_range)
+    threshold = dataset.threshold
+    features = {name: prepare(getattr(dataset, name).embeddings, spec.embed_norm) for name in ("train", "val", "test")}
+    torch.manual_seed(seed)
+    head = build_head(spec)
+    result = TrainResult(spec)
+    has_val = len(dataset.val.ids) > 1
+
+    def after_epoch(epoch: int, train_loss: float) -> None:
+        row = {"epoch": epoch, "train_loss": train_loss,
+               "train_mse": metrics.mse(dataset.train.scores, predict_scores(head, spec, features["train"]))}
+        test_outputs = head_outputs(head, spec, features["test"])
+        test_pred = np.clip(test_outputs, *spec.score_range)
+        row["test_clipped_predictions"] = n_outside_range(test_outputs, spec.score_range)  # a broken model shows here
+        if has_val:
+            row.update(metrics.evaluate("val", dataset.val.scores, predict_scores(head, spec, features["val"]),
+                                        threshold))
+        row.update(metrics.evaluate("test", dataset.test.scores, test_pred, threshold))
+        result.history.append(row)
+        if not has_val or keeps(row, result.history[result.best_epoch - 1] if result.best_epoch else None):
+            result.best_epoch, result.best_state, result.test_pred = epoch, copy.deepcopy(head.state_dict()), test_pred
+        on_epoch(epoch, row, head.state_dict())
+
+    started = time.perf_counter()
+    targets = spec.targets(dataset.train.scores)
+    if spec.kind == "ridge":  # closed form: one "epoch", metrics logged at step 1
+        val_targets = spec.targets(dataset.val.scores) if has_val else None
+        result.ridge_lambda = fit_ridge(head, features["train"], targets, features["val"] if has_val else None,
+                                        val_targets)
+        result.seconds = time.perf_counter() - started
+        residual = spec.targets(head_outputs(head, spec, features["train"])) - targets
+        after_epoch(1, float(np.mean(residual ** 2)))
+    else:
+        fit(head, features["train"], targets, train.epochs, train.lr, train.batch_size, seed, after_epoch)
+        result.seconds = time.perf_counter() - started
+    best = result.history[result.best_epoch - 1]
+    result.selection = (SELECTION_METRIC if metrics.is_defined(best.get(SELECTION_METRIC)) else "undefined") \
+        if has_val else "last_epoch"
+    result.degenerate = degeneracy(result.test_pred, best["test_clipped_predictions"], spec.score_range)
+    return result
+
+
+def keeps(row: dict, best: dict | None) -> bool:
+    """Whether epoch `row` replaces the best so far: by val (never test); an undefined value never beats a
+    defined one, and while none is defined the latest epoch is kept."""
+    if best is None:
+        return True
+    new, old = (metrics.ranking_key(r.get(SELECTION_METRIC), SELECTION_METRIC) for r in (row, best))
+    return new > old or not old[0]
+
+
+def degeneracy(test_pred: np.ndarray, n_clipped: int, score_range: tuple[float, float] = (1.0, 10.0)) -> str:
+    """Why a model's test scores cannot rank images, or "" when they can."""
+    if len(test_pred) > 1 and np.ptp(test_pred) == 0:
+        return f"constant predictions: all {len(test_pred)} test images scored {test_pred[0]:.4f}"
+    if n_clipped > len(test_pred) / 2:
+        return (f"{n_clipped} of {len(test_pred)} test predictions fell outside {score_range[0]:g}-"
+                f"{score_range[1]:g} and were clipped to its ends")
+    return ""
+
+
+def clip_label(clip: str) -> str:
+    """b16, a hub model's name, or a local folder's name: short enough for a run name."""
+    return Path(clip).name if Path(clip).expanduser().is_dir() else clip.split("/")[-1]
+
+
+def default_run_name(clip: str, train: TrainSettings) -> str:
+    name = clip_label(clip)
+    head = "" if train.head == "linear" else f"-{train.head}"
+    embed_norm = "" if train.embed_norm == "none" else f"-{train.embed_norm}"
+    return f"{name}-{'normed' if train.norm else 'raw'}{head}{embed_norm}"

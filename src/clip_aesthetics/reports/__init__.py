@@ -1,0 +1,1 @@
+"""Galleries and plots: pure, returning bytes or figures."""

@@ -1,0 +1,341 @@
+"""Curating a collection: shards and tables (scoring/samples.py) + a scorer -> a folder of parquet parts, one row per input
+sample, resumable; a summary to choose a threshold from; the kept samples as keys and as new shards.
+
+The output folder holds parquet parts only (`part-*.parquet`, what pandas, Spark and DuckDB read as one dataset);
+the summary, its histogram and the kept keys go under `_report/`, a name dataset readers skip. Each part is
+written atomically and records, in its parquet metadata, the model that scored it (URI, version, run, the
+digests of its head and spec) and the options that change its rows: a job resumed with another model or other
+options is refused, never mixed. Nothing is ever written over an input: an output folder or a shards folder
+that holds one, or that holds what another job wrote, is refused before any work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clip_aesthetics.atomic import atomic_path
+from clip_aesthetics.errors import ScoringInputError
+from clip_aesthetics.scoring.samples import RESERVED, Sample, is_shard, read_input, read_shard, suffix_of  # noqa: F401  (is_shard: the workflow's)
+
+CHUNK = 256  # samples per scoring call: bounded memory, full batches for the model
+PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+REPORT = "_report"  # under the output folder: dataset readers skip names starting with _ or .
+SUMMARY, HISTOGRAM, KEPT = "summary.json", "summary.png", "kept.parquet"
+OLD_REPORT = (SUMMARY, HISTOGRAM, KEPT)  # where versions before 2026-12-03 wrote the report: beside the parts
+WRITTEN = "_kept-shards.json"  # in a --write-shards folder: which input each shard came from, and for which job
+METADATA_KEY = b"clip_aesthetics"  # a part's parquet metadata: the job that wrote it
+SAME_JOB = ("head_sha256", "spec_sha256", "image_column")  # what must match for a part to be resumed
+
+
+# ---------------------------------------------------------------- where a job may write
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _ours(entry: Path) -> bool:
+    """What a score job writes in its output folder: parts, half-written parts, the report."""
+    name = entry.name
+    return ((name.startswith("part-") and name.endswith(".parquet")) or (name.startswith(".") and name.endswith(".tmp"))
+            or name in (REPORT, *OLD_REPORT))
+
+
+def check_targets(paths: list[str], out: Path, write_shards: Path | None) -> None:
+    """Refuse, before any work, an output folder or shards folder that holds an input (symlinks followed), that
+    holds files another job or person put there, or that lies inside the other."""
+    inputs = [Path(p).resolve() for p in paths]
+    out_real = Path(out).resolve()
+    if out_real.exists() and not out_real.is_dir():
+        raise ScoringInputError(f"--out {out}: shards and tables are scored into a folder of parquet parts, and {out} "
+                                "is a file")
+    for given, real in zip(paths, inputs, strict=True):
+        if _within(real, out_real):
+            raise ScoringInputError(f"--out {out} holds the input {given}: give the scores a folder of their own")
+    if out_real.is_dir():
+        foreign = sorted(e.name for e in out_real.iterdir() if not _ours(e))
+        if foreign:
+            raise ScoringInputError(f"--out {out} already holds {foreign[0]!r}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}, "
+                                    "which a score job did not write: give a new or empty folder, or the folder of an "
+                                    "earlier score job to resume it")
+    if write_shards is None:
+        return
+    shards_real = Path(write_shards).resolve()
+    for given, real in zip(paths, inputs, strict=True):
+        if _within(real, shards_real):
+            raise ScoringInputError(f"--write-shards {write_shards} holds the input {given}: the kept shards would "
+                                    "replace it; give them a folder of their own")
+    if _within(shards_real, out_real) or _within(out_real, shards_real):
+        raise ScoringInputError(f"--write-shards {write_shards} and --out {out} must be separate folders, neither "
+                                "inside the other")
+    if shards_real.is_dir() and any(shards_real.iterdir()):
+        manifest = shards_real / WRITTEN
+        owner = json.loads(manifest.read_text()).get("out") if manifest.is_file() else None
+        if owner != str(out_real):
+            first = sorted(e.name for e in shards_real.iterdir())[0]
+            raise ScoringInputError(f"--write-shards {write_shards} already holds {first!r}, not written by this job "
+                                    f"(--out {out}): give a new or empty folder")
+
+
+# ---------------------------------------------------------------- the job's identity and resuming
+
+def describe_job(job: dict) -> str:
+    where = f"version {job['version']} of {job['registered_model']}" if job.get("version") else ""
+    run = f"run {job['run_id']}" if job.get("run_id") else ""
+    origin = ", ".join(x for x in (where, run) if x)
+    column = f", image_column={job['image_column']}" if job.get("image_column") else ""
+    return f"{job.get('model_uri', '?')}{f' ({origin})' if origin else ''}, head sha256 {str(job.get('head_sha256'))[:12]}{column}"
+
+
+def part_job(part: Path) -> dict | None:
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(part).metadata or {}
+    return json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None
+
+
+def check_resumable(out: Path, job: dict, fresh: bool) -> None:
+    """Refuse to add to parts another model or other options wrote (or, with `fresh`, remove them first)."""
+    parts = sorted(Path(out).glob("part-*.parquet")) if Path(out).is_dir() else []
+    for part in parts:
+        theirs = part_job(part)
+        if theirs is not None and all(theirs.get(k) == job.get(k) for k in SAME_JOB):
+            continue
+        if fresh:
+            for old in parts:
+                old.unlink()
+            shutil.rmtree(Path(out) / REPORT, ignore_errors=True)
+            for name in OLD_REPORT:
+                (Path(out) / name).unlink(missing_ok=True)
+            print(f"--fresh: removed {len(parts)} part(s) of an earlier job from {out}")
+            return
+        what = describe_job(theirs) if theirs else "a model an earlier version of clip-aesthetics did not record"
+        raise ScoringInputError(f"--out {out} holds scores of another model or other options ({part.name}: {what}; "
+                                f"this job: {describe_job(job)}): pass --fresh to score every input again into it, "
+                                "or choose another --out")
+
+
+# ---------------------------------------------------------------- scoring into parts
+
+def part_path(out: Path, path: str) -> Path:
+    """One output part per input, named after it (and its full path, so two inputs never share a part)."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(path).name)[-80:]
+    return Path(out) / f"part-{stem}-{_digest(path)}.parquet"
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:10]
+
+
+def score_input(scorer, path: str, out: Path, image_column: str = "", source: str | None = None,
+                job: dict | None = None) -> int:
+    """Score every sample of one input into its part (written atomically); returns the number of rows. `source` is
+    where to read it when that differs from `path` as the user gave it (an executor's absolute path)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frames = []
+    chunk: list[Sample] = []
+    for sample in read_input(source or path, image_column, name=Path(path).name):
+        chunk.append(sample)
+        if len(chunk) >= CHUNK:
+            frames.append(_score_chunk(scorer, chunk, path))
+            chunk = []
+    if chunk or not frames:
+        frames.append(_score_chunk(scorer, chunk, path))
+    frame = pd.concat(frames, ignore_index=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           METADATA_KEY: json.dumps(job or {}).encode()})
+    with atomic_path(part_path(out, source or path)) as tmp:
+        pq.write_table(table, tmp)
+    return len(frame)
+
+
+def _score_chunk(scorer, chunk: list[Sample], path: str) -> pd.DataFrame:
+    scores = np.full(len(chunk), np.nan)
+    errors = [s.error for s in chunk]
+    todo = [k for k, s in enumerate(chunk) if s.image is not None and not s.error]
+    if todo:
+        scored = scorer.score_bytes([chunk[k].image for k in todo])
+        scores[todo] = scored["score"].to_numpy()
+        for k, error in zip(todo, scored["error"], strict=True):
+            errors[k] = error
+    frame = pd.DataFrame({"key": [s.key for s in chunk], "input": str(path), "score": scores, "error": errors})
+    carried = pd.DataFrame([s.carried for s in chunk], index=frame.index)
+    return pd.concat([frame, carried.astype(object)], axis=1) if len(carried.columns) else frame
+
+
+def not_done(paths: list[str], out: Path) -> list[str]:
+    """The inputs without a complete part in `out` (what a resumed job still scores)."""
+    return [p for p in paths if not part_path(out, p).exists()]
+
+
+def score_here(todo: list[str], model_folder: str, out: Path, job: dict, image_column: str = "") -> None:
+    """Score the inputs one after the other in this process, with the model saved in `model_folder`."""
+    from clip_aesthetics.scoring.model import load_scorer
+
+    scorer = load_scorer(model_folder)
+    for number, path in enumerate(todo, start=1):
+        rows = score_input(scorer, path, out, image_column, job=job)
+        print(f"[{number}/{len(todo)}] {path}: {rows} row(s)", file=sys.stderr, flush=True)
+
+
+def read_parts(out: Path, paths: list[str]) -> pd.DataFrame:
+    """The output rows of these inputs, in input order."""
+    frames = [pd.read_parquet(part_path(out, p)) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RESERVED))
+
+
+# ---------------------------------------------------------------- summary and selection
+
+def summarise(frame: pd.DataFrame, score_range: tuple[float, float]) -> dict:
+    scores = frame["score"].dropna().to_numpy(dtype=np.float64)
+    failed = frame.loc[frame["score"].isna(), "error"].fillna("").map(lambda e: e.split(" (")[0] or "unknown")
+    summary = {"count": int(len(frame)), "scored": int(len(scores)), "failed": int(len(frame) - len(scores)),
+               "failures_by_reason": {k: int(v) for k, v in failed.value_counts().items()},
+               "mean": float(scores.mean()) if len(scores) else None,
+               "percentiles": ({f"p{q}": float(v) for q, v in zip(PERCENTILES, np.percentile(scores, PERCENTILES),
+                                                                   strict=True)} if len(scores) else {}),
+               "score_range": list(score_range)}
+    return summary
+
+
+def summary_lines(summary: dict) -> list[str]:
+    lines = [f"{summary['count']} sample(s): {summary['scored']} scored, {summary['failed']} failed"]
+    lines += [f"  failed: {n} x {reason}" for reason, n in summary["failures_by_reason"].items()]
+    if summary["mean"] is not None:
+        low, high = summary["score_range"]
+        lines.append(f"  mean {summary['mean']:.4f} (the model's {low:g}-{high:g} scale)")
+        lines.append("  " + ", ".join(f"{k} {v:.4f}" for k, v in summary["percentiles"].items()))
+    return lines
+
+
+def report_folder(out: Path) -> Path:
+    folder = Path(out) / REPORT
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_summary(frame: pd.DataFrame, out: Path, score_range: tuple[float, float]) -> dict:
+    from clip_aesthetics.reports import gallery
+    from clip_aesthetics.reports import plots
+
+    summary = summarise(frame, score_range)
+    report = report_folder(out)
+    (report / SUMMARY).write_text(json.dumps(summary, indent=2))
+    figure = plots.histogram(frame["score"].dropna().to_numpy(), gallery.bucket_edges(*score_range))
+    (report / HISTOGRAM).write_bytes(plots.png_bytes(figure))
+    plots.close(figure)
+    return summary
+
+
+def select(frame: pd.DataFrame, min_score: float | None = None, top_fraction: float | None = None) -> pd.DataFrame:
+    """The kept rows: score >= min_score and/or among the best `top_fraction` of all inputs (failures count as
+    inputs, never kept); ties at the cut are broken by input and key order. Best first."""
+    scored = frame[frame["score"].notna()].sort_values(["score", "input", "key"], ascending=[False, True, True],
+                                                       kind="stable")
+    if min_score is not None:
+        scored = scored[scored["score"] >= min_score]
+    if top_fraction is not None:
+        scored = scored.head(math.floor(top_fraction * len(frame) + 1e-9))
+    return scored[["key", "input", "score"]].reset_index(drop=True)
+
+
+def kept_shard_names(paths: list[str]) -> dict[str, str]:
+    """Input shard -> the name of its kept shard: its own name, or, where two inputs share a name (a/00000.tar,
+    b/00000.tar), the name with a digest of its full path, so that neither overwrites the other."""
+    shards = [p for p in paths if is_shard(p)]
+    counts = Counter(Path(p).name for p in shards)
+    named = {}
+    for path in shards:
+        name = Path(path).name
+        if counts[name] > 1:
+            suffix = suffix_of(name)
+            name = f"{name[: len(name) - len(suffix)]}-{_digest(path)}{suffix}"
+        named[path] = name
+    return named
+
+
+def write_kept_shards(kept: pd.DataFrame, paths: list[str], folder: Path, out: Path) -> dict[str, tuple[str, int]]:
+    """New shards in `folder` (one per input shard with kept samples) holding only the kept samples, every member
+    copied byte for byte, gzipped where the input was; written atomically. Returns {shard: (input, samples)}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = kept.groupby("input")["key"].apply(set).to_dict()
+    names = kept_shard_names(paths)
+    written = {}
+    for path in paths:
+        keys = wanted.get(str(path))
+        if not keys or not is_shard(path):
+            continue
+        target = folder / names[path]
+        count = 0
+        mode = "w:gz" if suffix_of(path) in (".tar.gz", ".tgz") else "w"
+        with atomic_path(target) as tmp, tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
+            for sample in read_shard(path, keep_members=True):
+                if sample.key in keys:
+                    for member, data in sample.members:
+                        if data is not None and member.isreg():
+                            tar.addfile(member, io.BytesIO(data))
+                    count += 1
+        written[str(target)] = (str(path), count)
+    manifest = {"out": str(Path(out).resolve()),
+                "shards": {Path(k).name: {"input": str(Path(v[0]).resolve()), "samples": v[1]}
+                           for k, v in written.items()}}
+    (folder / WRITTEN).write_text(json.dumps(manifest, indent=2))
+    return written
+
+
+# ---------------------------------------------------------------- the gallery of a curation job
+
+def gallery_page(frame: pd.DataFrame, paths: list[str], image_column: str, score_range: tuple[float, float]) -> bytes:
+    """The scoring gallery of shards and tables: the page picks which rows it shows, then only those images are
+    read again from the inputs (a few hundred at most, whatever the collection's size)."""
+    from clip_aesthetics.reports import gallery
+    from clip_aesthetics.reports import plots
+    from clip_aesthetics.images.decode import decode_rgb
+
+    shown: set = set()
+
+    def noting(where):
+        def load():
+            shown.add(where)
+            raise LookupError("not read yet")
+        return load
+
+    def rows(load_of) -> list:
+        captions = frame["caption"] if "caption" in frame.columns else pd.Series("", index=frame.index)
+        return [gallery.Row(str(key), f"{key}" + (f" | {str(text)[:120]}" if isinstance(text, str) and text else ""),
+                            float(score), load_of((str(source), str(key))), error=str(error or ""))
+                for key, source, score, error, text in zip(frame["key"], frame["input"], frame["score"],
+                                                            frame["error"], captions, strict=True)]
+
+    scores = frame["score"].dropna().to_numpy()
+    summary = [f"{len(frame)} sample(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "
+               f"scores on the model's {score_range[0]:g}-{score_range[1]:g} scale"]
+    figure = plots.histogram(scores, gallery.bucket_edges(*score_range))
+    histogram = {"histogram": plots.png_bytes(figure)}
+    plots.close(figure)
+    gallery.page("Scored samples", rows(noting), score_range, summary, histogram)  # which rows are shown
+    found: dict = {}
+    for path in paths:
+        wanted = {key for source, key in shown if source == str(path)}
+        if wanted:
+            for sample in read_input(path, image_column, name=Path(path).name):
+                if sample.key in wanted and sample.image is not None:
+                    found[(str(path), sample.key)] = sample.image
+    return gallery.page("Scored samples", rows(lambda where: (lambda data=found.get(where): decode_rgb(data))),
+                        score_range, summary, histogram)

@@ -1,0 +1,119 @@
+"""Files and folders + an MLflow model URI -> a table of path, score (on the model's scale) and error per image."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from clip_aesthetics.errors import ScoringInputError
+from clip_aesthetics.images.decode import IMAGE_SUFFIXES
+
+
+
+def collect_images(inputs: list[Path]) -> list[Path]:
+    """Files as given, and every image file under each folder (recursively), sorted; duplicates once."""
+    found: dict[Path, None] = {}
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found.update((p, None) for p in sorted(item.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            found[item] = None
+        else:
+            raise ScoringInputError(f"no such file or folder: {item}")
+    if not found:
+        raise ScoringInputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {', '.join(map(str, inputs))}")
+    return list(found)
+
+
+def check_output(out: Path) -> None:
+    """Refuse, before any work, an output path that cannot be written as a file."""
+    out = Path(out)
+    if out.is_dir():
+        raise ScoringInputError(f"--out {out} is a folder; give a file name, e.g. {out / 'scores.csv'}")
+    folder = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ScoringInputError(f"--out {out}: cannot create files under {folder}")
+
+
+def write_gallery(frame: pd.DataFrame, out: Path, score_range: tuple[float, float] | None = None) -> None:
+    """An HTML page of the scored files by score bucket (over the model's scale), with the histogram, top, bottom
+    and failures."""
+    from clip_aesthetics.reports import gallery
+    from clip_aesthetics.reports import plots
+    from clip_aesthetics.heads.head import SCORE_RANGE
+    from clip_aesthetics.images.decode import load_rgb
+
+    score_range = score_range or frame.attrs.get("score_range") or SCORE_RANGE
+
+    rows = [gallery.Row(path, path, float(score), lambda p=path: load_rgb(Path(p)), error=error)
+            for path, score, error in zip(frame["path"], frame["score"], frame["error"], strict=True)]
+    scores = frame["score"].dropna().to_numpy()
+    figure = plots.histogram(scores, gallery.bucket_edges(*score_range))
+    summary = [f"{len(frame)} input(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "
+               f"scores on the model's {score_range[0]:g}-{score_range[1]:g} scale"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(gallery.page("Scored images", rows, score_range, summary, {"histogram": plots.png_bytes(figure)}))
+    plots.close(figure)
+
+
+# What a Spark parquet output folder holds: what `write.mode("overwrite")` may delete without losing anything else.
+SPARK_WRITES = re.compile(r"^(part-.*|_SUCCESS|_committed_.*|_started_.*|\..*\.crc)$")
+
+
+def _local(path: str) -> Path | None:
+    return Path(path.removeprefix("file:")).resolve() if "://" not in path or path.startswith("file:") else None
+
+
+def check_spark_output(out: str, inputs: list[str]) -> None:
+    """Refuse, before any work, an --out that Spark's overwrite would delete with something precious in it: an input
+    (or a folder holding one), a file, or a folder holding files an earlier Spark output did not."""
+    real = _local(out)
+    if real is None or not real.exists():
+        return
+    for item in inputs:
+        given = _local(item)
+        if given is not None and (given == real or real in given.parents):
+            raise ScoringInputError(f"--out {out} holds the input {item}: Spark replaces the output folder whole, so "
+                                    "it would be deleted; give the scores a folder of their own")
+    if not real.is_dir():
+        raise ScoringInputError(f"--out {out} is an existing file: Spark writes a folder of parquet parts there and "
+                                "would delete it; give a new folder name, e.g. scores.parquet")
+    foreign = sorted(e.name for e in real.iterdir() if not SPARK_WRITES.match(e.name))
+    if foreign:
+        raise ScoringInputError(f"--out {out} holds {foreign[0]!r}, which an earlier Spark output did not write: "
+                                "Spark replaces the folder whole; give a new or empty folder")
+
+
+DEFAULT_STORE = "sqlite:///mlflow.db"  # MLflow's own default: a file in the current folder
+
+
+def check_store(model_uri: str, tracking_uri: str) -> None:
+    """Refuse, before any work, a registry or run URI when the store it needs is a SQLite file that does not
+    exist (MLflow would create an empty one here and then find no model)."""
+    if not model_uri.startswith(("models:/", "runs:/")) or not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not database.is_file():
+        here = " (the default: ./mlflow.db in the folder you run from)" if tracking_uri == DEFAULT_STORE else ""
+        raise ScoringInputError(
+            f"no tracking store at {database.resolve()}{here} to find {model_uri} in: run from the folder that holds "
+            "mlflow.db, or pass --tracking-uri sqlite:////ABSOLUTE/PATH/mlflow.db (or set MLFLOW_TRACKING_URI)")
+
+
+def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1, out: Path | None = None) -> pd.DataFrame:
+    from clip_aesthetics.scoring.model import describe_model, load_scorer
+
+    paths = collect_images(inputs)
+    if out is not None and Path(out).resolve() in {p.resolve() for p in paths}:
+        raise ScoringInputError(f"--out {out} is one of the images to score: it would be written over; give the "
+                                "scores a file of their own, e.g. scores.csv")
+    print(f"model: {describe_model(model_uri)}")
+    scorer = load_scorer(model_uri)
+    scores = scorer.score_paths(paths, num_workers=num_workers, progress=True)
+    frame = pd.DataFrame({"path": [str(p) for p in paths], "score": scores["score"], "error": scores["error"]})
+    frame.attrs["score_range"] = scorer.spec.score_range
+    return frame

@@ -1,0 +1,395 @@
+"""Typed settings, one model per concern; the CLI and MLproject parameters are generated from them."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Short names: the seed experiment's two CLIP checkpoints, and the stronger backbones of today's predictors.
+CLIP_ALIASES = {
+    "b16": "openai/clip-vit-base-patch16",
+    "b32": "openai/clip-vit-base-patch32",
+    "l14": "openai/clip-vit-large-patch14",
+    "l14-336": "openai/clip-vit-large-patch14-336",
+    "siglip-so400m": "google/siglip-so400m-patch14-384",
+    "siglip2-so400m": "google/siglip2-so400m-patch14-384",
+    "dinov2-b": "facebook/dinov2-base",
+    "dinov2-l": "facebook/dinov2-large",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class Settings(BaseSettings):
+    """Common behaviour: env prefix, unknown keys refused, kebab-case flags."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLIP_AESTHETICS_",
+        extra="forbid",
+        cli_kebab_case=True,
+        cli_implicit_flags=False,  # `--norm false`, as MLproject passes it
+        validate_default=True,
+    )
+
+    def part(self, concern: type[Settings]) -> Settings:
+        """The fields of one concern, as that concern's own model (for passing down)."""
+        return concern.model_construct(**{k: getattr(self, k) for k in concern.model_fields})
+
+
+class AvaSettings(Settings):
+    """Which dataset: AVA's folder, or a labels table of your own ratings (data/labels.py)."""
+
+    ava_dir: Path = Field(
+        Path("data/AVA_dataset"),
+        description="folder holding AVA.txt and image/<id>.jpg (the layout AVA is distributed in); used when "
+        "labels is empty",
+    )
+    labels: str = Field("", description="your own ratings instead of AVA: a CSV, TSV, parquet or JSON Lines table, "
+                        "or a Hugging Face imagefolder (a folder with metadata.jsonl / metadata.csv beside the images)")
+    image_dir: str = Field("", description="folder the table's image paths are relative to (and must stay inside); "
+                           "empty = the table's own folder")
+    image_column: str = Field("", description="the table's image column (paths, or image bytes in parquet); empty = "
+                              "the first of file_name, image, image_name, image_path, path, filename found")
+    score_column: str = Field("", description="the table's score column; empty = the first of score, mos, "
+                              "mean_score, rating, label found (any case)")
+    vote_columns: str = Field("", description="vote-count columns instead of a score, lowest rating first (c1..c5 "
+                              "or c1,c2,c3,c4,c5): the score is their mean rating, as AVA's")
+
+    @field_validator("vote_columns")
+    @classmethod
+    def _check_votes(cls, value: str) -> str:
+        parse_votes(value)
+        return value
+
+
+class DataSettings(AvaSettings):
+    split: Literal["seed", "official"] = Field(
+        "seed",
+        description="AVA: seed = the seed notebook's shuffled 229,971/25,559 split, official = test is "
+        "aesthetics_image_lists/generic_test.jpgl; a table: its split column when it has one, else a seeded split "
+        "(test_fraction, val_fraction)",
+    )
+    val_fraction: float = Field(
+        0.05, ge=0.0, lt=0.5,
+        description="share of train held out for epoch/model selection; 0 trains on the seed's exact train set",
+    )
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="a table without a split column: share of its "
+                                 "images held out as test (AVA's test split is fixed by `split`)")
+    seed: int = Field(42, description="seed for the validation split, head initialisation and shuffling")
+    score_range: str = Field("", description="a table's rating scale, low,high (e.g. 1,5); empty = 1..number of "
+                             "vote columns, else the lowest and highest score in the table. Scores are clipped to it; "
+                             "norm=true maps it to 0-1. AVA: 1-10")
+    threshold: str = Field("", description="good/bad line of the accuracy metric; empty = 5 on AVA, the middle of "
+                           "score_range on a table")
+
+    @field_validator("score_range")
+    @classmethod
+    def _check_range(cls, value: str) -> str:
+        parse_range(value)
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _check_threshold(cls, value: str, info) -> str:
+        return optional_number(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _split_for_labels(self):
+        if self.labels and self.split == "official":
+            raise ValueError("split=official is AVA's own test list; a labels table uses its split column or a "
+                             "seeded split (test_fraction)")
+        return self
+
+
+class RevisionSettings(Settings):
+    clip_revision: str = Field("main", description="hub revision (branch, tag or commit) to pin")
+
+
+class ClipSettings(RevisionSettings):
+    """Which CLIP: resolved once per command (clip.resolve_clip) into the ClipSource passed down and logged."""
+
+    clip: str = Field(
+        "b16",
+        description="image backbone (CLIP, SigLIP, SigLIP 2 NaFlex, DINOv2): an alias (b16, b32, l14, l14-336, siglip-so400m, "
+        "siglip2-so400m, dinov2-b, dinov2-l), a Hugging Face model id (owner/name) or a local folder saved with "
+        "save_pretrained",
+    )
+
+    @field_validator("clip")
+    @classmethod
+    def _known_clip(cls, value: str) -> str:
+        return check_clip(value)
+
+
+class EngineSettings(Settings):
+    engine: Literal["local", "spark"] = Field(
+        "local", description="local: this process and its decoding workers; spark: Apache Spark tasks "
+        "(the session spark-submit or your platform provides, else local[*]; needs the spark extra and Java)",
+    )
+    spark_partitions: int = Field(0, ge=0, description="Spark tasks to split the images into; 0 = Spark's choice")
+
+
+class CacheSettings(Settings):
+    """Which embedding cache: what `train` needs to find the one `embed` wrote."""
+
+    cache_dir: Path = Field(
+        Path("~/.cache/clip-aesthetics"),
+        description="where embeddings are cached: one folder per backbone + revision, image folder, precision "
+        "and decoding",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda when available")
+    precision: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="dtype of the CLIP forward; auto = float16 on cuda, bfloat16 on CPUs that compute it "
+        "natively (AVX512-BF16, AMX), float32 elsewhere (the choice and its reason are printed and logged)"
+    )
+    decoding: Literal["full", "reduced"] = Field(
+        "full", description="full: every image decoded whole, as CLIP's own preprocessing does; reduced: JPEGs "
+        "at least twice CLIP's input size are decoded at 1/2, 1/4 or 1/8 size (DCT scaling), 2-4x less decoding "
+        "work on large photos, embeddings slightly different (benchmarks/RESULTS.md); the model records it and "
+        "scores with it",
+    )
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class EmbedSettings(EngineSettings, CacheSettings):
+    """How to fill the cache: batches, decoding workers, shards, the engine."""
+
+    embed_batch_size: int = Field(0, ge=0, description="images per CLIP forward; 0 = 256 on cuda, 32 on cpu")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see the "
+                             "README's Decoding); -1 = one per core")
+    shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")
+
+
+def check_clip(value: str) -> str:
+    if value in CLIP_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
+        return value
+    raise ValueError(
+        f"clip={value!r} is not one of {', '.join(CLIP_ALIASES)}, a Hugging Face model id (owner/name) or an "
+        "existing local folder"
+    )
+
+
+class TrainSettings(Settings):
+    norm: bool = Field(True, description="true: targets scaled to about 0-1 (AVA: mean_score/10, as in the seed; a "
+                       "table: its score_range mapped to 0-1); false: raw scores")
+    head: Literal["linear", "mlp", "ridge"] = Field(
+        "linear",
+        description="linear: the seed's nn.Linear(512, 1) trained with Adam; mlp: one hidden layer; "
+        "ridge: the linear probe solved in closed form (penalty chosen on val; epochs, lr, batch_size unused)",
+    )
+    embed_norm: Literal["none", "l2"] = Field(
+        "none", description="none: raw CLIP embeddings, as in the seed; l2: unit-length embeddings"
+    )
+    epochs: int = Field(5, gt=0, description="passes over the training set")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    batch_size: int = Field(32, gt=0, description="training mini-batch size")
+
+
+class TrackingSettings(Settings):
+    experiment: str = Field(
+        "clip-aesthetics",
+        description="MLflow experiment when not launched by `mlflow run` (which chooses it itself)",
+    )
+    run_name: str = Field("", description="MLflow run name; empty = derived from the parameters")
+    gallery: bool = Field(True, description="log gallery/test.html (training runs) and gallery/compare.html "
+                          "(sweep parents): thumbnails of your images in the tracking store; false where they must "
+                          "not be copied there")
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class SweepSettings(Settings):
+    """Comma-separated lists; the grid is their product. An empty list means the single-run value."""
+
+    clips: str = Field("b16,b32", description="backbones to compare, as --clip takes them (each embedded once for "
+                       "the whole sweep)")
+    norms: str = Field("true,false", description="target normalisations to compare; empty = --norm")
+    heads: str = Field("", description="heads to compare (linear, mlp, ridge); empty = --head")
+    lrs: str = Field("", description="learning rates to compare; empty = --lr")
+    embed_norms: str = Field("", description="embedding normalisations to compare (none, l2); empty = --embed-norm")
+
+    @field_validator("clips")
+    @classmethod
+    def _check_clips(cls, value: str) -> str:
+        for clip in _items(value) or ["(empty)"]:
+            check_clip(clip)
+        return value
+
+    @field_validator("norms")
+    @classmethod
+    def _check_norms(cls, value: str) -> str:
+        if [v for v in _items(value) if v.lower() not in ("true", "false")]:
+            raise ValueError(f"norms={value!r}: expected a comma-separated list of true/false")
+        return value
+
+    @field_validator("heads", "embed_norms", "lrs")
+    @classmethod
+    def _check_choices(cls, value: str, info) -> str:
+        allowed = {"heads": ("linear", "mlp", "ridge"), "embed_norms": ("none", "l2")}.get(info.field_name)
+        for item in _items(value):
+            if allowed and item not in allowed:
+                raise ValueError(f"{info.field_name}={value!r}: {item!r} is not one of {', '.join(allowed)}")
+            if not allowed and not _is_positive_number(item):
+                raise ValueError(f"lrs={value!r}: {item!r} is not a positive number")
+        return value
+
+    def grid(self, train: TrainSettings) -> list[tuple[str, TrainSettings]]:
+        """(clip, training settings) for every grid point, in a stable order."""
+        import itertools
+
+        axes = itertools.product(
+            _items(self.clips), [v.lower() == "true" for v in _items(self.norms)] or [train.norm],
+            _items(self.heads) or [train.head], [float(v) for v in _items(self.lrs)] or [train.lr],
+            _items(self.embed_norms) or [train.embed_norm],
+        )
+        return [(clip, train.model_copy(update=dict(norm=norm, head=head, lr=lr, embed_norm=embed_norm)))
+                for clip, norm, head, lr, embed_norm in axes]
+
+
+def parse_range(text: str) -> tuple[float, float] | None:
+    """`"1,5"` -> (1.0, 5.0); "" -> None. ValueError says what is wrong."""
+    if not text.strip():
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"score_range={text!r}: expected two numbers, low,high (e.g. 1,5)") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"score_range={text!r}: expected finite numbers with low < high")
+    return low, high
+
+
+def parse_votes(text: str) -> list[str]:
+    """`c1..c5` or `c1,c2,c3,c4,c5` -> the column names, in rating order (the first is a rating of 1)."""
+    text = text.strip()
+    if not text:
+        return []
+    ranged = re.fullmatch(r"([A-Za-z_]*)(\d+)\.\.\1?(\d+)", text)
+    if ranged:
+        prefix, first, last = ranged.group(1), int(ranged.group(2)), int(ranged.group(3))
+        if last <= first:
+            raise ValueError(f"vote_columns={text!r}: the range must go up (c1..c5)")
+        return [f"{prefix}{k}" for k in range(first, last + 1)]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"vote_columns={text!r}: expected at least two distinct columns, c1..c5 or c1,c2,c3")
+    return names
+
+
+def optional_number(value: str, name: str) -> str:
+    """A setting that is a number or empty (numbers are given as text so that empty can mean "none")."""
+    if value.strip() and not _is_number(value):
+        raise ValueError(f"{name}={value!r}: expected a number")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _is_positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def check_model_name(value: str) -> str:
+    """A name the MLflow Model Registry accepts (and a `models:/NAME@alias` URI can carry), checked before any run."""
+    if not value.strip():
+        raise ValueError("a registered model name cannot be empty")
+    bad = next((c for c in ("/", ":", "@", "\\", "\x00") if c in value), None)
+    if bad is not None:
+        raise ValueError(f"{value!r}: a registered model name cannot contain {bad!r} (it is read as part of a "
+                         "models:/NAME@ALIAS URI); use letters, digits, '-', '_' or '.', e.g. laion-improved-l14")
+    if value != value.strip() or value in (".", "..") or len(value) > 256:
+        raise ValueError(f"{value!r}: a registered model name must be 1-256 characters without leading or trailing "
+                         "spaces, and not . or ..")
+    return value
+
+
+# Which way is better, by a metric name's last word (`val_spearman`, `best_test_mse`, ...).
+HIGHER_IS_BETTER = ("spearman", "pearson", "accuracy")
+LOWER_IS_BETTER = ("mse", "mae", "loss")
+
+
+def direction(metric: str) -> int:
+    """+1 when a higher value of `metric` is better, -1 when a lower one is; ValueError when unknown."""
+    kind = metric.rsplit("_", 1)[-1]
+    if kind in HIGHER_IS_BETTER:
+        return 1
+    if kind in LOWER_IS_BETTER:
+        return -1
+    raise ValueError(f"metric {metric!r}: cannot tell whether higher or lower is better; expected a name ending in "
+                     f"{', '.join(f'_{k}' for k in HIGHER_IS_BETTER)} (higher is better) or "
+                     f"{', '.join(f'_{k}' for k in LOWER_IS_BETTER)} (lower is better)")
+
+
+class RegisterSettings(Settings):
+    run_id: str = Field("", description="register this run; empty = the best child of the latest sweep")
+    experiment_name: str = Field(
+        "", description="choose among all finished runs of this experiment instead of the latest sweep"
+    )
+    metric: str = Field("val_spearman", description="what 'best' means: the run's value at its best epoch; "
+                        "higher is better for *_spearman, *_pearson, *_accuracy, lower for *_mse, *_mae")
+    model_name: str = Field("clip-aesthetics", description="registered model name")
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_model_name(cls, value: str) -> str:
+        return check_model_name(value)
+
+    bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="precision of the CLIP vision weights copied into the registered model; auto: "
+        "a model computed in bfloat16 or float16 keeps its transformer's matrix weights in that dtype (the very "
+        "numbers it computed with) and the rest in float32; a float32 model is copied in float16 (half the size)",
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_direction(cls, value: str) -> str:
+        direction(value)  # refuses a name whose better direction is unknown
+        return value
+
+
+class ScoreSettings(EngineSettings):
+    model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
+    gallery: str = Field("", description="also write an HTML page of the scored images by score bucket, with the "
+                         "histogram, top, bottom and failures (self-contained); empty = none")
+    tracking_uri: str = Field("", description="the MLflow tracking store holding the model, e.g. "
+                              "sqlite:////abs/path/mlflow.db; empty = $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error; with engine=spark, or "
+                      "for shards and tables, a parquet folder (default scores.parquet)")
+    image_column: str = Field("", description="parquet/arrow inputs: the column of image bytes; empty = the first "
+                              "binary or {bytes, path} column")
+    min_score: str = Field("", description="shards and tables: keep the samples scoring at least this "
+                           "(_report/kept.parquet in the output folder); empty = no minimum")
+    top_fraction: float = Field(0.0, ge=0.0, le=1.0, description="shards and tables: keep the best this share of "
+                                "all input samples (exact); 0 = no such cut")
+    write_shards: str = Field("", description="shards: also write new webdataset shards of the kept samples into "
+                              "this folder (a new or empty one, never one holding an input), members copied byte "
+                              "for byte")
+    fresh: bool = Field(False, description="shards and tables: score every input again into --out, replacing the "
+                        "parts an earlier job wrote there (without it, a folder scored by another model or with other "
+                        "options is refused, and one scored by the same model is resumed)")
+
+    @field_validator("min_score")
+    @classmethod
+    def _check_min_score(cls, value: str, info) -> str:
+        return optional_number(value, info.field_name)
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see the "
+                             "README's Decoding); -1 = one per core")

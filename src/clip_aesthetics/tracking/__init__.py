@@ -1,0 +1,1 @@
+"""The MLflow edge: run logging, the registry, the SQLite store plugin."""

@@ -1,0 +1,263 @@
+"""Entry-point steps -> MLflow runs: each opens its run, calls the pure code, and logs what it returned.
+
+With sweep.py (the sweep step) this is the tracking edge: pipeline, embed, head, training and metrics
+return numbers and arrays and log nothing. CLIP is resolved once per step into a ClipSource.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clip_aesthetics.reports import plots
+from clip_aesthetics.tracking import runs as tracking
+from clip_aesthetics.reports import gallery as gallery_module
+from clip_aesthetics.backbones.families import ClipSource, describe, resolve_clip
+from clip_aesthetics.settings import AvaSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
+from clip_aesthetics.data.labels import Labelled, check_split, read_dataset, split_table
+from clip_aesthetics.engines import embedder
+from clip_aesthetics.embedding.pipeline import EmbedReport, dataset_split, embed_dataset, load_dataset, locate_cache
+from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
+from clip_aesthetics.tracking.runs import DEGENERATE_TAG, SELECTION_TAG
+from clip_aesthetics.heads.training import SELECTION_METRIC, TrainResult, clip_label, default_run_name, train_and_evaluate
+
+
+def embed_step(command) -> EmbedReport:
+    """`embed`: fill the cache for one backbone, as one run."""
+    source = resolve_clip(command.clip, command.clip_revision)
+    labelled = read_dataset(command.part(AvaSettings), command.cache_dir)  # refused before a run opens
+    with tracking.run(command.experiment, command.run_name or f"embed-{clip_label(command.clip)}"):
+        return embed_and_log(labelled, command.part(EmbedSettings), command.clip, source)
+
+
+def train_step(command, embed_first: bool) -> None:
+    """`main` (embed_first) and `train`: one cell of the grid as one run."""
+    source = resolve_clip(command.clip, command.clip_revision)
+    data, train = command.part(DataSettings), command.part(TrainSettings)
+    embed = command.part(EmbedSettings if embed_first else CacheSettings)
+    labelled = checked_dataset(data, embed.cache_dir)  # a bad table or parameter is refused before a run opens
+    report = None if embed_first else locate_cache(labelled, embed, source)
+    if report is not None:
+        print(f"precision: {report.precision_reason}")
+    started = time.perf_counter()
+    run_name = command.run_name or default_run_name(command.clip, train)
+    with tracking.run(command.experiment, run_name) as active:
+        if report is None:
+            report = embed_and_log(labelled, embed, command.clip, source)
+        result = train_and_log(report, data, command.clip, train, gallery=command.gallery)
+    print(outcome(active.info.run_id, run_name, result) + f", {time.perf_counter() - started:.1f}s")
+    for warning in run_warnings(result):
+        print(f"warning: {warning}")
+
+
+def checked_dataset(data: DataSettings, cache_dir) -> Labelled:
+    """The dataset, read and checked, with a split every part of which can be trained on or measured."""
+    labelled = read_dataset(data, cache_dir)
+    check_split(labelled, dataset_split(labelled, data))
+    if len(labelled.skipped):
+        print(f"{len(labelled.skipped)} labelled row(s) set aside before embedding (listed in data/skipped.csv), "
+              f"e.g. {labelled.skipped['image'].iat[0]!r}: {labelled.skipped['reason'].iat[0]}")
+    return labelled
+
+
+def outcome(run_id: str, run_name: str, result: TrainResult) -> str:
+    best = result.history[result.best_epoch - 1]
+    if result.selection == "last_epoch":
+        chosen = "last epoch kept (no validation split)"
+    elif result.selection == "undefined":
+        chosen = f"no epoch had a defined {SELECTION_METRIC}: last epoch kept, not a result"
+    else:
+        chosen = f"best epoch {result.best_epoch} by {SELECTION_METRIC} {best[SELECTION_METRIC]:.4f}"
+    return f"run {run_id} ({run_name}): {chosen}, test_spearman {_number(best['test_spearman'])}"
+
+
+def run_warnings(result: TrainResult) -> list[str]:
+    """What a user must know before trusting the run's model (also tagged on the run)."""
+    found = []
+    if result.selection == "undefined":
+        found.append(f"{SELECTION_METRIC} was undefined at every epoch (constant predictions on the validation "
+                     f"images); the run is tagged {SELECTION_TAG}=undefined and `register` will not promote it. "
+                     "Try a larger lr, more epochs, norm=true or head=ridge")
+    if result.degenerate:
+        found.append(f"the kept model is degenerate ({result.degenerate}); tagged {DEGENERATE_TAG}")
+    return found
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if np.isfinite(value) else "undefined"
+
+
+def embed_and_log(labelled: Labelled, embed: EmbedSettings, clip: str, source: ClipSource) -> EmbedReport:
+    report = embed_dataset(labelled, embed, source, elsewhere=embedder(embed.engine))
+    print(f"precision: {report.precision_reason}")
+    tracking.log_params({"clip": clip, **clip_params(source), "device": report.device,
+                         "precision_reason": report.precision_reason})
+    rate = report.n_processed / report.seconds if report.n_processed and report.seconds > 0 else 0.0
+    tracking.log_metrics({"embed_images_processed": report.n_processed, "embed_seconds": report.seconds,
+                          "embed_images_per_second": rate, "embed_shards_set_aside": len(report.cache.set_aside)})
+    return report
+
+
+def clip_params(source: ClipSource) -> dict[str, str]:
+    """What was actually used: `clip`/`clip_revision` are as asked, these as resolved (hub commit or fingerprint),
+    with what else decides an embedding (family, embedding kind and size, input size, activation, processor)."""
+    return {"clip_model_id": source.model_id, "clip_resolved_revision": source.revision, **describe(source)}
+
+
+def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings,
+                  gallery: bool = True) -> TrainResult:
+    """Inside an active run: train, and log params, datasets, per-epoch metrics, artifacts and the scorer model."""
+    labelled = report.labelled if report.labelled is not None else read_dataset(data)
+    dataset = load_dataset(data, report.cache, labelled)
+    tracking.log_params({
+        **data.model_dump(), **train.model_dump(), "clip": clip, **clip_params(report.source), **labelled.record(),
+        "embedding_dim": dataset.train.embeddings.shape[1], "n_train": len(dataset.train.ids),
+        "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids), "n_skipped": len(dataset.skipped),
+        "device": report.device, "train_device": "cpu", "compute_precision": report.precision,
+        "precision_reason": report.precision_reason,
+        "decoding": report.decoding, **tracking.library_versions(),
+    })
+    tracking.log_dataset(data, labelled, {context: {"num_rows": len(getattr(dataset, part).ids)}
+                                 for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
+    tracking.log_csv(dataset.skipped, "data/skipped.csv")
+    if labelled.kind == "table":  # which image went where (a seeded split is reproduced from these)
+        tracking.log_csv(split_table(dataset.split, labelled), "data/split.csv")
+    result = train_and_evaluate(dataset, train, data.seed, log_epoch)
+    best = result.history[result.best_epoch - 1]
+    if result.ridge_lambda is not None:
+        tracking.log_metrics({"ridge_lambda": result.ridge_lambda})
+    tracking.log_metrics({"train_seconds": result.seconds})
+    tracking.set_tags({SELECTION_TAG: result.selection, "kept_epoch": result.best_epoch,
+                       **({DEGENERATE_TAG: result.degenerate} if result.degenerate else {})})
+    if result.selection != "undefined":  # an epoch chosen on nothing is no result: no best_* to compare
+        tracking.log_metrics({"best_epoch": result.best_epoch, **best_metrics(best)})
+    warnings = run_warnings(result)
+    if warnings:  # shown on the run's page and in the runs table
+        tracking.set_description("\n\n".join(f"**Warning**: {w}." for w in warnings))
+    predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
+                                "score_pred": result.test_pred})
+    if labelled.kind == "table":  # each prediction beside its image as the table names it, joined by key
+        predictions.insert(1, "image", labelled.frame.set_index("image_id")["image"].reindex(dataset.test.ids)
+                           .to_numpy())
+    tracking.log_csv(predictions, "predictions/test.csv")
+    figures = {"plots/epoch_metrics.png": plots.epoch_curves(result.history),
+               "plots/test_scatter.png": plots.predicted_vs_true(dataset.test.scores, result.test_pred,
+                                                                 f"test, epoch {result.best_epoch}"),
+               "plots/calibration.png": plots.calibration(dataset.test.scores, result.test_pred,
+                                                          gallery_module.bucket_edges(*dataset.score_range)),
+               "plots/residuals.png": plots.residuals(dataset.test.scores, result.test_pred)}
+    for name, figure in figures.items():
+        tracking.log_figure(figure, name)
+    if gallery:
+        log_test_gallery(labelled, predictions, {k: plots.png_bytes(figures[k]) for k in
+                                                 ("plots/calibration.png", "plots/residuals.png")})
+    for figure in figures.values():
+        plots.close(figure)
+    log_scorer(MODEL_NAME, result.best_state, scorer_spec(result, report))
+    return result
+
+
+def log_test_gallery(labelled: Labelled, predictions: pd.DataFrame, plot_pngs: dict) -> None:
+    """gallery/test.html: the test images by predicted score, top, bottom, biggest misses, calibration."""
+    rows = gallery_module.rows_of(labelled, predictions["image_id"], predictions["score_pred"], predictions["score_true"])
+    truth = "the true mean vote" if labelled.kind == "ava" else "the table's score"
+    summary = [f"{len(rows)} test images of {labelled.name}, scores on its {labelled.scale_text()} scale (predicted, "
+               f"and {truth} where shown)", f"buckets {gallery_module.bucket_width(*labelled.score_range):g} wide; at "
+               f"most {gallery_module.PER_BUCKET} images shown per bucket, evenly spread over its scores"]
+    page = gallery_module.page("Test images by predicted score", rows, labelled.score_range, summary, plot_pngs)
+    tracking.log_text(page.decode(), "gallery/test.html")
+
+
+def best_metrics(row: dict) -> dict[str, float]:
+    return {f"best_{k}": v for k, v in row.items() if k.startswith(("val_", "test_")) and np.isfinite(v)}
+
+
+def log_epoch(epoch: int, row: dict, state: dict) -> None:
+    """Per-epoch logging into the active run: metrics at step=epoch and a checkpoint."""
+    tracking.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)}, step=epoch)
+    tracking.log_state(state, f"checkpoints/epoch_{epoch:03d}.pt")
+
+
+def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
+    """What rebuilds the image path at scoring time: the head, the exact CLIP (id + revision), the precision
+    its embeddings were computed in and how images were decoded (the scorer does the same)."""
+    return {"head": result.spec.to_dict(), "best_epoch": result.best_epoch, "precision": report.precision,
+            "decoding": report.decoding,
+            "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
+
+
+def import_head_step(command) -> None:
+    """`import-head`: a published head's weight file + its backbone -> an import run and a registered version."""
+    from mlflow import MlflowClient
+
+    from clip_aesthetics.backbones.families import embedding_dim
+    from clip_aesthetics.heads.published import import_head
+    from clip_aesthetics.tracking.registry import register_imported
+
+    source = resolve_clip(command.clip, command.clip_revision)
+    state, spec, facts = import_head(Path(command.path), embedding_dim(source), command.activation)
+    print(f"{facts['head_file']}: {facts['head_layout']} head ({facts['head_layers']}), sha256 {facts['head_sha256']}")
+    name = command.model_name
+    with tracking.run(command.experiment, command.run_name or f"import-{name}") as active:
+        tracking.log_params({"clip": command.clip, **clip_params(source), **facts, "model_name": name,
+                             "activation": command.activation, "embed_norm": "l2"})
+        tracking.set_tags({"imported_head": facts["head_layout"], "head_sha256": facts["head_sha256"]})
+        tracking.set_description(f"Imported `{facts['head_file']}` ({facts['head_layout']}, {facts['head_layers']}) "
+                                 f"from {facts['head_origin']}; licence: {facts['head_licence']}.")
+        log_scorer(MODEL_NAME, state, {"head": spec.to_dict(), "best_epoch": 0, "precision": None, "decoding": "full",
+                                       "clip": {"model_id": source.model_id, "revision": source.revision}})
+    run = MlflowClient().get_run(active.info.run_id)
+    version, alias, created = register_imported(run, name, facts, command.bundle_dtype)
+    what = "registered as" if created else "was already"
+    print(f"{facts['head_file']} on {source.model_id} {what} {name} version {version}, alias {alias or '(none)'}: "
+          f"models:/{name}/{version}")
+
+
+def evaluate_step(command) -> None:
+    """`evaluate`: models x one labelled dataset -> a run per model (children of one parent for several)."""
+    from clip_aesthetics.workflows.evaluate import evaluate_models
+
+    uris = [u.strip() for u in command.models.split(",") if u.strip()]
+    data = command.part(DataSettings)
+    labelled = read_dataset(data, command.cache_dir)
+    results = evaluate_models(uris, labelled, data, command.cache_dir, command.experiment, command.eval_split,
+                              command.run_name, command.gallery, command.num_workers)
+    if len(results) > 1:
+        from clip_aesthetics.workflows.evaluate import leaderboard, unmeasured
+
+        with _pandas_display():
+            print(leaderboard(results).drop(columns=["note"]).to_string(index=False))
+        missing = unmeasured(results)
+        if missing:
+            from clip_aesthetics.errors import EvaluationIncomplete
+
+            raise EvaluationIncomplete(f"{len(missing)} of {len(results)} model(s) not measured (the others are in "
+                                       "the leaderboard): " + "; ".join(f"{r.uri}: {r.note.removeprefix('not measured: ')}"
+                                                                        for r in missing))
+
+
+def _pandas_display():
+    return pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4)
+
+
+def register_step(command) -> None:
+    """`register`: the best finished run -> a registered version whose source run is that training run.
+
+    The run to register is chosen before the step's own run opens: a refusal leaves nothing behind."""
+    from clip_aesthetics.tracking.registry import choose, register
+
+    settings = command.part(RegisterSettings)
+    chosen = choose(settings)
+    for passed in chosen.passed_over:
+        print(f"not a candidate: run {passed}")
+    with tracking.run(command.experiment, command.run_name or "register"):
+        done = register(settings, chosen)
+        tracking.log_params({"source_run_id": done.run_id, "metric": command.metric, "model_name": command.model_name})
+        tracking.set_tags({"registered_version": done.version, "alias": done.alias,
+                           "registered_model_id": done.model_id})
+    what = "registered as" if done.created else "was already"
+    print(f"run {done.run_id} ({command.metric} {done.metric_value:.4f}) {what} {command.model_name} "
+          f"version {done.version}, alias {done.alias or '(none)'}")
