@@ -28,7 +28,7 @@ import pandas as pd
 
 from clip_aesthetics.atomic import atomic_path
 from clip_aesthetics.errors import ScoringInputError
-from clip_aesthetics.scoring.samples import RESERVED, Sample, is_shard, read_input, read_shard, suffix_of  # noqa: F401  (is_shard: the workflow's)
+from clip_aesthetics.scoring.samples import RESERVED, Sample, is_shard, read_input, read_shard, suffix_of
 
 CHUNK = 256  # samples per scoring call: bounded memory, full batches for the model
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clip_aesthetics.errors import ScoringInputError
 from clip_aesthetics.scoring import curate
+from clip_aesthetics.scoring.samples import is_shard
 
 
 def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "local", image_column: str = "",
@@ -50,15 +52,15 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
         if write_shards is not None:
             written = curate.write_kept_shards(kept, paths, write_shards, out)
             copied = sum(count for _, count in written.values())
-            expected = int(kept["input"].map(lambda p: curate.is_shard(p)).sum())
+            expected = int(kept["input"].map(is_shard).sum())
             print(f"wrote {len(written)} shard(s) holding {copied} kept sample(s) into {write_shards}; which input each "
                   f"came from: {write_shards / curate.WRITTEN}")
             for shard, (source, count) in written.items():
                 if Path(shard).name != Path(source).name:
                     print(f"  {Path(shard).name} <- {source} (another input has the same name)")
             if copied != expected:
-                raise curate.ScoringInputError(f"{expected} kept sample(s) are in shards but {copied} were copied: an "
-                                               "input changed while the job ran; score it again with --fresh")
+                raise ScoringInputError(f"{expected} kept sample(s) are in shards but {copied} were copied: an "
+                                        "input changed while the job ran; score it again with --fresh")
     if gallery is not None:
         gallery.parent.mkdir(parents=True, exist_ok=True)
         gallery.write_bytes(curate.gallery_page(frame, paths, image_column, score_range))
