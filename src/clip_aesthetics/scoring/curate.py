@@ -28,6 +28,7 @@ import pandas as pd
 
 from clip_aesthetics.atomic import atomic_path
 from clip_aesthetics.errors import ScoringInputError
+from clip_aesthetics.scoring.files import refuse_foreign, refuse_holding_inputs, within
 from clip_aesthetics.scoring.samples import RESERVED, Sample, is_shard, read_input, read_shard, suffix_of
 
 CHUNK = 256  # samples per scoring call: bounded memory, full batches for the model
@@ -42,13 +43,8 @@ SAME_JOB = ("head_sha256", "spec_sha256", "image_column")  # what must match for
 
 # ---------------------------------------------------------------- where a job may write
 
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def _ours(entry: Path) -> bool:
+def _ours(name: str) -> bool:
     """What a score job writes in its output folder: parts, half-written parts, the report."""
-    name = entry.name
     return ((name.startswith("part-") and name.endswith(".parquet")) or (name.startswith(".") and name.endswith(".tmp"))
             or name in (REPORT, *OLD_REPORT))
 
@@ -56,28 +52,20 @@ def _ours(entry: Path) -> bool:
 def check_targets(paths: list[str], out: Path, write_shards: Path | None) -> None:
     """Refuse, before any work, an output folder or shards folder that holds an input (symlinks followed), that
     holds files another job or person put there, or that lies inside the other."""
-    inputs = [Path(p).resolve() for p in paths]
     out_real = Path(out).resolve()
     if out_real.exists() and not out_real.is_dir():
         raise ScoringInputError(f"--out {out}: shards and tables are scored into a folder of parquet parts, and {out} "
                                 "is a file")
-    for given, real in zip(paths, inputs, strict=True):
-        if _within(real, out_real):
-            raise ScoringInputError(f"--out {out} holds the input {given}: give the scores a folder of their own")
+    refuse_holding_inputs("--out", out, out_real, paths, "give the scores a folder of their own")
     if out_real.is_dir():
-        foreign = sorted(e.name for e in out_real.iterdir() if not _ours(e))
-        if foreign:
-            raise ScoringInputError(f"--out {out} already holds {foreign[0]!r}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}, "
-                                    "which a score job did not write: give a new or empty folder, or the folder of an "
-                                    "earlier score job to resume it")
+        refuse_foreign("--out", out, out_real, _ours, "which a score job did not write: give a new or empty folder, or "
+                       "the folder of an earlier score job to resume it")
     if write_shards is None:
         return
     shards_real = Path(write_shards).resolve()
-    for given, real in zip(paths, inputs, strict=True):
-        if _within(real, shards_real):
-            raise ScoringInputError(f"--write-shards {write_shards} holds the input {given}: the kept shards would "
-                                    "replace it; give them a folder of their own")
-    if _within(shards_real, out_real) or _within(out_real, shards_real):
+    refuse_holding_inputs("--write-shards", write_shards, shards_real, paths, "the kept shards would replace it; "
+                          "give them a folder of their own")
+    if within(shards_real, out_real) or within(out_real, shards_real):
         raise ScoringInputError(f"--write-shards {write_shards} and --out {out} must be separate folders, neither "
                                 "inside the other")
     if shards_real.is_dir() and any(shards_real.iterdir()):
@@ -96,7 +84,8 @@ def describe_job(job: dict) -> str:
     run = f"run {job['run_id']}" if job.get("run_id") else ""
     origin = ", ".join(x for x in (where, run) if x)
     column = f", image_column={job['image_column']}" if job.get("image_column") else ""
-    return f"{job.get('model_uri', '?')}{f' ({origin})' if origin else ''}, head sha256 {str(job.get('head_sha256'))[:12]}{column}"
+    origin = f" ({origin})" if origin else ""
+    return f"{job.get('model_uri', '?')}{origin}, head sha256 {str(job.get('head_sha256'))[:12]}{column}"
 
 
 def part_job(part: Path) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -68,24 +69,39 @@ def _local(path: str) -> Path | None:
     return Path(path.removeprefix("file:")).resolve() if "://" not in path or path.startswith("file:") else None
 
 
+def within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def refuse_holding_inputs(flag: str, out, real: Path, inputs: list[str], why: str) -> None:
+    """Refuse an output folder (`real`, resolved) that is or holds one of the local inputs, symlinks followed."""
+    for item in inputs:
+        given = _local(str(item))
+        if given is not None and within(given, real):
+            raise ScoringInputError(f"{flag} {out} holds the input {item}: {why}")
+
+
+def refuse_foreign(flag: str, out, real: Path, ours: Callable[[str], bool], why: str) -> None:
+    """Refuse an existing output folder holding anything `ours` does not recognise as written by such a job."""
+    foreign = sorted(e.name for e in real.iterdir() if not ours(e.name))
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ScoringInputError(f"{flag} {out} already holds {foreign[0]!r}{more}, {why}")
+
+
 def check_spark_output(out: str, inputs: list[str]) -> None:
     """Refuse, before any work, an --out that Spark's overwrite would delete with something precious in it: an input
     (or a folder holding one), a file, or a folder holding files an earlier Spark output did not."""
     real = _local(out)
     if real is None or not real.exists():
         return
-    for item in inputs:
-        given = _local(item)
-        if given is not None and (given == real or real in given.parents):
-            raise ScoringInputError(f"--out {out} holds the input {item}: Spark replaces the output folder whole, so "
-                                    "it would be deleted; give the scores a folder of their own")
+    refuse_holding_inputs("--out", out, real, inputs, "Spark replaces the output folder whole, so it would be "
+                          "deleted; give the scores a folder of their own")
     if not real.is_dir():
         raise ScoringInputError(f"--out {out} is an existing file: Spark writes a folder of parquet parts there and "
                                 "would delete it; give a new folder name, e.g. scores.parquet")
-    foreign = sorted(e.name for e in real.iterdir() if not SPARK_WRITES.match(e.name))
-    if foreign:
-        raise ScoringInputError(f"--out {out} holds {foreign[0]!r}, which an earlier Spark output did not write: "
-                                "Spark replaces the folder whole; give a new or empty folder")
+    refuse_foreign("--out", out, real, SPARK_WRITES.match, "which an earlier Spark output did not write: Spark "
+                   "replaces the folder whole; give a new or empty folder")
 
 
 DEFAULT_STORE = "sqlite:///mlflow.db"  # MLflow's own default: a file in the current folder
