@@ -20,9 +20,10 @@ import torch
 
 from clip_aesthetics.embedding import embed as embed_module
 from clip_aesthetics.embedding.cache import EmbeddingCache
-from clip_aesthetics.backbones.families import load_clip, resolve_clip, save_random_backbone
+from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_backbone
 from clip_aesthetics.embedding.embed import default_workers, embed_pixels, embed_to_cache
-from clip_aesthetics.heads.head import HeadSpec, build_head, fit_ridge, predict_scores
+from clip_aesthetics.heads.head import HeadSpec, build_head, predict_scores
+from clip_aesthetics.heads.kinds import fit_ridge
 from clip_aesthetics.images.decode import load_rgb
 from clip_aesthetics.heads.metrics import spearman
 from clip_aesthetics.images.pixels import ModelPixels
@@ -40,7 +41,7 @@ def bench_backbones(work: Path, quick: bool) -> dict:
     figures = {"backbone_images": n}
     for kind in KINDS:
         folder = save_random_backbone(work / kind, kind, seed=0)
-        model, processor = load_clip(resolve_clip(str(folder)), torch.device("cpu"))
+        model, processor = load_backbone(resolve_backbone(str(folder)), torch.device("cpu"))
         figures[f"backbone_{kind}_parameters_m"] = sum(p.numel() for p in model.parameters()) / 1e6
         figures[f"backbone_{kind}_embedding_dim"] = model.embedding_dim
         pixels = torch.from_numpy(np.stack([ModelPixels(processor)(load_rgb(p)) for p in paths]))
@@ -88,10 +89,10 @@ def _peak_rss(folder: Path, paths: list[Path]) -> float:
     """Peak resident memory (MB) of a fresh process embedding `paths` with the model in `folder`."""
     code = (
         "import json, resource, sys, torch\nfrom pathlib import Path\n"
-        "from clip_aesthetics.embedding.cache import EmbeddingCache\nfrom clip_aesthetics.backbones.families import load_clip, resolve_clip\n"
+        "from clip_aesthetics.embedding.cache import EmbeddingCache\nfrom clip_aesthetics.backbones.families import load_backbone, resolve_backbone\n"
         "from clip_aesthetics.embedding.embed import embed_to_cache, pick_dtype\n"
         "folder, paths, root = Path(sys.argv[1]), [Path(p) for p in json.loads(sys.argv[2])], Path(sys.argv[3])\n"
-        "model, processor = load_clip(resolve_clip(str(folder)), torch.device('cpu'))\n"
+        "model, processor = load_backbone(resolve_backbone(str(folder)), torch.device('cpu'))\n"
         "cache = EmbeddingCache(root); cache.open({'embedding_dim': model.embedding_dim})\n"
         "embed_to_cache(cache, list(enumerate(paths)), model, processor, pick_dtype('auto', torch.device('cpu')),"
         " 8, 0, 4096, progress=False)\n"

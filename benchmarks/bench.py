@@ -35,10 +35,11 @@ from clip_aesthetics.embedding import embed as embed_module  # noqa: E402
 from clip_aesthetics.data.ava import target_scale  # noqa: E402
 from clip_aesthetics.embedding.cache import EmbeddingCache  # noqa: E402
 from clip_aesthetics.settings import TrainSettings  # noqa: E402
-from clip_aesthetics.backbones.families import load_clip, resolve_clip, save_random_clip  # noqa: E402
+from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_clip  # noqa: E402
 from clip_aesthetics.embedding.embed import default_workers, embed_pixels, embed_to_cache  # noqa: E402
 from clip_aesthetics.images.pixels import ModelPixels  # noqa: E402
-from clip_aesthetics.heads.head import HeadSpec, build_head, fit, fit_ridge, predict_scores  # noqa: E402
+from clip_aesthetics.heads.head import HeadSpec, build_head, fit, predict_scores  # noqa: E402
+from clip_aesthetics.heads.kinds import fit_ridge  # noqa: E402
 from clip_aesthetics.images.decode import load_rgb  # noqa: E402
 from clip_aesthetics.heads.metrics import spearman  # noqa: E402
 from clip_aesthetics.data.sample_data import write_sample_ava  # noqa: E402
@@ -146,7 +147,7 @@ def _fraction_of_forward(forward, end_to_end, n: int, rounds: int = 3, **others)
 def _project_pass(cache_root: Path, model_dir: Path, items: list, dtype: torch.dtype):
     """One model through the project's embed: (seconds with loading, end-to-end images/s, model, processor)."""
     started = time.perf_counter()
-    model, processor = load_clip(resolve_clip(str(model_dir)), torch.device("cpu"))
+    model, processor = load_backbone(resolve_backbone(str(model_dir)), torch.device("cpu"))
     cache = EmbeddingCache(cache_root)
     cache.open({"embedding_dim": 512})
     loaded = time.perf_counter()
@@ -157,11 +158,11 @@ def _project_pass(cache_root: Path, model_dir: Path, items: list, dtype: torch.d
 
 def _b32_setup(work: Path, n_images: int, seed: int):
     """What every scoring section measures with: n generated 500x400 JPEGs, a random-weight ViT-B/32 and a linear
-    head. Returns (image paths, the backbone's folder, its ClipSource, the head's spec, the head)."""
+    head. Returns (image paths, the backbone's folder, its BackboneSource, the head's spec, the head)."""
     ava = write_sample_ava(work / "ava", n_images, seed=seed, size=(500, 400))
     clip = save_random_clip(work / "vit-b32", "b32", seed=3)
     spec = HeadSpec("linear", 512, "none", 10.0)
-    return sorted((ava / "image").glob("*.jpg")), clip, resolve_clip(str(clip)), spec, build_head(spec)
+    return sorted((ava / "image").glob("*.jpg")), clip, resolve_backbone(str(clip)), spec, build_head(spec)
 
 
 def _saved_scorer(model_dir: Path):
@@ -230,7 +231,7 @@ def bench_decoding(work: Path, quick: bool) -> dict:
     photos = synthetic.photo_like_jpegs(work / "photos", 96 if quick else 192, (640, 1024), seed=0)
     large = synthetic.photo_like_jpegs(work / "large", 8 if quick else 16, (2000, 4000), seed=1)
     clip = save_random_clip(work / "vit-b32", "b32", seed=0)
-    model, processor = load_clip(resolve_clip(str(clip)), torch.device("cpu"))
+    model, processor = load_backbone(resolve_backbone(str(clip)), torch.device("cpu"))
     to_pixels = ModelPixels(processor)
     figures = {"decode_photos": len(photos), "decode_large_photos": len(large)}
     for label, images in (("", photos), ("_large", large)):
@@ -330,7 +331,7 @@ def bench_spark(work: Path, n_images: int) -> dict:
     scorer = _saved_scorer(model_dir)
     scorer.score_paths(paths)
     local_score = len(paths) / (time.perf_counter() - started)  # model load included, as Spark's figure has it
-    model, processor = load_clip(source, torch.device("cpu"))
+    model, processor = load_backbone(source, torch.device("cpu"))
     cache = EmbeddingCache(work / "cache-local")
     cache.open({"embedding_dim": 512})
     started = time.perf_counter()

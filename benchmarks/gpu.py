@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
 
 from clip_aesthetics.embedding.cache import EmbeddingCache  # noqa: E402
-from clip_aesthetics.backbones.families import REAL_SIZES, load_clip, resolve_clip, save_random_backbone, save_random_clip  # noqa: E402
+from clip_aesthetics.backbones.families import REAL_SIZES, load_backbone, resolve_backbone, save_random_backbone, save_random_clip  # noqa: E402
 from clip_aesthetics.embedding.embed import _batches, _ImageSources, default_workers, embed_to_cache  # noqa: E402
 from clip_aesthetics.images.decode import load_rgb  # noqa: E402
 
@@ -87,7 +87,7 @@ def main() -> None:
         figures["generate_seconds"] = time.perf_counter() - started
         for size in ("b16", "b32"):
             clip = save_random_clip(work / f"vit-{size}", size)
-            model, processor = load_clip(resolve_clip(str(clip)), torch.device("cuda"))
+            model, processor = load_backbone(resolve_backbone(str(clip)), torch.device("cuda"))
             for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
                 figures[f"{size}_forward_images_per_second_{name}"] = forward_rate(model, dtype, 1024, args.forward_seconds)
             for decoding in ("full", "reduced"):
@@ -104,7 +104,7 @@ def main() -> None:
             del model
             torch.cuda.empty_cache()
         for kind in ("l14", "siglip-so400m", "dinov2-l"):  # forward only: the decoding side is the B models'
-            model, _ = load_clip(resolve_clip(str(save_random_backbone(work / kind, kind))), torch.device("cuda"))
+            model, _ = load_backbone(resolve_backbone(str(save_random_backbone(work / kind, kind))), torch.device("cuda"))
             for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
                 figures[f"{kind}_forward_images_per_second_{name}"] = forward_rate(
                     model, dtype, 256, args.forward_seconds / 2, side=REAL_SIZES[kind][2])

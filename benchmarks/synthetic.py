@@ -45,7 +45,7 @@ def dataset(seed: int, val_fraction: float = 0.05) -> Dataset:
 
 def full_size_cache(folder: Path) -> tuple[Path, Path, Path]:
     """An AVA folder with 255,530 labelled rows and a complete float16 cache of 512-d embeddings."""
-    from clip_aesthetics.backbones.families import resolve_clip, save_random_clip
+    from clip_aesthetics.backbones.families import resolve_backbone, save_random_clip
     from clip_aesthetics.embedding.pipeline import cache_for
 
     ava, cache_dir = folder / "ava", folder / "cache"
@@ -62,7 +62,7 @@ def full_size_cache(folder: Path) -> tuple[Path, Path, Path]:
     table = np.column_stack([ids, ids, votes, np.zeros((AVA_ROWS, 3), int)])
     np.savetxt(ava / "AVA.txt", table, fmt="%d")
     clip = save_random_clip(folder / "clip-tiny", "tiny", projection_dim=512)
-    cache = cache_for(cache_dir, resolve_clip(str(clip)), ava / "image", "float32")
+    cache = cache_for(cache_dir, resolve_backbone(str(clip)), ava / "image", "float32")
     cache.open({"model_id": str(clip), "revision": "synthetic", "image_dir": str(ava / "image"), "embedding_dim": 512})
     for start in range(0, AVA_ROWS, 4096):
         stop = min(start + 4096, AVA_ROWS)

@@ -40,13 +40,13 @@ def step(title: str, command: list[str], env: dict, cwd: Path, timings: list) ->
 
 def stand_in_clips(folder: Path) -> str:
     """Use b16,b32 when already cached locally; otherwise build small stand-ins (no download either way)."""
-    from clip_aesthetics.backbones.families import ClipUnavailableError, resolve_clip, save_random_clip
+    from clip_aesthetics.backbones.families import BackboneUnavailableError, resolve_backbone, save_random_clip
 
     try:
         for alias in ("b16", "b32"):
-            resolve_clip(alias)
+            resolve_backbone(alias)
         return "b16,b32"
-    except ClipUnavailableError:
+    except BackboneUnavailableError:
         pass
     clips = []
     for name, seed in (("stand-in-b16", 16), ("stand-in-b32", 32)):

@@ -105,3 +105,13 @@ def trained(tmp_path_factory, sample_ava, tiny_clip):
         run = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("clip-aesthetics").experiment_id])[0]
         yield {"root": root, "uri": uri, "model": f"runs:/{run.info.run_id}/model", "run": run}
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+@pytest.fixture
+def trained_store(trained, monkeypatch):
+    """The `trained` store made the current one (environment and MLflow's own setting) for one test."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    mlflow.set_tracking_uri(trained["uri"])
+    return trained

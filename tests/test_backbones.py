@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from clip_aesthetics.cli import app as cli
-from clip_aesthetics.backbones.families import load_clip, resolve_clip, save_random_backbone
+from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_backbone
 from clip_aesthetics.embedding.embed import embed_sources
 from clip_aesthetics.images.decode import crop_long_side, decode_rgb
 from clip_aesthetics.images.pixels import ModelPixels
@@ -71,7 +71,7 @@ def independent_embedding(folder, image) -> np.ndarray:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_the_embedding_of_each_family_equals_transformers_own(backbones, name):
     folder = backbones[name]
-    model, processor = load_clip(resolve_clip(str(folder)), torch.device("cpu"))
+    model, processor = load_backbone(resolve_backbone(str(folder)), torch.device("cpu"))
     pixels = ModelPixels(processor)
     naflex = name == "siglip2_naflex"  # variable resolution: its processor is called as it is
     assert pixels.fast is not naflex, "the direct pixel path covers this family's processor"
@@ -92,7 +92,7 @@ def test_the_embedding_of_each_family_equals_transformers_own(backbones, name):
 def test_half_precision_keeps_each_familys_embedding_close(backbones, name, dtype):
     from clip_aesthetics.embedding.embed import embed_pixels
 
-    model, processor = load_clip(resolve_clip(str(backbones[name])), torch.device("cpu"))
+    model, processor = load_backbone(resolve_backbone(str(backbones[name])), torch.device("cpu"))
     pixels = torch.from_numpy(np.stack([ModelPixels(processor)(image) for image in varied_images()[:2]] * 4))
     exact, half = embed_pixels(model, pixels, torch.float32), embed_pixels(model, pixels, dtype)
     cosine = (half * exact).sum(1) / np.linalg.norm(half, axis=1) / np.linalg.norm(exact, axis=1)
@@ -106,7 +106,7 @@ def test_an_extreme_strip_reaches_an_untouched_processor_cropped(backbones, monk
     import transformers
 
     processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32}, do_normalize=False)
-    model, _ = load_clip(resolve_clip(str(backbones["siglip"])), torch.device("cpu"))
+    model, _ = load_backbone(resolve_backbone(str(backbones["siglip"])), torch.device("cpu"))
     assert not ModelPixels(processor).fast
     seen = []
     real_call = type(processor).__call__

@@ -51,11 +51,11 @@ def test_the_gpu_script_pieces_run_and_it_refuses_a_machine_without_a_gpu(tmp_pa
 
     import gpu
 
-    from clip_aesthetics.backbones.families import load_clip, resolve_clip
+    from clip_aesthetics.backbones.families import load_backbone, resolve_backbone
 
     items = gpu.image_files(tmp_path / "images", unique=4, total=8)
     assert len(items) == 8 and all(path.stat().st_size > 0 for _, path in items)
-    _, processor = load_clip(resolve_clip(str(tiny_clip)), torch.device("cpu"))
+    _, processor = load_backbone(resolve_backbone(str(tiny_clip)), torch.device("cpu"))
     assert gpu.decode_rate(items, processor, workers=0, batch=4, decoding="reduced") > 0
     if not torch.cuda.is_available():
         root = Path(__file__).resolve().parents[1]

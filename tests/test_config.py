@@ -9,7 +9,7 @@ import yaml
 
 from clip_aesthetics.cli import app as cli
 from clip_aesthetics.cli import mlproject
-from clip_aesthetics.settings import ClipSettings, TrainSettings
+from clip_aesthetics.settings import BackboneSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("--lr", "-1", ["--lr", "greater than 0"]),
         ("--clip", "b99", ["--clip", "b16, b32", "local folder"]),
         ("--split", "random", ["--split", "'seed' or 'official'"]),
-        ("--head", "transformer", ["--head", "'linear', 'mlp' or 'ridge'"]),
+        ("--head", "transformer", ["--head", "expected one of linear, mlp, ridge"]),
     ],
 )
 def test_bad_value_is_refused_with_the_parameter_and_accepted_values(flag, value, words, capsys, monkeypatch, tmp_path):
@@ -45,12 +45,12 @@ def test_environment_overrides_defaults(monkeypatch):
     monkeypatch.setenv("CLIP_AESTHETICS_EPOCHS", "7")
     monkeypatch.setenv("CLIP_AESTHETICS_CLIP", "b32")
     assert TrainSettings().epochs == 7
-    assert ClipSettings().clip == "b32"
+    assert BackboneSettings().clip == "b32"
 
 
 def test_clip_accepts_aliases_hub_ids_and_local_folders(tiny_clip):
     for value in ("b16", "b32", "openai/clip-vit-large-patch14", str(tiny_clip)):
-        assert ClipSettings(clip=value).clip == value
+        assert BackboneSettings(clip=value).clip == value
 
 
 def test_mlproject_and_readme_tables_are_generated_from_the_settings():
@@ -150,3 +150,11 @@ def test_train_offers_only_the_flags_it_uses(capsys):
         for flag in ("--engine", "--num-workers", "--shard-size", "--embed-batch-size"):
             assert (flag in text) == expected, (name, flag)
         assert "--cache-dir" in text and "--precision" in text
+
+
+def test_backbone_is_accepted_as_another_name_for_clip(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["main", "--backbone", "b99", "--ava-dir", str(tmp_path)]) == 2
+    assert "--clip='b99'" in capsys.readouterr().err
+    assert cli.main(["sweep", "--backbones=b16,b99", "--ava-dir", str(tmp_path)]) == 2
+    assert "clip='b99' is not one of" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from clip_aesthetics.data import ava
 from clip_aesthetics.embedding import pipeline
 from clip_aesthetics.data.ava import read_ava
 from clip_aesthetics.settings import DataSettings, EmbedSettings
-from clip_aesthetics.backbones.families import ClipUnavailableError, load_clip, resolve_clip
+from clip_aesthetics.backbones.families import BackboneUnavailableError, load_backbone, resolve_backbone
 from clip_aesthetics.embedding.embed import embed_pixels
 from clip_aesthetics.images.decode import ImageError, load_rgb
 from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
@@ -24,7 +24,7 @@ def ava_copy(sample_ava, tmp_path):
 
 
 def settings(ava_dir, clip, cache, **embed):
-    return DataSettings(ava_dir=ava_dir), EmbedSettings(cache_dir=cache, **{"num_workers": 0, **embed}), resolve_clip(str(clip))
+    return DataSettings(ava_dir=ava_dir), EmbedSettings(cache_dir=cache, **{"num_workers": 0, **embed}), resolve_backbone(str(clip))
 
 
 def count_forwards(monkeypatch, fail_after=None):
@@ -55,7 +55,7 @@ def test_cache_rows_belong_to_their_images_and_failures_keep_reasons(ava_copy, t
     assert reasons[21].startswith("truncated") and reasons[23] == "missing file"
     assert TRAP_NO_VOTES not in set(cached.ids) | set(reasons)
     # Each row is its own image's embedding, whatever order the workers finished in.
-    model, processor = load_clip(report.source, torch.device("cpu"))
+    model, processor = load_backbone(report.source, torch.device("cpu"))
     for image_id in [int(cached.ids[3]), 14, int(cached.ids[-1])]:
         pixels = processor(images=load_rgb(ava_copy / "image" / f"{image_id}.jpg"), return_tensors="pt")["pixel_values"]
         row = int(np.flatnonzero(cached.ids == image_id)[0])
@@ -69,7 +69,7 @@ def test_second_embed_does_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypat
     def no_model(*_):
         raise AssertionError("the model was loaded although every image is cached")
 
-    monkeypatch.setattr(pipeline, "load_clip", no_model)
+    monkeypatch.setattr(pipeline, "load_backbone", no_model)
     assert pipeline.embed_ava(data, embed, clip, progress=False).n_processed == 0
 
 
@@ -105,8 +105,8 @@ def test_a_replaced_file_is_embedded_again(ava_copy, tiny_clip, tmp_path, monkey
 
 def test_unreachable_hub_model_fails_fast_with_a_way_out():
     started = time.perf_counter()
-    with pytest.raises(ClipUnavailableError, match=r"not in the local Hugging Face cache.*clip=FOLDER"):
-        resolve_clip("b32")
+    with pytest.raises(BackboneUnavailableError, match=r"not in the local Hugging Face cache.*clip=FOLDER"):
+        resolve_backbone("b32")
     assert time.perf_counter() - started < 10
 
 
@@ -149,7 +149,7 @@ def test_a_repaired_image_is_embedded_and_its_old_failure_forgotten(ava_copy, ti
 def test_failures_that_still_fail_do_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypatch):
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
     pipeline.embed_ava(data, embed, clip, progress=False)
-    monkeypatch.setattr(pipeline, "load_clip", lambda *_: pytest.fail("model loaded for images that still fail"))
+    monkeypatch.setattr(pipeline, "load_backbone", lambda *_: pytest.fail("model loaded for images that still fail"))
     assert pipeline.embed_ava(data, embed, clip, progress=False).n_processed == 0
 
 
@@ -220,7 +220,7 @@ def test_images_named_with_leading_zeros_are_found(ava_copy, tiny_clip, tmp_path
 def test_half_precision_embeddings_leave_the_model_in_float32(tiny_clip, dtype):
     """The transformer runs in half precision; its last layer norm and projection in float32, so the
     embedding keeps the cache's float16 resolution instead of bfloat16's 8 bits."""
-    model, _ = load_clip(resolve_clip(str(tiny_clip)), torch.device("cpu"))
+    model, _ = load_backbone(resolve_backbone(str(tiny_clip)), torch.device("cpu"))
     pixels = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     exact = embed_pixels(model, pixels, torch.float32)
     with torch.inference_mode():

@@ -54,7 +54,7 @@ def test_disagreement_ranks_the_disputed_image_first():
 
 
 @pytest.fixture
-def trained(sample_ava, tiny_clip, tmp_path, tracking_uri):
+def train_run(sample_ava, tiny_clip, tmp_path, tracking_uri):
     def run(*extra):
         args = ["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir", str(tmp_path / "cache"),
                 "--num-workers", "0", "--epochs", "2", "--lr", "0.003", "--batch-size", "16", *extra]
@@ -66,8 +66,8 @@ def trained(sample_ava, tiny_clip, tmp_path, tracking_uri):
     return run
 
 
-def test_a_training_run_logs_its_gallery_with_the_runs_own_scores(trained, tmp_path):
-    client, run = trained()
+def test_a_training_run_logs_its_gallery_with_the_runs_own_scores(train_run, tmp_path):
+    client, run = train_run()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "gallery")}
     assert artifacts == {"gallery/test.html"}
     assert {"plots/calibration.png", "plots/residuals.png"} <= {a.path for a in client.list_artifacts(run.info.run_id,
@@ -80,8 +80,8 @@ def test_a_training_run_logs_its_gallery_with_the_runs_own_scores(trained, tmp_p
     assert "Biggest misses" in page and page.count('src="data:image/jpeg') >= 10
 
 
-def test_gallery_false_copies_no_image_into_the_store(trained):
-    client, run = trained("--gallery", "false", "--run-name", "private")
+def test_gallery_false_copies_no_image_into_the_store(train_run):
+    client, run = train_run("--gallery", "false", "--run-name", "private")
     assert not client.list_artifacts(run.info.run_id, "gallery")
 
 

@@ -69,13 +69,14 @@ def test_no_private_name_is_taken_from_another_module():
 
 def test_the_graph_reader_sees_function_level_imports():
     graph = imports()
-    assert any(t == "heads.chain" for t, _ in graph["heads.head"]), \
-        "heads.head imports heads.chain inside build_head: the reader must see it"
+    assert any(t == "extensions" for t, _ in graph["heads.head"]), \
+        "heads.head imports extensions inside build_head: the reader must see it"
 
 
 # Lowest first: a module may import from its own layer and the ones before it, never from a later one.
 LAYERS = [
-    ("errors", "environment", "settings", "atomic"),  # imported by everything, import nothing of the package's
+    # imported by everything; extensions names its entries' modules as "module:attribute" text, imported on use
+    ("errors", "environment", "extensions", "settings", "atomic"),
     ("images",), ("data",), ("backbones",), ("embedding",), ("heads",), ("reports",), ("scoring",), ("engines",),
     ("tracking",), ("workflows",), ("cli",),
     ("__main__", "scorer", "scorer_entry"),  # entry points: `python -m`, and what MLflow runs to load a model
@@ -93,3 +94,20 @@ def test_imports_run_one_way_lower_never_imports_higher():
     upward = [f"{module} imports {target}" for module, edges in imports().items() if module
               for target, _ in edges if layer_of(target) > layer_of(module)]
     assert upward == [], "layers, lowest first: " + " < ".join("/".join(names) for names in LAYERS)
+
+
+# Where each table's entries live: an entry is code of the layer it extends.
+TABLE_HOMES = {"HEADS": "heads", "BACKBONE_FAMILIES": "backbones", "SCORE_INPUTS": "scoring", "SCORE_OUTPUTS": "scoring",
+               "LABELS_READERS": "data", "ENGINES": "engines"}
+
+
+def test_every_built_in_table_entry_is_defined_in_the_package_it_extends():
+    from clip_aesthetics import extensions
+
+    tables = {name: value for name, value in vars(extensions).items() if isinstance(value, extensions.Table)}
+    assert set(tables) == set(TABLE_HOMES)
+    for name, table in tables.items():
+        for entry, ref in table._refs.items():
+            module = ref.partition(":")[0].removeprefix("clip_aesthetics.")
+            assert module.split(".")[0] == TABLE_HOMES[name], f"{name}[{entry!r}] = {ref}"
+            assert table.get(entry) is not None

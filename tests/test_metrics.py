@@ -73,7 +73,7 @@ def test_fast_linear_path_is_the_same_adam_as_torch():
 def test_ridge_with_a_tiny_penalty_is_least_squares():
     from torch import nn
 
-    from clip_aesthetics.heads.head import fit_ridge
+    from clip_aesthetics.heads.kinds import fit_ridge
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((40_000, 6)).astype(np.float32)  # more rows than one accumulation block

@@ -19,7 +19,7 @@ import torch
 
 from clip_aesthetics.cli import app as cli
 from clip_aesthetics.scoring import curate
-from clip_aesthetics.scoring import samples
+from clip_aesthetics.scoring import samples, shards
 from clip_aesthetics.data.labels import LabelsError, read_labels
 from clip_aesthetics.data.sample_data import write_sample_ratings
 from clip_aesthetics.scoring.model import load_scorer
@@ -200,7 +200,7 @@ def test_members_a_sample_does_not_use_are_never_read(tmp_path, sample_ava, monk
     read = []
     original = tarfile.TarFile.extractfile
     monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda self, m: read.append(m.name) or original(self, m))
-    rows = list(samples.read_shard(str(shard)))
+    rows = list(shards.read_shard(str(shard)))
     assert [r.key for r in rows] == ["s.tar/a", "s.tar/b"] and rows[1].error.startswith("no image member")
     assert read == ["a.jpg", "b.txt"], "the npy and the mp4 are skipped unread"
 

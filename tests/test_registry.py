@@ -416,21 +416,21 @@ def test_bad_rows_get_nan_and_a_reason_beside_good_ones(one_run, sample_ava):
 
 
 def test_the_bundle_holds_the_weights_the_model_computed_with(tiny_clip, tmp_path):
-    from clip_aesthetics.backbones.families import load_clip, resolve_clip, save_random_backbone
+    from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_backbone
     from clip_aesthetics.tracking.registry import _bundled_weights
 
     def dtypes(model):
         return {name.removeprefix("tower."): parameter.dtype for name, parameter in model.named_parameters()}
 
-    model, label = _bundled_weights(load_clip(resolve_clip(str(tiny_clip)), torch.device("cpu"))[0], "auto", "bfloat16")
+    model, label = _bundled_weights(load_backbone(resolve_backbone(str(tiny_clip)), torch.device("cpu"))[0], "auto", "bfloat16")
     kinds = dtypes(model)
     assert kinds["vision_model.encoder.layers.0.mlp.fc1.weight"] == torch.bfloat16
     assert kinds["vision_model.embeddings.patch_embedding.weight"] == torch.bfloat16
     assert kinds["vision_model.post_layernorm.weight"] == torch.float32
     assert kinds["visual_projection.weight"] == torch.float32 and label.startswith("bfloat16 matrices")
-    model, label = _bundled_weights(load_clip(resolve_clip(str(tiny_clip)), torch.device("cpu"))[0], "auto", "float32")
+    model, label = _bundled_weights(load_backbone(resolve_backbone(str(tiny_clip)), torch.device("cpu"))[0], "auto", "float32")
     assert set(dtypes(model).values()) == {torch.float16} and label == "float16"
     siglip = save_random_backbone(tmp_path / "siglip", "siglip")  # its attention-pool head runs in float32
-    kinds = dtypes(_bundled_weights(load_clip(resolve_clip(str(siglip)), torch.device("cpu"))[0], "auto", "bfloat16")[0])
+    kinds = dtypes(_bundled_weights(load_backbone(resolve_backbone(str(siglip)), torch.device("cpu"))[0], "auto", "bfloat16")[0])
     assert kinds["encoder.layers.0.mlp.fc1.weight"] == torch.bfloat16
     assert {kinds[k] for k in kinds if k.startswith(("head.", "post_layernorm."))} == {torch.float32}

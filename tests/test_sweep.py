@@ -90,5 +90,5 @@ def test_bad_sweep_list_is_refused_before_any_run(capsys, tmp_path, monkeypatch)
     assert cli.main(["sweep", "--norms", "true,maybe"]) == 2
     assert "--norms" in capsys.readouterr().err
     assert cli.main(["sweep", "--heads", "linear,cnn"]) == 2
-    assert "'cnn' is not one of linear, mlp, ridge" in capsys.readouterr().err
+    assert "'cnn' is not a head kind that can be trained; expected one of linear, mlp, ridge" in capsys.readouterr().err
     assert not Path("mlflow.db").exists()

@@ -10,8 +10,12 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clip_aesthetics.extensions import ENGINES, HEADS, TRAINABLE_HEADS
+
+HEADS_BUILT_IN = ("linear", "mlp", "ridge", "chain")
+
 # Short names: the seed experiment's two CLIP checkpoints, and the stronger backbones of today's predictors.
-CLIP_ALIASES = {
+BACKBONE_ALIASES = {
     "b16": "openai/clip-vit-base-patch16",
     "b32": "openai/clip-vit-base-patch32",
     "l14": "openai/clip-vit-large-patch14",
@@ -40,7 +44,7 @@ class Settings(BaseSettings):
         return concern.model_construct(**{k: getattr(self, k) for k in concern.model_fields})
 
 
-class AvaSettings(Settings):
+class DatasetSettings(Settings):
     """Which dataset: AVA's folder, or a labels table of your own ratings (data/labels.py)."""
 
     ava_dir: Path = Field(
@@ -66,7 +70,7 @@ class AvaSettings(Settings):
         return value
 
 
-class DataSettings(AvaSettings):
+class DataSettings(DatasetSettings):
     split: Literal["seed", "official"] = Field(
         "seed",
         description="AVA: seed = the seed notebook's shuffled 229,971/25,559 split, official = test is "
@@ -109,27 +113,33 @@ class RevisionSettings(Settings):
     clip_revision: str = Field("main", description="hub revision (branch, tag or commit) to pin")
 
 
-class ClipSettings(RevisionSettings):
-    """Which CLIP: resolved once per command (clip.resolve_clip) into the ClipSource passed down and logged."""
+class BackboneSettings(RevisionSettings):
+    """Which CLIP: resolved once per command (clip.resolve_backbone) into the BackboneSource passed down and logged."""
 
     clip: str = Field(
         "b16",
         description="image backbone (CLIP, SigLIP, SigLIP 2 NaFlex, DINOv2): an alias (b16, b32, l14, l14-336, siglip-so400m, "
         "siglip2-so400m, dinov2-b, dinov2-l), a Hugging Face model id (owner/name) or a local folder saved with "
-        "save_pretrained",
+        "save_pretrained; on the CLI also --backbone",
     )
 
     @field_validator("clip")
     @classmethod
     def _known_clip(cls, value: str) -> str:
-        return check_clip(value)
+        return check_backbone(value)
 
 
 class EngineSettings(Settings):
-    engine: Literal["local", "spark"] = Field(
+    engine: str = Field(
         "local", description="local: this process and its decoding workers; spark: Apache Spark tasks "
-        "(the session spark-submit or your platform provides, else local[*]; needs the spark extra and Java)",
+        "(the session spark-submit or your platform provides, else local[*]; needs the spark extra and Java); "
+        "or an engine added to extensions.ENGINES",
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        return ENGINES.check(value, "engine")
     spark_partitions: int = Field(0, ge=0, description="Spark tasks to split the images into; 0 = Spark's choice")
 
 
@@ -168,23 +178,42 @@ class EmbedSettings(EngineSettings, CacheSettings):
     shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")
 
 
-def check_clip(value: str) -> str:
-    if value in CLIP_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
+def check_backbone(value: str) -> str:
+    if value in BACKBONE_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
         return value
     raise ValueError(
-        f"clip={value!r} is not one of {', '.join(CLIP_ALIASES)}, a Hugging Face model id (owner/name) or an "
+        f"clip={value!r} is not one of {', '.join(BACKBONE_ALIASES)}, a Hugging Face model id (owner/name) or an "
         "existing local folder"
     )
+
+
+def check_head(value: str, setting: str) -> str:
+    """A head kind `--head` can train: a built-in one (known without importing torch), or another entry of
+    extensions.HEADS whose HeadKind is trainable."""
+    if value in TRAINABLE_HEADS:
+        return value
+    trainable = [*TRAINABLE_HEADS, *(n for n in HEADS.names() if n not in HEADS_BUILT_IN)]
+    if value in HEADS.names() and value not in HEADS_BUILT_IN and HEADS.get(value).trainable:
+        return value
+    why = " (published heads only: import-head)" if value in HEADS.names() else ""
+    raise ValueError(f"{setting}: {value!r} is not a head kind that can be trained{why}; expected one of "
+                     f"{', '.join(trainable)}")
 
 
 class TrainSettings(Settings):
     norm: bool = Field(True, description="true: targets scaled to about 0-1 (AVA: mean_score/10, as in the seed; a "
                        "table: its score_range mapped to 0-1); false: raw scores")
-    head: Literal["linear", "mlp", "ridge"] = Field(
+    head: str = Field(
         "linear",
-        description="linear: the seed's nn.Linear(512, 1) trained with Adam; mlp: one hidden layer; "
-        "ridge: the linear probe solved in closed form (penalty chosen on val; epochs, lr, batch_size unused)",
+        description="the head kind: linear: the seed's nn.Linear(512, 1) trained with Adam; mlp: one hidden layer; "
+        "ridge: the linear probe solved in closed form (penalty chosen on val; epochs, lr, batch_size unused); "
+        "or a kind added to extensions.HEADS",
     )
+
+    @field_validator("head")
+    @classmethod
+    def _known_head(cls, value: str) -> str:
+        return check_head(value, "head")
     embed_norm: Literal["none", "l2"] = Field(
         "none", description="none: raw CLIP embeddings, as in the seed; l2: unit-length embeddings"
     )
@@ -222,7 +251,7 @@ class SweepSettings(Settings):
     @classmethod
     def _check_clips(cls, value: str) -> str:
         for clip in _items(value) or ["(empty)"]:
-            check_clip(clip)
+            check_backbone(clip)
         return value
 
     @field_validator("norms")
@@ -232,10 +261,17 @@ class SweepSettings(Settings):
             raise ValueError(f"norms={value!r}: expected a comma-separated list of true/false")
         return value
 
-    @field_validator("heads", "embed_norms", "lrs")
+    @field_validator("heads")
+    @classmethod
+    def _check_heads(cls, value: str) -> str:
+        for item in _items(value):
+            check_head(item, "heads")
+        return value
+
+    @field_validator("embed_norms", "lrs")
     @classmethod
     def _check_choices(cls, value: str, info) -> str:
-        allowed = {"heads": ("linear", "mlp", "ridge"), "embed_norms": ("none", "l2")}.get(info.field_name)
+        allowed = {"embed_norms": ("none", "l2")}.get(info.field_name)
         for item in _items(value):
             if allowed and item not in allowed:
                 raise ValueError(f"{info.field_name}={value!r}: {item!r} is not one of {', '.join(allowed)}")
@@ -372,8 +408,9 @@ class ScoreSettings(EngineSettings):
                          "histogram, top, bottom and failures (self-contained); empty = none")
     tracking_uri: str = Field("", description="the MLflow tracking store holding the model, e.g. "
                               "sqlite:////abs/path/mlflow.db; empty = $MLFLOW_TRACKING_URI, else ./mlflow.db")
-    out: Path = Field(Path("scores.csv"), description="CSV written with path,score,error; with engine=spark, or "
-                      "for shards and tables, a parquet folder (default scores.parquet)")
+    out: Path = Field(Path("scores.csv"), description="image files and folders: path,score,error per image, in the "
+                      "format its suffix names (.csv, .parquet); with engine=spark, or for shards and tables, a "
+                      "parquet folder (default scores.parquet)")
     image_column: str = Field("", description="parquet/arrow inputs: the column of image bytes; empty = the first "
                               "binary or {bytes, path} column")
     min_score: str = Field("", description="shards and tables: keep the samples scoring at least this "

@@ -1,9 +1,9 @@
 """A backbone name (b16, l14, siglip-so400m, dinov2-l, a hub id, a local folder) -> one resolved checkpoint ->
 its vision tower, wrapped to return the family's embedding, and its image processor.
 
-The only module that imports transformers. A checkpoint is resolved once per command into a ClipSource
+The only module that imports transformers. A checkpoint is resolved once per command into a BackboneSource
 (model id + resolved revision + local folder), which is passed down, logged, and stored with the model.
-Each supported family is one row of FAMILIES: which transformers class holds its vision tower, which
+Each supported family is one row of extensions.BACKBONE_FAMILIES (catalog.py): which transformers class holds its vision tower, which
 embedding it gives, which final modules run in float32 when the rest runs in half precision.
 """
 
@@ -20,7 +20,7 @@ import transformers
 from torch import nn
 from transformers import AutoImageProcessor
 
-from clip_aesthetics.settings import CLIP_ALIASES
+from clip_aesthetics.settings import BACKBONE_ALIASES
 from clip_aesthetics.errors import UserError
 
 transformers.logging.set_verbosity_error()  # the load report lists every unused text-tower weight
@@ -29,56 +29,45 @@ transformers.logging.disable_progress_bar()
 _MODEL_FILES = ["config.json", "preprocessor_config.json"]
 
 
-class ClipUnavailableError(UserError, RuntimeError):
+class BackboneUnavailableError(UserError, RuntimeError):
     """The checkpoint could not be found locally nor fetched from the hub, or is of no supported family."""
-
-
-def _dinov2_embedding(out, config) -> torch.Tensor:
-    """The DINOv2 paper's linear-probe input: the CLS token beside the mean of the patch tokens (registers out)."""
-    patches = out.last_hidden_state[:, 1 + int(getattr(config, "num_register_tokens", 0) or 0):]
-    return torch.cat([out.pooler_output, patches.mean(dim=1)], dim=1)
 
 
 @dataclass(frozen=True)
 class Family:
+    """One backbone family (an entry of extensions.BACKBONE_FAMILIES; the built-in ones are in catalog.py).
+
+    `tower`: the transformers class that loads only the vision tower (or model_type -> class name);
+    `pixels`: the direct pixel path images/pixels.py takes for its processor (short-crop, fixed, naflex), or
+    "processor" to call the checkpoint's processor as it is; `build_random(vision, crop, tiny) -> (model, processor)`
+    makes a randomly initialised model of the family (tests, benchmarks, the sample data), saved with
+    save_pretrained by save_random_backbone."""
+
     name: str
     model_types: tuple[str, ...]  # config.json's model_type: the full model's and the vision tower's own
-    tower: str  # the transformers class that loads only the vision tower
+    tower: str | dict
     embedding_kind: str  # logged as embedding_kind
     embed: Callable  # (model output, config) -> embedding
     float32_modules: tuple[str, ...]  # final norm and projection / pooling head: float32 in half precision
     dim: Callable[[dict], int]  # config.json -> embedding size, without loading weights
     inputs: Callable = lambda pixels: {"pixel_values": pixels}  # model input tensor (pixels.py) -> forward kwargs
+    pixels: str = "processor"
+    build_random: Callable | None = None
+
+    def tower_class(self, model_type: str) -> str:
+        return self.tower[model_type] if isinstance(self.tower, dict) else self.tower
 
 
-def _vision(config: dict) -> dict:
+def vision_of(config: dict) -> dict:
     return config.get("vision_config") or config
 
 
-FAMILIES = [
-    Family("clip", ("clip", "clip_vision_model"), "CLIPVisionModelWithProjection", "clip-projected-image-embedding",
-           lambda out, config: out.image_embeds, ("vision_model.post_layernorm", "visual_projection"),
-           lambda c: int(c.get("projection_dim") or _vision(c)["projection_dim"])),
-    Family("siglip", ("siglip", "siglip_vision_model"), "SiglipVisionModel", "siglip-attention-pool-output",
-           lambda out, config: out.pooler_output, ("post_layernorm", "head"),
-           lambda c: int(_vision(c).get("hidden_size", 768))),
-    Family("dinov2", ("dinov2", "dinov2_with_registers"), "", "dinov2-cls-and-mean-patch-tokens",
-           _dinov2_embedding, ("layernorm",), lambda c: 2 * int(c.get("hidden_size", 768))),
-]
+def families() -> list[Family]:
+    from clip_aesthetics.extensions import BACKBONE_FAMILIES
+
+    return [family for _, family in BACKBONE_FAMILIES.entries()]
 
 
-def _naflex_inputs(packed: torch.Tensor) -> dict:
-    """pixels.py packs NaFlex's three inputs into one tensor per image (so batches stack): patches, then the
-    padding mask, then the patch grid's height and width on every row."""
-    return {"pixel_values": packed[..., :-3], "pixel_attention_mask": packed[..., -3].round().to(torch.int32),
-            "spatial_shapes": packed[:, 0, -2:].round().long()}
-
-
-FAMILIES.append(Family(
-    "siglip2-naflex", ("siglip2", "siglip2_vision_model"), "Siglip2VisionModel", "siglip2-naflex-attention-pool-output",
-    lambda out, config: out.pooler_output, ("post_layernorm", "head"), lambda c: int(_vision(c).get("hidden_size", 768)),
-    _naflex_inputs))
-_TOWERS = {"dinov2": "Dinov2Model", "dinov2_with_registers": "Dinov2WithRegistersModel"}
 NOT_YET: dict[str, str] = {}
 
 
@@ -89,16 +78,16 @@ def read_config(folder: Path) -> dict:
 def family_of(folder: Path) -> Family:
     """The family of the checkpoint in `folder`, or one line naming what was found and what is supported."""
     model_type = str(read_config(folder).get("model_type", "(none)"))
-    for family in FAMILIES:
+    for family in families():
         if model_type in family.model_types:
             return family
-    supported = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in FAMILIES)
+    supported = ", ".join(f"{f.name} ({'/'.join(f.model_types)})" for f in families())
     why = NOT_YET.get(model_type, f"model_type {model_type!r} is not an image backbone this project supports")
-    raise ClipUnavailableError(f"{folder}: {why}; supported families: {supported}")
+    raise BackboneUnavailableError(f"{folder}: {why}; supported families: {supported}")
 
 
 @dataclass(frozen=True)
-class ClipSource:
+class BackboneSource:
     """Where a checkpoint was found: `revision` is a hub commit hash or a local content fingerprint."""
 
     model_id: str
@@ -106,7 +95,7 @@ class ClipSource:
     folder: Path
 
 
-def resolve_clip(clip: str, revision: str = "main", hub_timeout: float = 10.0) -> ClipSource:
+def resolve_backbone(clip: str, revision: str = "main", hub_timeout: float = 10.0) -> BackboneSource:
     """Find the checkpoint on disk (local folder or hub cache), downloading it only when needed; refuse one of
     no supported family before any work."""
     source = _find(clip, revision, hub_timeout)
@@ -114,29 +103,29 @@ def resolve_clip(clip: str, revision: str = "main", hub_timeout: float = 10.0) -
     return source
 
 
-def _find(clip: str, revision: str, hub_timeout: float) -> ClipSource:
+def _find(clip: str, revision: str, hub_timeout: float) -> BackboneSource:
     local = Path(clip).expanduser()
-    if clip not in CLIP_ALIASES and local.is_dir():
+    if clip not in BACKBONE_ALIASES and local.is_dir():
         if not (local / "config.json").is_file():
-            raise ClipUnavailableError(f"{local} has no config.json: save the model there with save_pretrained")
-        return ClipSource(str(local.resolve()), "local-" + _fingerprint(local), local.resolve())
-    if clip not in CLIP_ALIASES and (local.is_absolute() or clip.startswith((".", "~"))):
-        raise ClipUnavailableError(f"the local model folder {local} does not exist (moved or deleted?); put the "
+            raise BackboneUnavailableError(f"{local} has no config.json: save the model there with save_pretrained")
+        return BackboneSource(str(local.resolve()), "local-" + _fingerprint(local), local.resolve())
+    if clip not in BACKBONE_ALIASES and (local.is_absolute() or clip.startswith((".", "~"))):
+        raise BackboneUnavailableError(f"the local model folder {local} does not exist (moved or deleted?); put the "
                                    "folder saved with save_pretrained back there, or register the run, whose "
                                    "registered model carries the backbone's weights")
-    model_id = CLIP_ALIASES.get(clip, clip)
+    model_id = BACKBONE_ALIASES.get(clip, clip)
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         folder = snapshot_download(model_id, revision=revision, local_files_only=True)
-        return ClipSource(model_id, Path(folder).name, Path(folder))
+        return BackboneSource(model_id, Path(folder).name, Path(folder))
     except LocalEntryNotFoundError:
         pass
     try:  # one short probe, so that an offline machine fails in seconds rather than retrying
         info = HfApi().model_info(model_id, revision=revision, timeout=hub_timeout, files_metadata=False)
     except Exception as error:  # offline mode, DNS, timeout, unknown repo or revision: all end the same
-        raise ClipUnavailableError(
+        raise BackboneUnavailableError(
             f"model {model_id!r} (revision {revision!r}) is not in the local Hugging Face cache and "
             f"the hub could not be reached or refused it ({type(error).__name__}: {error}). "
             "Where the hub is reachable, save it once with "
@@ -147,7 +136,7 @@ def _find(clip: str, revision: str, hub_timeout: float) -> ClipSource:
     names = {sibling.rfilename for sibling in info.siblings or []}
     weights = "model.safetensors" if "model.safetensors" in names else "pytorch_model.bin"
     folder = snapshot_download(model_id, revision=info.sha, allow_patterns=_MODEL_FILES + [weights])
-    return ClipSource(model_id, info.sha, Path(folder))
+    return BackboneSource(model_id, info.sha, Path(folder))
 
 
 def _fingerprint(folder: Path) -> str:
@@ -161,15 +150,15 @@ def _fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def embedding_dim(source: ClipSource) -> int:
+def embedding_dim(source: BackboneSource) -> int:
     """The embedding size, read from config.json without loading weights."""
     return family_of(source.folder).dim(read_config(source.folder))
 
 
-def describe(source: ClipSource) -> dict[str, str]:
+def describe(source: BackboneSource) -> dict[str, str]:
     """What decides a score besides the weights, for the run's params and the registered version's tags."""
     config, family = read_config(source.folder), family_of(source.folder)
-    vision = _vision(config)
+    vision = vision_of(config)
     processor = source.folder / "preprocessor_config.json"
     digest = hashlib.sha256(processor.read_bytes()).hexdigest()[:16] if processor.is_file() else "none"
     record = {"backbone_family": family.name, "embedding_kind": family.embedding_kind,
@@ -183,7 +172,7 @@ def describe(source: ClipSource) -> dict[str, str]:
 
 class ImageEncoder(nn.Module):
     """A vision tower -> the family's embedding, float32 out. Under autocast (half precision) the final
-    modules of FAMILIES' `float32_modules` run in float32, so the embedding is not rounded to 8 or 11 bits
+    modules of its Family's `float32_modules` run in float32, so the embedding is not rounded to 8 or 11 bits
     on its way out (measured for CLIP: half the score differences against float32)."""
 
     def __init__(self, tower: nn.Module, family: Family):
@@ -215,19 +204,17 @@ def _in_float32(forward):
     return run
 
 
-def load_clip(source: ClipSource, device: torch.device):
+def load_backbone(source: BackboneSource, device: torch.device):
     """Only the vision tower (never a text tower) as an ImageEncoder, and the checkpoint's own image processor."""
     family = family_of(source.folder)
     model_type = str(read_config(source.folder).get("model_type"))
-    tower_class = getattr(transformers, family.tower or _TOWERS[model_type])
+    tower_class = getattr(transformers, family.tower_class(model_type))
     tower = tower_class.from_pretrained(source.folder, dtype=torch.float32)
     processor = AutoImageProcessor.from_pretrained(source.folder)
     return ImageEncoder(tower.eval(), family).eval().to(device), processor
 
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-TINY_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
-                 max_position_embeddings=8)
 # The vision towers of the named checkpoints, at their real sizes (for benchmarks, random weights).
 REAL_SIZES = {
     "b32": ("clip", dict(patch_size=32, projection_dim=512), 224),
@@ -257,45 +244,28 @@ def save_random_clip(folder: Path, size: str = "tiny", seed: int = 0, projection
 def save_random_backbone(folder: Path, kind: str, seed: int = 0, registers: int = 0, projection_dim: int = 16,
                          **vision) -> Path:
     """A randomly initialised model and its processor saved with save_pretrained, no download: `kind` a family
-    (clip, siglip, siglip2 (NaFlex), dinov2; tiny, for tests; `vision` overrides its sizes) or a named checkpoint's real size
+    (clip, siglip, siglip2 (NaFlex), dinov2, or any family with a random builder; tiny, for tests; `vision` overrides its sizes) or a named checkpoint's real size
     (b32, b16, l14, siglip-so400m, dinov2-l; for benchmarks)."""
     torch.manual_seed(seed)
-    if kind in REAL_SIZES:
-        family, vision, crop = REAL_SIZES[kind]
-    else:
-        family, crop = kind, 32
+    tiny = kind not in REAL_SIZES
+    if tiny:
+        family, crop = RANDOM_KINDS.get(kind, kind), 32
         vision = {**TINY, "image_size": 32, "patch_size": 8, **vision}
         if family == "clip":
             vision["projection_dim"] = projection_dim
-    folder = Path(folder)
-    if family == "clip":
-        dim = vision.get("projection_dim", 512)
-        text = {**TINY_TEXT, "projection_dim": dim} if kind not in REAL_SIZES else {"projection_dim": dim}
-        transformers.CLIPModel(transformers.CLIPConfig(vision_config=vision, text_config=text,
-                                                       projection_dim=dim)).save_pretrained(folder)
-        processor = transformers.CLIPImageProcessor(size={"shortest_edge": crop},
-                                                    crop_size={"height": crop, "width": crop})
-    elif family == "siglip":
-        text = TINY_TEXT if kind not in REAL_SIZES else {}
-        transformers.SiglipModel(transformers.SiglipConfig(vision_config=vision, text_config=text)).save_pretrained(folder)
-        processor = transformers.SiglipImageProcessor(size={"height": crop, "width": crop})
-    elif family == "siglip2":  # NaFlex: variable resolution, a budget of patches
-        vision = {**vision, "num_patches": 16}
-        text = TINY_TEXT if kind not in REAL_SIZES else {}
-        transformers.Siglip2Model(transformers.Siglip2Config(vision_config=vision, text_config=text)).save_pretrained(folder)
-        processor = transformers.Siglip2ImageProcessor(patch_size=vision["patch_size"], max_num_patches=16)
-    elif family == "dinov2":
-        vision = {k: v for k, v in vision.items() if k != "intermediate_size"}  # DINOv2 sizes it by mlp_ratio
-        if registers:
-            model = transformers.Dinov2WithRegistersModel(
-                transformers.Dinov2WithRegistersConfig(num_register_tokens=registers, **vision))
-        else:
-            model = transformers.Dinov2Model(transformers.Dinov2Config(**vision))
-        model.save_pretrained(folder)
-        processor = transformers.BitImageProcessor(
-            size={"shortest_edge": crop + crop // 7}, crop_size={"height": crop, "width": crop},
-            image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
     else:
-        raise ValueError(f"kind={kind!r}: expected clip, siglip, siglip2, dinov2 or one of {', '.join(REAL_SIZES)}")
+        family, vision, crop = REAL_SIZES[kind]
+    try:
+        row = next(f for f in families() if f.name == family and f.build_random is not None)
+    except StopIteration:
+        raise ValueError(f"kind={kind!r}: expected a family with a random builder "
+                         f"({', '.join(f.name for f in families() if f.build_random)}) or one of "
+                         f"{', '.join(REAL_SIZES)}") from None
+    options = {"registers": registers} if registers else {}
+    model, processor = row.build_random(vision, crop, tiny, **options)
+    model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    return folder
+    return Path(folder)
+
+
+RANDOM_KINDS = {"siglip2": "siglip2-naflex"}  # save_random_backbone's short name of a family

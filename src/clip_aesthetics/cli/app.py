@@ -14,12 +14,12 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
-from clip_aesthetics.settings import (AvaSettings, CacheSettings, ClipSettings, DataSettings, EmbedSettings, RegisterSettings,
+from clip_aesthetics.settings import (DatasetSettings, CacheSettings, BackboneSettings, DataSettings, EmbedSettings, RegisterSettings,
                      RevisionSettings, ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings,
-                     check_clip, check_model_name)
+                     check_backbone, check_model_name)
 
 
-class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
+class EmbedCommand(TrackingSettings, DatasetSettings, EmbedSettings, BackboneSettings):
     """Embed every AVA image with the backbone into the cache (resumable; a complete cache does no work)."""
 
     def cli_cmd(self) -> None:
@@ -29,7 +29,7 @@ class EmbedCommand(TrackingSettings, AvaSettings, EmbedSettings, ClipSettings):
         print(f"embeddings for {report.n_images} images in {report.cache.root}")
 
 
-class TrainCommand(TrackingSettings, TrainSettings, DataSettings, CacheSettings, ClipSettings):
+class TrainCommand(TrackingSettings, TrainSettings, DataSettings, CacheSettings, BackboneSettings):
     """Train and evaluate a head on the cached embeddings of one backbone (run `embed` first)."""
 
     def cli_cmd(self) -> None:
@@ -38,7 +38,7 @@ class TrainCommand(TrackingSettings, TrainSettings, DataSettings, CacheSettings,
         train_step(self, embed_first=False)
 
 
-class MainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings, ClipSettings):
+class MainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings, BackboneSettings):
     """Embed (or reuse the cache), then train and evaluate: one cell of the seed grid as one MLflow run."""
 
     def cli_cmd(self) -> None:
@@ -77,90 +77,9 @@ class ScoreCommand(ScoreSettings):
         "tables of image bytes")
 
     def cli_cmd(self) -> None:
-        from clip_aesthetics.scoring.files import DEFAULT_STORE, check_output, check_store, score_files
+        from clip_aesthetics.workflows.score import score_step
 
-        if self.tracking_uri:
-            os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri  # before MLflow is imported
-        store = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE)
-        from clip_aesthetics.scoring.samples import expand, is_curation_input
-
-        if any(is_curation_input(p) for p in self.inputs):  # shards/{00000..00099}.tar, tables/*.parquet, ...
-            return self._curate(store, expand(self.inputs))
-        if self.min_score or self.top_fraction or self.write_shards:
-            from clip_aesthetics.errors import ScoringInputError
-
-            raise ScoringInputError("--min-score, --top-fraction and --write-shards apply to webdataset shards (.tar) "
-                                    "and parquet/arrow tables of image bytes, not to image files and folders")
-        if self.engine == "spark":
-            return self._on_spark(store)
-        check_store(self.model, store)
-        check_output(self.out)
-        frame = score_files([Path(p) for p in self.inputs], self.model, self.num_workers, out=self.out)
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(self.out, index=False)
-        if self.gallery:
-            from clip_aesthetics.scoring.files import write_gallery
-
-            write_gallery(frame, Path(self.gallery))
-        failed = int((frame["error"] != "").sum())
-        print(f"scored {len(frame) - failed} image(s), {failed} failed; wrote {self.out}")
-        if len(frame) - failed:
-            scores = frame["score"].dropna()
-            low, high = frame.attrs["score_range"]
-            print(f"scores: mean {scores.mean():.4f}, min {scores.min():.4f}, median {scores.median():.4f}, "
-                  f"max {scores.max():.4f} (on the model's {low:g}-{high:g} scale)")
-
-
-    def _curate(self, store: str, paths: list[str]) -> None:
-        """Shards and tables: one parquet part per input (resumable), a summary, the kept samples."""
-        from clip_aesthetics.scoring import curate
-        from clip_aesthetics.errors import ScoringInputError
-        from clip_aesthetics.scoring.samples import is_curation_input
-        from clip_aesthetics.scoring.files import check_store
-
-        if self.write_shards and not (self.min_score.strip() or self.top_fraction):
-            raise ScoringInputError("--write-shards needs --min-score or --top-fraction to say what to keep")
-        others = [p for p in paths if not is_curation_input(p)]
-        if others:
-            raise ScoringInputError(f"score either webdataset shards and tables, or image files and folders, not both "
-                                    f"in one job: {others[0]} is neither a .tar/.tar.gz/.tgz shard nor a "
-                                    ".parquet/.arrow table")
-        missing = [p for p in paths if not Path(p).is_file()]
-        if missing:
-            raise ScoringInputError(f"no such file: {missing[0]}")
-        out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
-        curate.check_targets(paths, out, Path(self.write_shards) if self.write_shards else None)
-        check_store(self.model, store)
-        from clip_aesthetics.workflows.curate import curate_inputs
-
-        curate_inputs(paths, self.model, out, engine=self.engine, image_column=self.image_column,
-                      min_score=float(self.min_score) if self.min_score.strip() else None,
-                      top_fraction=self.top_fraction or None,
-                      write_shards=Path(self.write_shards) if self.write_shards else None,
-                      gallery=Path(self.gallery) if self.gallery else None, fresh=self.fresh)
-
-    def _on_spark(self, store: str) -> None:
-        from clip_aesthetics.engines import spark
-        from clip_aesthetics.scoring.model import describe_model
-        from clip_aesthetics.scoring.files import check_spark_output, check_store
-
-        out = Path("scores.parquet") if self.out == ScoreSettings.model_fields["out"].default else self.out
-        check_spark_output(str(out), self.inputs)
-        session = spark.session()  # first: without pyspark or Java nothing else matters
-        check_store(self.model, store)
-        print(f"model: {describe_model(self.model)}")
-        done = spark.score_files(session, self.inputs, self.model, str(out), self.spark_partitions)
-        if self.gallery:  # from the parquet Spark wrote; files on this machine's filesystem show as thumbnails
-            import pandas as pd
-
-            from clip_aesthetics.scoring.model import model_scale
-            from clip_aesthetics.scoring.files import write_gallery
-
-            frame = pd.read_parquet(out)
-            frame["path"] = frame["path"].str.removeprefix("file:")
-            write_gallery(frame.sort_values("path"), Path(self.gallery), model_scale(self.model))
-        print(f"scored {done['scored']} image(s), {done['failed']} failed (model loaded {done['model_loads']} "
-              f"time(s), once per executor process); wrote {out}")
+        score_step(self, self.inputs)
 
 
 class ImportHeadCommand(TrackingSettings, RevisionSettings):
@@ -179,7 +98,7 @@ class ImportHeadCommand(TrackingSettings, RevisionSettings):
     @field_validator("clip")
     @classmethod
     def _known_clip(cls, value: str) -> str:
-        return check_clip(value)
+        return check_backbone(value)
 
     @field_validator("model_name")
     @classmethod
@@ -258,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     are accepted, so `--help` and a bad flag answer at once."""
     from clip_aesthetics.errors import PartlyDone, UserError
 
-    args = with_repeated_models(with_explicit_booleans(list(sys.argv[1:] if argv is None else argv)))
+    args = with_repeated_models(with_explicit_booleans(with_backbone_alias(list(sys.argv[1:] if argv is None else argv))))
     # MLflow's per-file "Downloading artifacts" bars: dozens of lines for one model in a terminal.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
@@ -307,6 +226,19 @@ def with_explicit_booleans(args: list[str]) -> list[str]:
             out += [arg, "true"]
         else:
             out.append(arg)
+    return out
+
+
+def with_backbone_alias(args: list[str]) -> list[str]:
+    """`--backbone X` (and `--backbones A,B` for a sweep) -> `--clip X` (`--clips A,B`): the backbone is named
+    `clip` in the MLproject card's interface, where it began; both spellings are accepted."""
+    out = []
+    for arg in args:
+        for alias, flag in (("--backbone", "--clip"), ("--backbones", "--clips")):
+            if arg == alias or arg.startswith(alias + "="):
+                arg = flag + arg[len(alias):]
+                break
+        out.append(arg)
     return out
 
 

@@ -67,6 +67,37 @@ class Labelled:
         low, high = self.score_range
         return high - low, low
 
+    @property
+    def names_images(self) -> bool:
+        """Whether its images have names of their own (a table's paths), worth writing beside each result; AVA's
+        images are known by their ids."""
+        return self.kind != "ava"
+
+    @property
+    def truth(self) -> str:
+        """What its scores are, in a report's words."""
+        return "the true mean vote" if self.kind == "ava" else "the table's score"
+
+    def image_label(self, image_id: int) -> str:
+        """How a report names one image: AVA's id, or the image as the table names it."""
+        if self.kind == "ava":
+            return f"image {image_id}"
+        return str(self.frame.set_index("image_id")["image"].get(int(image_id), image_id))
+
+    def split_record(self, split: str, val_fraction: float, seed: int, test_fraction: float) -> dict:
+        """How its train/val/test were made, for the logged dataset's profile."""
+        record = {"split": split if self.kind == "ava" else ("given" if self.given_split else "seeded"),
+                  "val_fraction": val_fraction, "seed": seed, "table_rows": len(self.frame),
+                  "score_range": self.scale_text()}
+        if self.kind != "ava" and not self.given_split:
+            record["test_fraction"] = test_fraction
+        return record
+
+    def identity(self) -> dict[str, str]:
+        """What decides its content beyond the settings (a table: its resolved file and digest; AVA: its folder,
+        already a setting)."""
+        return {} if self.kind == "ava" else {"labels": str(self.location), "dataset_digest": self.digest}
+
     def scale_text(self) -> str:
         low, high = self.score_range
         return f"{low:g}-{high:g}"

@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -17,10 +18,29 @@ IMAGE_COLUMNS = ("file_name", "image", "image_name", "image_path", "path", "file
 SCORE_COLUMNS = ("score", "mos", "mean_score", "rating", "label")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".json", ".arrow")
 
 class LabelsError(UserError, ValueError):
     """The labels table cannot be used as given; the message names the file, the line or column, and the value."""
+
+
+@dataclass(frozen=True)
+class TableReader:
+    """One labels-table format (an entry of extensions.LABELS_READERS): the file suffixes it reads, and
+    `read(path) -> Rows`, raising LabelsError with the file, the line and what is wrong."""
+
+    suffixes: tuple[str, ...]
+    read: Callable[[Path], "Rows"]
+    description: str
+
+
+def _readers() -> list[TableReader]:
+    from clip_aesthetics.extensions import LABELS_READERS
+
+    return [reader for _, reader in LABELS_READERS.entries()]
+
+
+def table_suffixes() -> list[str]:
+    return [suffix for reader in _readers() for suffix in reader.suffixes]
 
 
 @dataclass
@@ -35,8 +55,8 @@ class Rows:
 def locate_table(path: Path) -> list[tuple[Path, str]]:
     """The table file(s) at `path`: itself, or an imagefolder's metadata (with the split its subfolder names)."""
     if path.is_file():
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise LabelsError(f"labels={path}: not a table this project reads ({', '.join(TABLE_SUFFIXES)}), or a "
+        if path.suffix.lower() not in table_suffixes():
+            raise LabelsError(f"labels={path}: not a table this project reads ({', '.join(table_suffixes())}), or a "
                               "folder holding metadata.jsonl / metadata.csv / metadata.parquet")
         return [(path, "")]
     if path.exists() and not path.is_dir():
@@ -64,11 +84,10 @@ def locate_table(path: Path) -> list[tuple[Path, str]]:
 
 def read_table(path: Path) -> Rows:
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return _read_csv(path, "\t" if suffix == ".tsv" else ",")
-    if suffix in (".jsonl", ".json"):
-        return _read_json(path)
-    return _read_arrow(path)
+    reader = next((r for r in _readers() if suffix in r.suffixes), None)
+    if reader is None:
+        raise LabelsError(f"{path}: not a table this project reads ({', '.join(table_suffixes())})")
+    return reader.read(path)
 
 
 SEPARATORS = (";", "\t", "|")  # what a CSV may use instead of its comma (a European spreadsheet writes ;)
@@ -178,3 +197,10 @@ def find_image_column(rows: Rows, asked: str, place: Path) -> str:
 
 def _is_image_cell(value) -> bool:
     return isinstance(value, bytes) or (isinstance(value, dict) and ("bytes" in value or "path" in value))
+
+
+CSV = TableReader((".csv",), lambda path: _read_csv(path, ","), "comma-separated (or ;, tab, | when the header "
+                  "says so), UTF-8, a header row")
+TSV = TableReader((".tsv",), lambda path: _read_csv(path, "\t"), "tab-separated, UTF-8, a header row")
+JSONL = TableReader((".jsonl", ".json"), _read_json, "JSON Lines (one object per line) or a JSON array of objects")
+PARQUET = TableReader((".parquet", ".pq", ".arrow"), _read_arrow, "parquet or arrow (Feather v2)")

@@ -119,8 +119,10 @@ def decode_target(pixels: ModelPixels, decoding: str) -> int | None:
 class _ImageSources(Dataset):
     """(key, source) -> (key, pixel array or None, reason or None, file stamp or None)."""
 
-    def __init__(self, items: list, load: Callable, processor, stamp: bool, decoding: str = "full"):
-        self.items, self.load, self.to_pixels, self.stamp = items, load, ModelPixels(processor), stamp
+    def __init__(self, items: list, load: Callable, processor, stamp: bool, decoding: str = "full",
+                 pixel_mode: str = "auto"):
+        self.items, self.load, self.stamp = items, load, stamp
+        self.to_pixels = ModelPixels(processor, pixel_mode)
         self.min_short = decode_target(self.to_pixels, decoding)
 
     def __len__(self) -> int:
@@ -185,7 +187,8 @@ def embed_sources(
     `load(source, min_short=...)` decodes one source; `decoding` is "full" or "reduced" (images.py).
     """
     device = next(model.parameters()).device
-    dataset = _ImageSources(items, load, processor, stamp, decoding)
+    family = getattr(model, "family", None)  # the backbone family's declared pixel path
+    dataset = _ImageSources(items, load, processor, stamp, decoding, getattr(family, "pixels", "auto"))
     with tqdm(total=len(items), unit="img", desc="embedding", disable=not progress, smoothing=0.1) as bar:
         for ok, pixels, failed in _batches(dataset, batch_size, num_workers, threads, device):
             if ok:

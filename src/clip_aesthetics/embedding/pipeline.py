@@ -17,7 +17,7 @@ import torch
 from clip_aesthetics.data import ava
 from clip_aesthetics.data.ava import DatasetError
 from clip_aesthetics.embedding.cache import EmbeddingCache
-from clip_aesthetics.backbones.families import ClipSource, embedding_dim, load_clip
+from clip_aesthetics.backbones.families import BackboneSource, embedding_dim, load_backbone
 from clip_aesthetics.settings import CacheSettings, DataSettings, EmbedSettings
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_to_cache, pick_device, pick_dtype, precision_choice, scoring_dtype
 from clip_aesthetics.images.decode import ImageError, load_source
@@ -30,7 +30,7 @@ PRECISIONS = ("float32", "float16", "bfloat16")
 CONTENT_KEYED = "images-by-content"  # the cache of labels tables' images, keyed by content, shared by every table
 
 
-def cache_for(cache_dir: Path, source: ClipSource, images: Path | None, precision: str,
+def cache_for(cache_dir: Path, source: BackboneSource, images: Path | None, precision: str,
               decoding: str = "full") -> EmbeddingCache:
     """One cache per (CLIP id + revision, image folder, compute precision, decoding); the target norm is not
     part of it. `images` None: the content-keyed cache of every labels table's images (one per backbone, so
@@ -45,7 +45,7 @@ def cache_for(cache_dir: Path, source: ClipSource, images: Path | None, precisio
 
 @dataclass
 class EmbedReport:
-    source: ClipSource
+    source: BackboneSource
     cache: EmbeddingCache
     n_images: int
     n_processed: int  # images embedded (or found broken) by this call; 0 when the cache was complete
@@ -65,12 +65,12 @@ class EmbedReport:
         return str(self.cache.manifest().get("decoding", "full"))
 
 
-def embed_ava(data, embed: EmbedSettings, source: ClipSource, progress: bool = True) -> EmbedReport:
+def embed_ava(data, embed: EmbedSettings, source: BackboneSource, progress: bool = True) -> EmbedReport:
     """The dataset the settings name (AVA's folder, or `labels=`), read, checked and embedded."""
     return embed_dataset(read_dataset(data, embed.cache_dir), embed, source, progress)
 
 
-def embed_dataset(labelled: Labelled, embed: EmbedSettings, source: ClipSource, progress: bool = True,
+def embed_dataset(labelled: Labelled, embed: EmbedSettings, source: BackboneSource, progress: bool = True,
                   elsewhere: Callable | None = None) -> EmbedReport:
     """Make sure every labelled image has a cached embedding or a recorded failure: in this process, or through
     `elsewhere` (an engine's embed_missing, engines.embedder), whose tasks write shards into the same cache."""
@@ -86,14 +86,14 @@ def embed_dataset(labelled: Labelled, embed: EmbedSettings, source: ClipSource, 
         elsewhere(cache.root, todo, source.folder, precision, batch, embed.shard_size, embed.spark_partitions,
                       embed.decoding)
     elif todo:  # a complete cache does no CLIP work at all, not even loading the model
-        model, processor = load_clip(source, device)
+        model, processor = load_backbone(source, device)
         embed_to_cache(cache, todo, model, processor, dtype, batch,
                        default_workers(embed.num_workers), embed.shard_size, progress, embed.decoding)
     return EmbedReport(source, cache, len(labelled.sources), len(todo), time.perf_counter() - started, str(device),
                        labelled, reason)
 
 
-def open_cache(cache_dir: Path, source: ClipSource, images: Path | None, precision: str, decoding: str,
+def open_cache(cache_dir: Path, source: BackboneSource, images: Path | None, precision: str, decoding: str,
                dim: int) -> EmbeddingCache:
     """The cache of these images for this backbone, created or checked against its manifest."""
     cache = cache_for(cache_dir, source, images, precision, decoding)
@@ -110,7 +110,7 @@ def to_embed(cache: EmbeddingCache, items: list, images: Path | None) -> list:
     return still_failing_left_out(cache.missing(items, answers, stamps=images is not None), answers)
 
 
-def auto_precision(embed: CacheSettings, source: ClipSource, images: Path | None, device) -> tuple[str, str]:
+def auto_precision(embed: CacheSettings, source: BackboneSource, images: Path | None, device) -> tuple[str, str]:
     """The precision to embed in: as asked; for `auto`, this device's choice unless a cache of these images
     already exists in another precision the device runs well (a float32 cache from before bfloat16 became
     the CPU default, one embedded on another machine): that one is completed instead of starting over.
@@ -126,7 +126,7 @@ def auto_precision(embed: CacheSettings, source: ClipSource, images: Path | None
                                                   f"images already on disk, which this {device.type} runs well)")
 
 
-def existing_caches(embed: CacheSettings, source: ClipSource, images: Path | None, first: str):
+def existing_caches(embed: CacheSettings, source: BackboneSource, images: Path | None, first: str):
     """(precision, cache) of the caches of these images already on disk for `embed.decoding`, `first` first."""
     for precision in dict.fromkeys((first, *PRECISIONS)):
         cache = cache_for(embed.cache_dir, source, images, precision, embed.decoding)
@@ -150,7 +150,7 @@ def still_failing_left_out(todo: list[tuple[int, Path | bytes]], answers: dict) 
     return kept
 
 
-def locate_cache(labelled: Labelled, embed: CacheSettings, source: ClipSource) -> EmbedReport:
+def locate_cache(labelled: Labelled, embed: CacheSettings, source: BackboneSource) -> EmbedReport:
     """The cache an earlier `embed` wrote for this CLIP model and dataset's images, without embedding.
 
     Prefers the precision this machine would embed in; else any precision found (embedded on a GPU,
@@ -227,7 +227,7 @@ def load_dataset(data: DataSettings, cache: EmbeddingCache, labelled: Labelled |
                                "that could not be decoded are left out (see data/skipped.csv); a split needs two")
     skipped = pd.concat([frame for frame in skipped if len(frame)], ignore_index=True) if any(
         len(frame) for frame in skipped) else pd.DataFrame(columns=["image_id", "reason"])
-    if labelled.kind == "ava":
+    if not labelled.names_images:
         skipped = skipped.drop(columns=["image"], errors="ignore")
     return Dataset(**parts, skipped=skipped, score_range=labelled.score_range, threshold=labelled.threshold,
                    norm_target=labelled.target(True), split=split)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clip_aesthetics.engines import Engine
 from clip_aesthetics.errors import ScoringInputError, UserError
 from clip_aesthetics.images.decode import IMAGE_SUFFIXES
 
@@ -265,17 +266,28 @@ def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads,
     import torch
 
     from clip_aesthetics.embedding.cache import EmbeddingCache
-    from clip_aesthetics.backbones.families import ClipSource, load_clip
+    from clip_aesthetics.backbones.families import BackboneSource, load_backbone
     from clip_aesthetics.embedding.embed import embed_to_cache
 
     device = _task_device()
     key = ("clip", shipped, str(device))
     if key not in _loaded:
         folder = Path(_open(shipped))
-        _loaded[key] = load_clip(ClipSource(str(folder), "", folder), device)
+        _loaded[key] = load_backbone(BackboneSource(str(folder), "", folder), device)
         loads.add(1)
     model, processor = _loaded[key]
     embed_to_cache(EmbeddingCache(Path(root)), [(image_id, source if isinstance(source, bytes) else Path(source))
                                                 for image_id, source in items], model,
                    processor, getattr(torch, precision), batch_size, 0, shard_size, progress=False,
                    decoding=decoding)
+
+
+SPARK = Engine(
+    "Apache Spark tasks (the session spark-submit or your platform provides, else local[*])",
+    start=lambda: session(),
+    score_inputs=lambda todo, folder, out, job, image_column="": score_inputs(session(), todo, folder, str(out),
+                                                                               image_column, job),
+    embed_missing=embed_missing,
+    score_files=lambda inputs, model_uri, out, partitions=0: score_files(session(), inputs, model_uri, str(out),
+                                                                         partitions),
+)

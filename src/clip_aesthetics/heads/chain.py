@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clip_aesthetics.heads.kinds import HeadKind
+
 ACTIVATIONS = {"none": None, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
@@ -40,3 +42,10 @@ class ChainHead(nn.Module):
             if self.activation is not None and k < len(self.order) - 1:
                 x = self.activation(x)
         return x
+
+
+def _chain(spec) -> nn.Module:
+    return ChainHead([list(layer) for layer in spec.layers], spec.activation)
+
+
+CHAIN = HeadKind(_chain, "a published head, rebuilt from the layer shapes its file holds (import-head)", trainable=False)

@@ -9,9 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-MLP_HIDDEN = 256  # one hidden layer: enough to bend a linear probe, small enough to train in seconds
-
-
 SCORE_RANGE = (1.0, 10.0)  # AVA's rating scale: models saved before score_range existed were all on it
 
 
@@ -20,7 +17,7 @@ class HeadSpec:
     """Everything needed to rebuild a head and turn its output into a score on its data's scale; stored with
     the model."""
 
-    kind: str  # linear | mlp
+    kind: str  # an entry of extensions.HEADS: linear, mlp, ridge, chain, ...
     in_dim: int
     embed_norm: str  # none | l2, applied to the CLIP embedding before the head
     target_scale: float  # score = output * target_scale + target_offset (10 and 0 when trained on mean_score/10)
@@ -46,15 +43,14 @@ class HeadSpec:
 
 
 def build_head(spec: HeadSpec) -> nn.Module:
-    if spec.kind in ("linear", "ridge"):  # ridge is a linear probe solved in closed form
-        return nn.Linear(spec.in_dim, 1)  # the seed's nn.Linear(512, 1)
-    if spec.kind == "mlp":
-        return nn.Sequential(nn.Linear(spec.in_dim, MLP_HIDDEN), nn.GELU(), nn.Linear(MLP_HIDDEN, 1))
-    if spec.kind == "chain":  # a published head, rebuilt from the layer shapes its file holds
-        from clip_aesthetics.heads.chain import ChainHead
+    """The untrained module of the spec's head kind (extensions.HEADS), ready for its weights."""
+    from clip_aesthetics.extensions import HEADS
 
-        return ChainHead([list(layer) for layer in spec.layers], spec.activation)
-    raise ValueError(f"head={spec.kind!r}: expected linear, mlp, ridge or chain")
+    try:
+        kind = HEADS.get(spec.kind)
+    except KeyError as error:
+        raise ValueError(f"head={spec.kind!r}: {error.args[0]}") from None
+    return kind.build(spec)
 
 
 def prepare(embeddings: np.ndarray, embed_norm: str) -> np.ndarray:
@@ -183,53 +179,3 @@ class _LinearAdam:
         with torch.no_grad():
             self.head.weight.copy_(torch.from_numpy(self.p[: self.d]).unsqueeze(0))
             self.head.bias.copy_(torch.from_numpy(self.p[self.d:]))
-
-
-# Penalties tried, relative to the mean eigenvalue of the centred X^T X (so the grid suits any scale).
-RIDGE_ALPHAS = np.logspace(-7, 1, 17)
-
-
-def fit_ridge(head: nn.Linear, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None,
-              y_val: np.ndarray | None) -> float:
-    """Least squares with an L2 penalty (intercept unpenalised), the penalty chosen by val Spearman.
-
-    X^T X is accumulated in float64 over row blocks; one eigendecomposition serves every penalty.
-    Writes the solution into `head` and returns the chosen penalty.
-    """
-    from clip_aesthetics.heads.metrics import mse, ranking_key, spearman
-
-    n, d = x.shape
-    mean_x = np.zeros(d)
-    gram = np.zeros((d, d))
-    xty = np.zeros(d)
-    for start in range(0, n, 16384):
-        block = x[start:start + 16384].astype(np.float64)
-        mean_x += block.sum(axis=0)
-        gram += block.T @ block
-        xty += block.T @ y[start:start + 16384].astype(np.float64)
-    mean_x /= n
-    mean_y = float(np.mean(y, dtype=np.float64))
-    gram -= n * np.outer(mean_x, mean_x)  # centred: the intercept carries the mean
-    xty -= n * mean_x * mean_y
-    eigenvalues, vectors = np.linalg.eigh(gram)
-    projected = vectors.T @ xty
-    scale = max(float(eigenvalues.mean()), 1e-12)
-    best = None
-    for alpha in RIDGE_ALPHAS:
-        w = vectors @ (projected / (np.maximum(eigenvalues, 0) + alpha * scale))
-        b = mean_y - mean_x @ w
-        if x_val is None or len(x_val) < 2:
-            best = (alpha, w, b)
-            if alpha >= 1e-4:  # no validation split: a light, fixed penalty
-                break
-            continue
-        pred = x_val.astype(np.float64) @ w + b
-        # An undefined Spearman (constant predictions) never beats a defined one; ties go to the lower MSE.
-        key = (ranking_key(spearman(y_val, pred), "spearman"), -mse(y_val, pred))
-        if best is None or key > best[0]:
-            best = (key, alpha, w, b)
-    alpha, w, b = best[-3:]
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(w.astype(np.float32)).unsqueeze(0))
-        head.bias.fill_(float(b))
-    return float(alpha * scale)

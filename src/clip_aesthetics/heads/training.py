@@ -13,7 +13,8 @@ import torch
 
 from clip_aesthetics.heads import metrics
 from clip_aesthetics.settings import TrainSettings
-from clip_aesthetics.heads.head import HeadSpec, build_head, fit, fit_ridge, head_outputs, n_outside_range, predict_scores, prepare
+from clip_aesthetics.extensions import HEADS
+from clip_aesthetics.heads.head import HeadSpec, build_head, fit, head_outputs, n_outside_range, predict_scores, prepare
 from clip_aesthetics.embedding.pipeline import Dataset
 
 
@@ -66,10 +67,11 @@ def train_and_evaluate(
 
     started = time.perf_counter()
     targets = spec.targets(dataset.train.scores)
-    if spec.kind == "ridge":  # closed form: one "epoch", metrics logged at step 1
+    closed_form = HEADS.get(spec.kind).closed_form
+    if closed_form is not None:  # one step: one "epoch", metrics logged at step 1
         val_targets = spec.targets(dataset.val.scores) if has_val else None
-        result.ridge_lambda = fit_ridge(head, features["train"], targets, features["val"] if has_val else None,
-                                        val_targets)
+        result.ridge_lambda = closed_form(head, features["train"], targets, features["val"] if has_val else None,
+                                          val_targets)
         result.seconds = time.perf_counter() - started
         residual = spec.targets(head_outputs(head, spec, features["train"])) - targets
         after_epoch(1, float(np.mean(residual ** 2)))
@@ -102,13 +104,13 @@ def degeneracy(test_pred: np.ndarray, n_clipped: int, score_range: tuple[float, 
     return ""
 
 
-def clip_label(clip: str) -> str:
+def backbone_label(clip: str) -> str:
     """b16, a hub model's name, or a local folder's name: short enough for a run name."""
     return Path(clip).name if Path(clip).expanduser().is_dir() else clip.split("/")[-1]
 
 
 def default_run_name(clip: str, train: TrainSettings) -> str:
-    name = clip_label(clip)
+    name = backbone_label(clip)
     head = "" if train.head == "linear" else f"-{train.head}"
     embed_norm = "" if train.embed_norm == "none" else f"-{train.embed_norm}"
     return f"{name}-{'normed' if train.norm else 'raw'}{head}{embed_norm}"

@@ -22,12 +22,17 @@ NAFLEX = {"Siglip2ImageProcessor", "Siglip2ImageProcessorPil"}  # called as they
 
 
 class ModelPixels:
-    def __init__(self, processor):
+    def __init__(self, processor, mode: str = "auto"):
+        """`mode`: the path the backbone family declares (short-crop, fixed, naflex, or processor: always call the
+        processor); auto: the one this processor's class and settings allow. A declared fast path is taken only
+        when the processor's settings are ones it reproduces; otherwise the processor is called."""
         self.processor = processor
-        self.mode = _fast_mode(processor)
+        self.mode = None if mode == "processor" else _fast_mode(processor)
+        if mode not in ("auto", "processor", "naflex") and self.mode != mode:
+            self.mode = None
         self.fast = self.mode is not None
-        if type(processor).__name__ in NAFLEX:
-            self.mode = "naflex"
+        if mode == "naflex" or (mode == "auto" and type(processor).__name__ in NAFLEX):
+            self.mode, self.fast = "naflex", False
         if self.mode == "short-crop":
             self.short, self.crop_side = int(processor.size["shortest_edge"]), int(processor.crop_size["height"])
         elif self.mode == "fixed":

@@ -164,7 +164,7 @@ def rows_of(labelled, ids, scores, true=None) -> list[Row]:
     from clip_aesthetics.images.decode import load_source
 
     names = labelled.frame.set_index("image_id")["image"]
-    label = (lambda i: f"image {i}") if labelled.kind == "ava" else (lambda i: str(names.get(int(i), i)))
+    label = (lambda i: str(names.get(int(i), i))) if labelled.names_images else (lambda i: f"image {i}")
     return [Row(str(i), label(i), float(s), (lambda p=labelled.sources[int(i)]: load_source(p)),
                                None if true is None else float(t))
             for i, s, t in zip(ids, scores, true if true is not None else [None] * len(ids), strict=True)]

@@ -12,14 +12,12 @@ that holds one, or that holds what another job wrote, is refused before any work
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
 import re
 import shutil
 import sys
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import pandas as pd
 from clip_aesthetics.atomic import atomic_path
 from clip_aesthetics.errors import ScoringInputError
 from clip_aesthetics.scoring.files import refuse_foreign, refuse_holding_inputs, within
-from clip_aesthetics.scoring.samples import RESERVED, Sample, is_shard, read_input, read_shard, suffix_of
+from clip_aesthetics.scoring.samples import RESERVED, Sample, is_shard, read_input, reader_for, suffix_of
 
 CHUNK = 256  # samples per scoring call: bounded memory, full batches for the model
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -271,15 +269,9 @@ def write_kept_shards(kept: pd.DataFrame, paths: list[str], folder: Path, out: P
         if not keys or not is_shard(path):
             continue
         target = folder / names[path]
-        count = 0
-        mode = "w:gz" if suffix_of(path) in (".tar.gz", ".tgz") else "w"
-        with atomic_path(target) as tmp, tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
-            for sample in read_shard(path, keep_members=True):
-                if sample.key in keys:
-                    for member, data in sample.members:
-                        if data is not None and member.isreg():
-                            tar.addfile(member, io.BytesIO(data))
-                    count += 1
+        chosen = (sample for sample in read_input(path, keep_members=True) if sample.key in keys)
+        with atomic_path(target) as tmp:
+            count = reader_for(path).write_kept(chosen, tmp, path)
         written[str(target)] = (str(path), count)
     manifest = {"out": str(Path(out).resolve()),
                 "shards": {Path(k).name: {"input": str(Path(v[0]).resolve()), "samples": v[1]}

@@ -120,13 +120,18 @@ def check_store(model_uri: str, tracking_uri: str) -> None:
             "mlflow.db, or pass --tracking-uri sqlite:////ABSOLUTE/PATH/mlflow.db (or set MLFLOW_TRACKING_URI)")
 
 
+def refuse_an_input(out: Path, paths: list[Path]) -> None:
+    if Path(out).resolve() in {p.resolve() for p in paths}:
+        raise ScoringInputError(f"--out {out} is one of the images to score: it would be written over; give the "
+                                "scores a file of their own, e.g. scores.csv")
+
+
 def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1, out: Path | None = None) -> pd.DataFrame:
     from clip_aesthetics.scoring.model import describe_model, load_scorer
 
     paths = collect_images(inputs)
-    if out is not None and Path(out).resolve() in {p.resolve() for p in paths}:
-        raise ScoringInputError(f"--out {out} is one of the images to score: it would be written over; give the "
-                                "scores a file of their own, e.g. scores.csv")
+    if out is not None:
+        refuse_an_input(out, paths)
     print(f"model: {describe_model(model_uri)}")
     scorer = load_scorer(model_uri)
     scores = scorer.score_paths(paths, num_workers=num_workers, progress=True)

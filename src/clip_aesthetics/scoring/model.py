@@ -27,7 +27,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
-from clip_aesthetics.backbones.families import ClipSource, load_clip, resolve_clip
+from clip_aesthetics.backbones.families import BackboneSource, load_backbone, resolve_backbone
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_sources, pick_device, scoring_dtype
 from clip_aesthetics.errors import ScoringInputError
 from clip_aesthetics.heads.head import HeadSpec, build_head, non_finite_reason, predict_scores, prepare
@@ -89,7 +89,7 @@ def read_logged(artifact_location: str) -> tuple[dict, dict]:
 
 def load_scorer(model_uri: str) -> AestheticScorer:
     """The AestheticScorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...)."""
-    from clip_aesthetics.backbones.families import ClipUnavailableError
+    from clip_aesthetics.backbones.families import BackboneUnavailableError
 
     try:
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
@@ -98,7 +98,7 @@ def load_scorer(model_uri: str) -> AestheticScorer:
             f"cannot load model {model_uri!r} from tracking store {mlflow.get_tracking_uri()}: {error.message} "
             "(register one with `clip-aesthetics register`, or pass --model runs:/RUN_ID/model)"
         ) from error
-    except (ClipUnavailableError, RuntimeError, OSError) as error:  # the model's CLIP is gone or changed
+    except (BackboneUnavailableError, RuntimeError, OSError) as error:  # the model's CLIP is gone or changed
         raise ScoringInputError(f"model {model_uri!r} cannot score: {error}") from error
 
 
@@ -217,9 +217,9 @@ class AestheticScorer(PythonModel):
         self.head.load_state_dict(torch.load(artifacts["head"], map_location="cpu", weights_only=True))
         self.head.eval()
         if "clip" in artifacts:  # bundled into the model: no hub, no original folder needed
-            source = ClipSource(self.clip_info["model_id"], self.clip_info["revision"], Path(artifacts["clip"]))
+            source = BackboneSource(self.clip_info["model_id"], self.clip_info["revision"], Path(artifacts["clip"]))
         else:
-            source = resolve_clip(self.clip_info["model_id"], self.clip_info["revision"])
+            source = resolve_backbone(self.clip_info["model_id"], self.clip_info["revision"])
             if source.revision != self.clip_info["revision"]:
                 raise RuntimeError(
                     f"the CLIP folder {source.model_id} changed since training (fingerprint {source.revision}, "
@@ -229,7 +229,7 @@ class AestheticScorer(PythonModel):
         self.precision = doc.get("precision")  # as at training; older models have none: the device's choice
         self.decoding = doc.get("decoding", "full")  # as at training; older models decoded in full
         self.dtype = scoring_dtype(self.precision, self.device)
-        self.model, self.processor = load_clip(source, self.device)
+        self.model, self.processor = load_backbone(source, self.device)
         if self.model.embedding_dim != self.spec.in_dim:
             raise RuntimeError(f"backbone {source.model_id} gives {self.model.embedding_dim}-d embeddings but the "
                                f"head was trained on {self.spec.in_dim}-d ones")

@@ -288,18 +288,18 @@ def bundle_scorer(run, dtype: str) -> tuple[str, str, dict]:
     Returns (model URI, logged model id, its scorer.json). The training run's best-epoch metrics are
     linked to the new model, so its page in the UI shows them.
     """
-    from clip_aesthetics.backbones.families import load_clip, resolve_clip
+    from clip_aesthetics.backbones.families import load_backbone, resolve_backbone
 
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
                                          filter_string=f"source_run_id = '{run.info.run_id}' and name = '{MODEL_NAME}'")
     if not models:
         raise RegistryError(f"run {run.info.run_id} has no logged model named {MODEL_NAME!r} to register")
     head_state, spec_doc = read_logged(models[0].artifact_location)
-    source = resolve_clip(spec_doc["clip"]["model_id"], spec_doc["clip"]["revision"])
+    source = resolve_backbone(spec_doc["clip"]["model_id"], spec_doc["clip"]["revision"])
     if source.revision != spec_doc["clip"]["revision"]:
         raise RegistryError(f"CLIP {source.model_id} changed since run {run.info.run_id} was trained "
                             f"(now {source.revision}, trained with {spec_doc['clip']['revision']})")
-    model, processor = load_clip(source, torch.device("cpu"))
+    model, processor = load_backbone(source, torch.device("cpu"))
     model, dtype = _bundled_weights(model, dtype, spec_doc.get("precision"))
     spec_doc = {**spec_doc, "clip_dtype": dtype, "source_run_id": run.info.run_id}
     logged = mlflow.initialize_logged_model(name=BUNDLED_MODEL, source_run_id=run.info.run_id,

@@ -178,10 +178,6 @@ def log_dataset(data, labelled, profiles: dict[str, dict]) -> None:
     Named `<AVA folder name>/AVA.txt` or the table's file name; each context's profile also holds the split
     that made it and the data's scale.
     """
-    split = {"split": data.split if labelled.kind == "ava" else ("given" if labelled.given_split else "seeded"),
-             "val_fraction": data.val_fraction, "seed": data.seed, "table_rows": len(labelled.frame),
-             "score_range": labelled.scale_text()}
-    if labelled.kind == "table" and not labelled.given_split:
-        split["test_fraction"] = data.test_fraction
+    split = labelled.split_record(data.split, data.val_fraction, data.seed, getattr(data, "test_fraction", 0.1))
     log_datasets(labelled.name, labelled.digest, str(labelled.location),
                           {context: {**profile, **split} for context, profile in profiles.items()})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clip_aesthetics import engines
 from clip_aesthetics.errors import ScoringInputError
 from clip_aesthetics.scoring import curate
 from clip_aesthetics.scoring.samples import is_shard
@@ -20,10 +21,8 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
     """Score, summarise and select; prints what it did, returns the summary."""
     from clip_aesthetics.scoring.model import HeadSpec, describe_model, download_model, model_identity, read_spec
 
-    if engine == "spark":
-        from clip_aesthetics.engines import spark
-
-        spark.session()  # first: without pyspark or Java nothing else matters
+    where = engines.engine(engine)
+    where.start()  # first: without what the engine needs (Spark: pyspark, Java) nothing else matters
     print(f"model: {describe_model(model_uri)}")
     folder = download_model(model_uri)  # once: every task loads this copy
     job = {**model_identity(model_uri, folder), "image_column": image_column}
@@ -33,10 +32,8 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
     if len(todo) < len(paths):
         print(f"resuming: {len(paths) - len(todo)} of {len(paths)} input(s) already have a complete part in {out}, "
               "scored by the same model with the same options")
-    if todo and engine == "spark":
-        spark.score_inputs(spark.session(), todo, folder, str(out), image_column, job)
-    elif todo:
-        curate.score_here(todo, folder, out, job, image_column)
+    if todo:
+        where.score_inputs(todo, folder, out, job, image_column)
     frame = curate.read_parts(out, paths)
     score_range = HeadSpec(**read_spec(folder)["head"]).score_range
     summary = curate.write_summary(frame, out, score_range)

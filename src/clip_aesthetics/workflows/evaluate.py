@@ -55,9 +55,9 @@ def images_of(labelled: Labelled, data, part: str) -> pd.DataFrame:
 
 def score_images(scorer, labelled: Labelled, ids: np.ndarray, cache_dir, num_workers: int = -1):
     """(scores aligned with ids, NaN where the image failed; reasons by id) through the shared embedding cache."""
-    from clip_aesthetics.backbones.families import ClipSource
+    from clip_aesthetics.backbones.families import BackboneSource
 
-    source = ClipSource(scorer.clip_info["model_id"], scorer.clip_info["revision"], None)
+    source = BackboneSource(scorer.clip_info["model_id"], scorer.clip_info["revision"], None)
     precision = str(scorer.dtype).removeprefix("torch.")
     cache = open_cache(cache_dir, source, labelled.images, precision, scorer.decoding, scorer.model.embedding_dim)
     todo = to_embed(cache, [(int(i), labelled.sources[int(i)]) for i in ids], labelled.images)

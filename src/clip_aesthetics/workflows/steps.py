@@ -1,7 +1,7 @@
 """Entry-point steps -> MLflow runs: each opens its run, calls the pure code, and logs what it returned.
 
 With sweep.py (the sweep step) this is the tracking edge: pipeline, embed, head, training and metrics
-return numbers and arrays and log nothing. CLIP is resolved once per step into a ClipSource.
+return numbers and arrays and log nothing. CLIP is resolved once per step into a BackboneSource.
 """
 
 from __future__ import annotations
@@ -15,27 +15,27 @@ import pandas as pd
 from clip_aesthetics.reports import plots
 from clip_aesthetics.tracking import runs as tracking
 from clip_aesthetics.reports import gallery as gallery_module
-from clip_aesthetics.backbones.families import ClipSource, describe, resolve_clip
-from clip_aesthetics.settings import AvaSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
+from clip_aesthetics.backbones.families import BackboneSource, describe, resolve_backbone
+from clip_aesthetics.settings import DatasetSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
 from clip_aesthetics.data.labels import Labelled, check_split, read_dataset, split_table
 from clip_aesthetics.engines import embedder
 from clip_aesthetics.embedding.pipeline import EmbedReport, dataset_split, embed_dataset, load_dataset, locate_cache
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
 from clip_aesthetics.tracking.runs import DEGENERATE_TAG, SELECTION_TAG
-from clip_aesthetics.heads.training import SELECTION_METRIC, TrainResult, clip_label, default_run_name, train_and_evaluate
+from clip_aesthetics.heads.training import SELECTION_METRIC, TrainResult, backbone_label, default_run_name, train_and_evaluate
 
 
 def embed_step(command) -> EmbedReport:
     """`embed`: fill the cache for one backbone, as one run."""
-    source = resolve_clip(command.clip, command.clip_revision)
-    labelled = read_dataset(command.part(AvaSettings), command.cache_dir)  # refused before a run opens
-    with tracking.run(command.experiment, command.run_name or f"embed-{clip_label(command.clip)}"):
+    source = resolve_backbone(command.clip, command.clip_revision)
+    labelled = read_dataset(command.part(DatasetSettings), command.cache_dir)  # refused before a run opens
+    with tracking.run(command.experiment, command.run_name or f"embed-{backbone_label(command.clip)}"):
         return embed_and_log(labelled, command.part(EmbedSettings), command.clip, source)
 
 
 def train_step(command, embed_first: bool) -> None:
     """`main` (embed_first) and `train`: one cell of the grid as one run."""
-    source = resolve_clip(command.clip, command.clip_revision)
+    source = resolve_backbone(command.clip, command.clip_revision)
     data, train = command.part(DataSettings), command.part(TrainSettings)
     embed = command.part(EmbedSettings if embed_first else CacheSettings)
     labelled = checked_dataset(data, embed.cache_dir)  # a bad table or parameter is refused before a run opens
@@ -90,7 +90,7 @@ def _number(value: float) -> str:
     return f"{value:.4f}" if np.isfinite(value) else "undefined"
 
 
-def embed_and_log(labelled: Labelled, embed: EmbedSettings, clip: str, source: ClipSource) -> EmbedReport:
+def embed_and_log(labelled: Labelled, embed: EmbedSettings, clip: str, source: BackboneSource) -> EmbedReport:
     report = embed_dataset(labelled, embed, source, elsewhere=embedder(embed.engine))
     print(f"precision: {report.precision_reason}")
     tracking.log_params({"clip": clip, **clip_params(source), "device": report.device,
@@ -101,7 +101,7 @@ def embed_and_log(labelled: Labelled, embed: EmbedSettings, clip: str, source: C
     return report
 
 
-def clip_params(source: ClipSource) -> dict[str, str]:
+def clip_params(source: BackboneSource) -> dict[str, str]:
     """What was actually used: `clip`/`clip_revision` are as asked, these as resolved (hub commit or fingerprint),
     with what else decides an embedding (family, embedding kind and size, input size, activation, processor)."""
     return {"clip_model_id": source.model_id, "clip_resolved_revision": source.revision, **describe(source)}
@@ -123,7 +123,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
     tracking.log_dataset(data, labelled, {context: {"num_rows": len(getattr(dataset, part).ids)}
                                  for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
     tracking.log_csv(dataset.skipped, "data/skipped.csv")
-    if labelled.kind == "table":  # which image went where (a seeded split is reproduced from these)
+    if labelled.names_images:  # which image went where (a seeded split is reproduced from these)
         tracking.log_csv(split_table(dataset.split, labelled), "data/split.csv")
     result = train_and_evaluate(dataset, train, data.seed, log_epoch)
     best = result.history[result.best_epoch - 1]
@@ -139,7 +139,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         tracking.set_description("\n\n".join(f"**Warning**: {w}." for w in warnings))
     predictions = pd.DataFrame({"image_id": dataset.test.ids, "score_true": dataset.test.scores,
                                 "score_pred": result.test_pred})
-    if labelled.kind == "table":  # each prediction beside its image as the table names it, joined by key
+    if labelled.names_images:  # each prediction beside its image as the table names it, joined by key
         predictions.insert(1, "image", labelled.frame.set_index("image_id")["image"].reindex(dataset.test.ids)
                            .to_numpy())
     tracking.log_csv(predictions, "predictions/test.csv")
@@ -163,7 +163,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
 def log_test_gallery(labelled: Labelled, predictions: pd.DataFrame, plot_pngs: dict) -> None:
     """gallery/test.html: the test images by predicted score, top, bottom, biggest misses, calibration."""
     rows = gallery_module.rows_of(labelled, predictions["image_id"], predictions["score_pred"], predictions["score_true"])
-    truth = "the true mean vote" if labelled.kind == "ava" else "the table's score"
+    truth = labelled.truth
     summary = [f"{len(rows)} test images of {labelled.name}, scores on its {labelled.scale_text()} scale (predicted, "
                f"and {truth} where shown)", f"buckets {gallery_module.bucket_width(*labelled.score_range):g} wide; at "
                f"most {gallery_module.PER_BUCKET} images shown per bucket, evenly spread over its scores"]
@@ -197,7 +197,7 @@ def import_head_step(command) -> None:
     from clip_aesthetics.heads.published import import_head
     from clip_aesthetics.tracking.registry import register_imported
 
-    source = resolve_clip(command.clip, command.clip_revision)
+    source = resolve_backbone(command.clip, command.clip_revision)
     state, spec, facts = import_head(Path(command.path), embedding_dim(source), command.activation)
     print(f"{facts['head_file']}: {facts['head_layout']} head ({facts['head_layers']}), sha256 {facts['head_sha256']}")
     name = command.model_name

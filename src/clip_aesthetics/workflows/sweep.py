@@ -21,11 +21,11 @@ from clip_aesthetics.errors import SweepError
 from clip_aesthetics.heads.metrics import ranking_key
 from clip_aesthetics.tracking.runs import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
 from clip_aesthetics.settings import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
-from clip_aesthetics.backbones.families import resolve_clip
+from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.engines import embedder
 from clip_aesthetics.embedding.pipeline import EmbedReport, embed_dataset
 from clip_aesthetics.workflows.steps import checked_dataset, clip_params, train_and_log
-from clip_aesthetics.heads.training import SELECTION_METRIC, clip_label, default_run_name
+from clip_aesthetics.heads.training import SELECTION_METRIC, backbone_label, default_run_name
 
 
 
@@ -43,8 +43,7 @@ def run_key(report: EmbedReport, data: DataSettings, train: TrainSettings) -> st
     """Everything that decides a child's result, as strings (params are stored as strings)."""
     values = {**{k: str(v) for k, v in data.model_dump().items()}, **{k: str(v) for k, v in train.model_dump().items()},
               "ava_dir": str(Path(data.ava_dir).resolve()), **clip_params(report.source), "precision": report.precision,
-              **({"labels": str(report.labelled.location), "dataset_digest": report.labelled.digest}
-                 if report.labelled is not None and report.labelled.kind == "table" else {}),
+              **(report.labelled.identity() if report.labelled is not None else {}),
               "decoding": report.decoding,
               "code_version": code_version()}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:24]
@@ -75,7 +74,7 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
     grid = sweep.grid(train)
     children = [Child(name, clip, t) for name, (clip, t) in zip(child_names(grid, sweep), grid, strict=True)]
     # Every backbone found (and of a supported family) before the parent run opens: a typo costs no run.
-    sources = {clip: resolve_clip(clip, clip_revision) for clip in dict.fromkeys(c.clip for c in children)}
+    sources = {clip: resolve_backbone(clip, clip_revision) for clip in dict.fromkeys(c.clip for c in children)}
     labelled = checked_dataset(data, embed.cache_dir)  # so is a bad table or split
     with tracking.run(track.experiment, track.run_name or "sweep", tags={SWEEP_TAG: "true"}) as parent:
         tracking.log_params({**sweep.model_dump(), **data.model_dump(), **train.model_dump(),
@@ -101,8 +100,8 @@ def _embed_once(clip: str, source, labelled, embed: EmbedSettings):
         report = embed_dataset(labelled, embed, source, elsewhere=embedder(embed.engine))
     except Exception as error:  # recorded on each of this model's children; the other models go on
         return error
-    tracking.log_params({f"clip_revision.{clip_label(clip)}": report.source.revision})
-    print(f"{clip_label(clip)}: precision {report.precision_reason}")
+    tracking.log_params({f"clip_revision.{backbone_label(clip)}": report.source.revision})
+    print(f"{backbone_label(clip)}: precision {report.precision_reason}")
     return report
 
 
