@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clip_aesthetics.cli import app as cli
-from clip_aesthetics.scoring import curate
+from clip_aesthetics.scoring import curate, curation_report
 from clip_aesthetics.scoring import samples
 from clip_aesthetics.data.sample_data import _write_huge_png
 from clip_aesthetics.scoring.model import load_scorer
@@ -77,8 +77,8 @@ def test_shards_give_one_row_per_sample_with_the_scores_of_the_same_files(traine
     assert first["url"] == f"https://example.org/{shards['samples'][first['key']].name}" and first["width"] == "96"
     assert first["caption"] == f"caption of {shards['samples'][first['key']].name}" and first["json_key"] == "clash"
     summary = json.loads((out / "_report" / "summary.json").read_text())
-    expected = np.percentile(frame["score"].to_numpy(), curate.PERCENTILES)
-    assert [summary["percentiles"][f"p{q}"] for q in curate.PERCENTILES] == pytest.approx(expected.tolist(), abs=1e-12)
+    expected = np.percentile(frame["score"].to_numpy(), curation_report.PERCENTILES)
+    assert [summary["percentiles"][f"p{q}"] for q in curation_report.PERCENTILES] == pytest.approx(expected.tolist(), abs=1e-12)
     assert summary["count"] == 36 and summary["mean"] == pytest.approx(frame["score"].mean())
     assert (out / "_report" / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "p50" in printed
     kept = pd.read_parquet(out / "_report" / "kept.parquet")
@@ -190,9 +190,9 @@ def test_a_killed_job_restarted_ends_with_the_output_of_an_uninterrupted_one(tra
 def test_top_fraction_counts_failures_and_min_score_combines(tmp_path):
     frame = pd.DataFrame({"key": [f"k{i}" for i in range(20)], "input": "a.tar",
                           "score": [float(i) for i in range(18)] + [np.nan, np.nan], "error": [""] * 18 + ["x", "y"]})
-    assert curate.select(frame, top_fraction=0.1)["key"].tolist() == ["k17", "k16"]
-    assert curate.select(frame, min_score=16.5)["key"].tolist() == ["k17"]
-    assert curate.select(frame, min_score=16.5, top_fraction=0.5)["key"].tolist() == ["k17"]
+    assert curation_report.select(frame, top_fraction=0.1)["key"].tolist() == ["k17", "k16"]
+    assert curation_report.select(frame, min_score=16.5)["key"].tolist() == ["k17"]
+    assert curation_report.select(frame, min_score=16.5, top_fraction=0.5)["key"].tolist() == ["k17"]
 
 
 def test_brace_patterns_and_globs_expand_in_order(tmp_path):

@@ -20,7 +20,7 @@ import transformers
 from torch import nn
 from transformers import AutoImageProcessor
 
-from clip_aesthetics.settings import BACKBONE_ALIASES
+from clip_aesthetics.settings.values import BACKBONE_ALIASES
 from clip_aesthetics.errors import UserError
 
 transformers.logging.set_verbosity_error()  # the load report lists every unused text-tower weight

@@ -14,9 +14,10 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
-from clip_aesthetics.settings import (DatasetSettings, CacheSettings, BackboneSettings, DataSettings, EmbedSettings, RegisterSettings,
-                     RevisionSettings, ScoreSettings, Settings, SweepSettings, TrackingSettings, TrainSettings,
-                     check_backbone, check_model_name)
+from clip_aesthetics.settings import (BackboneSettings, CacheSettings, DatasetSettings, DataSettings, EmbedSettings,
+                                      RegisterSettings, RevisionSettings, ScoreSettings, Settings, SweepSettings,
+                                      TrackingSettings, TrainSettings)
+from clip_aesthetics.settings.values import check_backbone, check_model_name
 
 
 class EmbedCommand(TrackingSettings, DatasetSettings, EmbedSettings, BackboneSettings):

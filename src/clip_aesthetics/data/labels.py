@@ -14,11 +14,7 @@ and the line (or row) and the value; rows whose image is missing are set aside w
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from clip_aesthetics.data import ava
-from clip_aesthetics.settings import parse_range, parse_votes
+from clip_aesthetics.data.cells import ContentIds, content_id, count_in, image_source, number_in
+from clip_aesthetics.settings.values import parse_range, parse_votes
 from clip_aesthetics.data.tables import (SCORE_COLUMNS, SPLIT_NAMES, LabelsError, find_column,
                                           find_image_column, locate_table, read_table)
 
@@ -143,97 +140,6 @@ def from_ava(data) -> Labelled:
                     AVA_THRESHOLD if threshold is None else threshold, images=images, ava_table=table)
 
 
-# ---------------------------------------------------------------- values
-
-def _number(value, place: str, column: str) -> float:
-    if isinstance(value, bool) or value is None:
-        raise LabelsError(f"{place}: column {column!r} holds {value!r}, not a number")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        number = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            number = float(text)
-        except ValueError:
-            raise LabelsError(f"{place}: column {column!r} holds {text!r}, not a number") from None
-    if not math.isfinite(number):
-        raise LabelsError(f"{place}: column {column!r} holds {value!r}: scores must be finite numbers")
-    return number
-
-
-EXACT = 2**53  # beyond this a float is not an exact whole number
-
-
-def _count(value, place: str, column: str) -> int:
-    """A vote count, exactly: integers of any size (as text or as integers), floats only while exact."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        number = int(value)
-    elif isinstance(value, str) and re.fullmatch(r"\s*\+?\d+\s*", value):
-        number = int(value)
-    else:
-        real = _number(value, place, column)
-        if real != int(real) or abs(real) > EXACT:
-            raise LabelsError(f"{place}: vote count {column!r} is {value!r}; counts are whole numbers >= 0, and past "
-                              "2^53 must be written as integers (a float that large is not exact)")
-        number = int(real)
-    if number < 0:
-        raise LabelsError(f"{place}: vote count {column!r} is {value!r}; counts are whole numbers >= 0")
-    return number
-
-
-def content_id(data: bytes) -> int:
-    """The cache key of an image: the first 63 bits of its sha256 (int64, like AVA's ids)."""
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") & (2**63 - 1)
-
-
-class ContentIds:
-    """Content ids of files, remembered by (size, mtime) under the cache folder so a file is read once, not on
-    every run; a changed file is read again."""
-
-    def __init__(self, cache_dir: Path | None):
-        self.path = Path(cache_dir) / "content-ids.json" if cache_dir else None
-        self.known: dict[str, list[int]] = {}
-        self.changed = False
-        if self.path and self.path.is_file():
-            try:
-                self.known = json.loads(self.path.read_text())
-            except (ValueError, OSError):
-                self.known = {}
-
-    def of(self, path: Path) -> int:
-        info = os.stat(path)
-        key = str(path)
-        remembered = self.known.get(key)
-        if remembered and remembered[0] == info.st_size and remembered[1] == info.st_mtime_ns:
-            return int(remembered[2])
-        value = content_id(path.read_bytes())
-        self.known[key] = [info.st_size, info.st_mtime_ns, value]
-        self.changed = True
-        return value
-
-    def save(self) -> None:
-        if not (self.path and self.changed):
-            return
-        from clip_aesthetics.atomic import write_atomically
-
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.path, json.dumps(self.known).encode())
-        except OSError:  # only a speed-up: a read-only cache folder costs reading the files again
-            pass
-
-
-def _inside(root: Path, value: str, place: str) -> Path:
-    """The file a path cell names, refused when it leaves the image folder (.., absolute, symlinks)."""
-    given = Path(value)
-    candidate = given if given.is_absolute() else root / given
-    real = Path(os.path.realpath(candidate))
-    if real != root and root not in real.parents:
-        raise LabelsError(f"{place}: image path {value!r} leads outside the image folder {root} (to {real}); "
-                          "every image must lie inside it (set image_dir= to the folder that holds them)")
-    return real
-
-
 # ---------------------------------------------------------------- the table -> Labelled
 
 def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "", score_column: str = "",
@@ -263,11 +169,11 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
         for index, place in enumerate(rows.where):
             record = rows.frame.iloc[index]
             if vote_columns:
-                counts = [_count(record[c], place, c) for c in vote_columns]
+                counts = [count_in(record[c], place, c) for c in vote_columns]
                 total = sum(counts)  # Python integers: exact however many votes, then one rounding
                 score = sum(k * c for k, c in enumerate(counts, start=1)) / total if total else float("nan")
             else:
-                score = _number(record[target], place, target)
+                score = number_in(record[target], place, target)
             split = folder_split
             if split_column is not None:
                 raw = record[split_column]
@@ -296,7 +202,7 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
     names: dict[int, str] = {}
     kept, sources, skipped = [], {}, []
     for k, (value, root, place) in enumerate(zip(rows_image, rows_root, rows_place, strict=True)):
-        name, source, reason = _source(value, root, place)
+        name, source, reason = image_source(value, root, place)
         if reason is None and not np.isfinite(scores[k]):
             reason = "no votes"
         image_id = None
@@ -337,67 +243,6 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
                     skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]), given_split=has_split)
 
 
-def _source(value, root: Path, place: str):
-    """(name as written, file or bytes, reason it cannot be used or None) of one image cell."""
-    if isinstance(value, dict):  # Hugging Face datasets' Image feature: {bytes, path}
-        data, written = value.get("bytes"), value.get("path")
-        if data:
-            return str(written or f"{place.rsplit(': ', 1)[-1]}"), bytes(data), None
-        if written:
-            value = written
-        else:
-            return f"{place.rsplit(': ', 1)[-1]}", None, "no image in this row (null bytes and path)"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        name = place.rsplit(": ", 1)[-1]
-        return (name, data, None) if data else (name, None, "empty image bytes")
-    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
-        return "", None, "no image in this row"
-    text = str(value).strip()
-    if "\x00" in text:
-        raise LabelsError(f"{place}: image path {text[:80]!r} holds a NUL byte, which no file name can: the table is "
-                          "damaged or was written as binary")
-    if URL.match(text):
-        return text, None, ("a URL: images are read from local files or bytes, never fetched; download them first "
-                            "(img2dataset, say) and label the files")
-    real = _inside(root, text, place)
-    try:
-        if not real.exists():
-            match = _normalised(real, root)
-            if match is None:
-                return text, None, "missing file"
-            real = match
-        if not real.is_file():
-            return text, None, "not a file"
-        if real.stat().st_size == 0:
-            return text, None, "empty file"
-    except OSError as error:  # a name too long for the filesystem, a folder without permission, ...
-        return text, None, f"cannot open: {error.strerror or error}"
-    return text, real, None
-
-
-URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
-
-def _normalised(path: Path, root: Path) -> Path | None:
-    """The file that `path` names when the table and the disk write its accented letters in different Unicode
-    forms (a macOS export: NFD on disk, NFC in the table, or the reverse); None when there is none."""
-    found = root
-    for part in path.relative_to(root).parts:
-        if (found / part).exists():
-            found = found / part
-            continue
-        wanted = unicodedata.normalize("NFC", part)
-        try:
-            match = next((entry for entry in os.listdir(found) if unicodedata.normalize("NFC", entry) == wanted), None)
-        except OSError:
-            return None
-        if match is None:
-            return None
-        found = found / match
-    return found
-
-
 def _digest(frame: pd.DataFrame) -> str:
     """Of the images' content and labels, in content order: the same ratings in another layout digest alike."""
     ordered = frame.sort_values("image_id")
@@ -405,53 +250,3 @@ def _digest(frame: pd.DataFrame) -> str:
     digest.update(ordered["score"].to_numpy(np.float64).tobytes())
     digest.update("\n".join(ordered["split"]).encode())
     return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- splitting
-
-def split_labelled(labelled: Labelled, split: str, val_fraction: float, test_fraction: float, seed: int,
-                   ava_dir: Path | None = None) -> ava.Split:
-    """train/val/test frames (image_id, mean_score): AVA's own split, a table's `split` column, or a seeded split
-    of the table's images in content order (the same images give the same split in any layout or row order)."""
-    if labelled.kind == "ava":
-        return ava.split_ava(labelled.ava_table, split, ava_dir if ava_dir is not None else labelled.location,
-                             val_fraction, seed)
-    frame = labelled.frame.rename(columns={"score": "mean_score"})
-    columns = ["image_id", "mean_score"]
-    rng = np.random.RandomState(seed)
-    if labelled.given_split:
-        parts = {name: frame[frame["split"] == name].sort_values("image_id") for name in ("train", "val", "test")}
-        if len(parts["val"]) == 0 and val_fraction > 0:  # no val given: hold out a seeded share of train
-            train = parts["train"].reset_index(drop=True)
-            in_val = np.zeros(len(train), bool)
-            in_val[rng.permutation(len(train))[:round(len(train) * val_fraction)]] = True
-            parts["train"], parts["val"] = train[~in_val], train[in_val]
-    else:
-        ordered = frame.sort_values("image_id").reset_index(drop=True)
-        order = rng.permutation(len(ordered))
-        n_test = round(len(ordered) * test_fraction)
-        n_val = round((len(ordered) - n_test) * val_fraction)
-        parts = {"test": ordered.iloc[np.sort(order[:n_test])], "val": ordered.iloc[np.sort(order[n_test:n_test + n_val])],
-                 "train": ordered.iloc[np.sort(order[n_test + n_val:])]}
-    return ava.Split(**{name: part[columns].reset_index(drop=True) for name, part in parts.items()},
-                     no_votes=np.zeros(0, np.int64))
-
-
-def check_split(labelled: Labelled, split: ava.Split) -> None:
-    """Refuse, before any embedding, a split too small to train on or to measure."""
-    for name in ("train", "val", "test"):
-        size = len(getattr(split, name))
-        if size < 2 and not (name == "val" and size == 0):
-            how = "as the table's split column gives it" if labelled.given_split else "after the seeded split"
-            raise LabelsError(f"{labelled.location}: the {name} split holds {size} image(s) {how}; each split "
-                              "needs at least two (val may be empty). Label more images or change test_fraction / "
-                              "val_fraction")
-
-
-def split_table(split: ava.Split, labelled: Labelled) -> pd.DataFrame:
-    """image_id, image, split: which image went where (logged as data/split.csv)."""
-    names = labelled.frame.set_index("image_id")["image"]
-    parts = [pd.DataFrame({"image_id": part["image_id"], "image": names.reindex(part["image_id"]).to_numpy(),
-                           "split": name}) for name, part in (("train", split.train), ("val", split.val),
-                                                               ("test", split.test))]
-    return pd.concat(parts, ignore_index=True)

@@ -21,7 +21,8 @@ from clip_aesthetics.backbones.families import BackboneSource, embedding_dim, lo
 from clip_aesthetics.settings import CacheSettings, DataSettings, EmbedSettings
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_to_cache, pick_device, pick_dtype, precision_choice, scoring_dtype
 from clip_aesthetics.images.decode import ImageError, load_source
-from clip_aesthetics.data.labels import Labelled, read_dataset, split_labelled
+from clip_aesthetics.data.labels import Labelled, read_dataset
+from clip_aesthetics.data.splits import split_labelled
 
 
 PRECISIONS = ("float32", "float16", "bfloat16")

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from clip_aesthetics.settings import direction
+from clip_aesthetics.settings.values import direction
 
 # AVA's convention for "good" vs "bad" photos; about 71% of AVA is above it, so read accuracy against that.
 ACCURACY_THRESHOLD = 5.0

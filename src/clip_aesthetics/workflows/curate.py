@@ -11,7 +11,7 @@ from pathlib import Path
 
 from clip_aesthetics import engines
 from clip_aesthetics.errors import ScoringInputError
-from clip_aesthetics.scoring import curate
+from clip_aesthetics.scoring import curate, curation_report
 from clip_aesthetics.scoring.samples import is_shard
 
 
@@ -36,18 +36,18 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
         where.score_inputs(todo, folder, out, job, image_column)
     frame = curate.read_parts(out, paths)
     score_range = HeadSpec(**read_spec(folder)["head"]).score_range
-    summary = curate.write_summary(frame, out, score_range)
+    summary = curation_report.write_summary(frame, out, score_range)
     report = out / curate.REPORT
     print(f"wrote {out}: {len(paths)} part(s), one row per sample (a parquet dataset); summary in "
           f"{report / curate.SUMMARY} and {report / curate.HISTOGRAM}")
-    for line in curate.summary_lines(summary):
+    for line in curation_report.summary_lines(summary):
         print(line)
     if min_score is not None or top_fraction:
-        kept = curate.select(frame, min_score, top_fraction)
+        kept = curation_report.select(frame, min_score, top_fraction)
         kept.to_parquet(report / curate.KEPT, index=False)
         print(f"kept {len(kept)} of {len(frame)} sample(s) ({report / curate.KEPT})")
         if write_shards is not None:
-            written = curate.write_kept_shards(kept, paths, write_shards, out)
+            written = curation_report.write_kept_shards(kept, paths, write_shards, out)
             copied = sum(count for _, count in written.values())
             expected = int(kept["input"].map(is_shard).sum())
             print(f"wrote {len(written)} shard(s) holding {copied} kept sample(s) into {write_shards}; which input each "
@@ -60,6 +60,6 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
                                         "input changed while the job ran; score it again with --fresh")
     if gallery is not None:
         gallery.parent.mkdir(parents=True, exist_ok=True)
-        gallery.write_bytes(curate.gallery_page(frame, paths, image_column, score_range))
+        gallery.write_bytes(curation_report.gallery_page(frame, paths, image_column, score_range))
         print(f"gallery: {gallery}")
     return summary

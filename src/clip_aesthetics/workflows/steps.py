@@ -17,7 +17,8 @@ from clip_aesthetics.tracking import runs as tracking
 from clip_aesthetics.reports import gallery as gallery_module
 from clip_aesthetics.backbones.families import BackboneSource, describe, resolve_backbone
 from clip_aesthetics.settings import DatasetSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
-from clip_aesthetics.data.labels import Labelled, check_split, read_dataset, split_table
+from clip_aesthetics.data.labels import Labelled, read_dataset
+from clip_aesthetics.data.splits import check_split, split_table
 from clip_aesthetics.engines import embedder
 from clip_aesthetics.embedding.pipeline import EmbedReport, dataset_split, embed_dataset, load_dataset, locate_cache
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
@@ -247,7 +248,8 @@ def register_step(command) -> None:
     """`register`: the best finished run -> a registered version whose source run is that training run.
 
     The run to register is chosen before the step's own run opens: a refusal leaves nothing behind."""
-    from clip_aesthetics.tracking.registry import choose, register
+    from clip_aesthetics.tracking.registry import register
+    from clip_aesthetics.tracking.selection import choose
 
     settings = command.part(RegisterSettings)
     chosen = choose(settings)

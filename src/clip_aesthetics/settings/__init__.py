@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clip_aesthetics.extensions import ENGINES, HEADS, TRAINABLE_HEADS
-
-HEADS_BUILT_IN = ("linear", "mlp", "ridge", "chain")
-
-# Short names: the seed experiment's two CLIP checkpoints, and the stronger backbones of today's predictors.
-BACKBONE_ALIASES = {
-    "b16": "openai/clip-vit-base-patch16",
-    "b32": "openai/clip-vit-base-patch32",
-    "l14": "openai/clip-vit-large-patch14",
-    "l14-336": "openai/clip-vit-large-patch14-336",
-    "siglip-so400m": "google/siglip-so400m-patch14-384",
-    "siglip2-so400m": "google/siglip2-so400m-patch14-384",
-    "dinov2-b": "facebook/dinov2-base",
-    "dinov2-l": "facebook/dinov2-large",
-}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
+from clip_aesthetics.extensions import ENGINES
+from clip_aesthetics.settings.values import (check_backbone, check_head, check_model_name, direction,
+                                             is_positive_number, items_of, optional_number, parse_range, parse_votes)
 
 class Settings(BaseSettings):
     """Common behaviour: env prefix, unknown keys refused, kebab-case flags."""
@@ -178,28 +162,6 @@ class EmbedSettings(EngineSettings, CacheSettings):
     shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")
 
 
-def check_backbone(value: str) -> str:
-    if value in BACKBONE_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
-        return value
-    raise ValueError(
-        f"clip={value!r} is not one of {', '.join(BACKBONE_ALIASES)}, a Hugging Face model id (owner/name) or an "
-        "existing local folder"
-    )
-
-
-def check_head(value: str, setting: str) -> str:
-    """A head kind `--head` can train: a built-in one (known without importing torch), or another entry of
-    extensions.HEADS whose HeadKind is trainable."""
-    if value in TRAINABLE_HEADS:
-        return value
-    trainable = [*TRAINABLE_HEADS, *(n for n in HEADS.names() if n not in HEADS_BUILT_IN)]
-    if value in HEADS.names() and value not in HEADS_BUILT_IN and HEADS.get(value).trainable:
-        return value
-    why = " (published heads only: import-head)" if value in HEADS.names() else ""
-    raise ValueError(f"{setting}: {value!r} is not a head kind that can be trained{why}; expected one of "
-                     f"{', '.join(trainable)}")
-
-
 class TrainSettings(Settings):
     norm: bool = Field(True, description="true: targets scaled to about 0-1 (AVA: mean_score/10, as in the seed; a "
                        "table: its score_range mapped to 0-1); false: raw scores")
@@ -233,10 +195,6 @@ class TrackingSettings(Settings):
                           "not be copied there")
 
 
-def _items(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
 class SweepSettings(Settings):
     """Comma-separated lists; the grid is their product. An empty list means the single-run value."""
 
@@ -250,21 +208,21 @@ class SweepSettings(Settings):
     @field_validator("clips")
     @classmethod
     def _check_clips(cls, value: str) -> str:
-        for clip in _items(value) or ["(empty)"]:
+        for clip in items_of(value) or ["(empty)"]:
             check_backbone(clip)
         return value
 
     @field_validator("norms")
     @classmethod
     def _check_norms(cls, value: str) -> str:
-        if [v for v in _items(value) if v.lower() not in ("true", "false")]:
+        if [v for v in items_of(value) if v.lower() not in ("true", "false")]:
             raise ValueError(f"norms={value!r}: expected a comma-separated list of true/false")
         return value
 
     @field_validator("heads")
     @classmethod
     def _check_heads(cls, value: str) -> str:
-        for item in _items(value):
+        for item in items_of(value):
             check_head(item, "heads")
         return value
 
@@ -272,10 +230,10 @@ class SweepSettings(Settings):
     @classmethod
     def _check_choices(cls, value: str, info) -> str:
         allowed = {"embed_norms": ("none", "l2")}.get(info.field_name)
-        for item in _items(value):
+        for item in items_of(value):
             if allowed and item not in allowed:
                 raise ValueError(f"{info.field_name}={value!r}: {item!r} is not one of {', '.join(allowed)}")
-            if not allowed and not _is_positive_number(item):
+            if not allowed and not is_positive_number(item):
                 raise ValueError(f"lrs={value!r}: {item!r} is not a positive number")
         return value
 
@@ -284,95 +242,12 @@ class SweepSettings(Settings):
         import itertools
 
         axes = itertools.product(
-            _items(self.clips), [v.lower() == "true" for v in _items(self.norms)] or [train.norm],
-            _items(self.heads) or [train.head], [float(v) for v in _items(self.lrs)] or [train.lr],
-            _items(self.embed_norms) or [train.embed_norm],
+            items_of(self.clips), [v.lower() == "true" for v in items_of(self.norms)] or [train.norm],
+            items_of(self.heads) or [train.head], [float(v) for v in items_of(self.lrs)] or [train.lr],
+            items_of(self.embed_norms) or [train.embed_norm],
         )
         return [(clip, train.model_copy(update=dict(norm=norm, head=head, lr=lr, embed_norm=embed_norm)))
                 for clip, norm, head, lr, embed_norm in axes]
-
-
-def parse_range(text: str) -> tuple[float, float] | None:
-    """`"1,5"` -> (1.0, 5.0); "" -> None. ValueError says what is wrong."""
-    if not text.strip():
-        return None
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        low, high = (float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"score_range={text!r}: expected two numbers, low,high (e.g. 1,5)") from None
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"score_range={text!r}: expected finite numbers with low < high")
-    return low, high
-
-
-def parse_votes(text: str) -> list[str]:
-    """`c1..c5` or `c1,c2,c3,c4,c5` -> the column names, in rating order (the first is a rating of 1)."""
-    text = text.strip()
-    if not text:
-        return []
-    ranged = re.fullmatch(r"([A-Za-z_]*)(\d+)\.\.\1?(\d+)", text)
-    if ranged:
-        prefix, first, last = ranged.group(1), int(ranged.group(2)), int(ranged.group(3))
-        if last <= first:
-            raise ValueError(f"vote_columns={text!r}: the range must go up (c1..c5)")
-        return [f"{prefix}{k}" for k in range(first, last + 1)]
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ValueError(f"vote_columns={text!r}: expected at least two distinct columns, c1..c5 or c1,c2,c3")
-    return names
-
-
-def optional_number(value: str, name: str) -> str:
-    """A setting that is a number or empty (numbers are given as text so that empty can mean "none")."""
-    if value.strip() and not _is_number(value):
-        raise ValueError(f"{name}={value!r}: expected a number")
-    return value
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
-def _is_positive_number(text: str) -> bool:
-    try:
-        return float(text) > 0
-    except ValueError:
-        return False
-
-
-def check_model_name(value: str) -> str:
-    """A name the MLflow Model Registry accepts (and a `models:/NAME@alias` URI can carry), checked before any run."""
-    if not value.strip():
-        raise ValueError("a registered model name cannot be empty")
-    bad = next((c for c in ("/", ":", "@", "\\", "\x00") if c in value), None)
-    if bad is not None:
-        raise ValueError(f"{value!r}: a registered model name cannot contain {bad!r} (it is read as part of a "
-                         "models:/NAME@ALIAS URI); use letters, digits, '-', '_' or '.', e.g. laion-improved-l14")
-    if value != value.strip() or value in (".", "..") or len(value) > 256:
-        raise ValueError(f"{value!r}: a registered model name must be 1-256 characters without leading or trailing "
-                         "spaces, and not . or ..")
-    return value
-
-
-# Which way is better, by a metric name's last word (`val_spearman`, `best_test_mse`, ...).
-HIGHER_IS_BETTER = ("spearman", "pearson", "accuracy")
-LOWER_IS_BETTER = ("mse", "mae", "loss")
-
-
-def direction(metric: str) -> int:
-    """+1 when a higher value of `metric` is better, -1 when a lower one is; ValueError when unknown."""
-    kind = metric.rsplit("_", 1)[-1]
-    if kind in HIGHER_IS_BETTER:
-        return 1
-    if kind in LOWER_IS_BETTER:
-        return -1
-    raise ValueError(f"metric {metric!r}: cannot tell whether higher or lower is better; expected a name ending in "
-                     f"{', '.join(f'_{k}' for k in HIGHER_IS_BETTER)} (higher is better) or "
-                     f"{', '.join(f'_{k}' for k in LOWER_IS_BETTER)} (lower is better)")
 
 
 class RegisterSettings(Settings):

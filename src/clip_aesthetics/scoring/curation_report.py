@@ -1,0 +1,151 @@
+"""A curation job's report, from its parts: the summary (counts, failures by reason, percentiles) and its
+histogram under `_report/`, the kept samples (a score threshold and/or the best share of all inputs), the kept
+samples copied into new inputs of their format (`--write-shards`), and the gallery page."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clip_aesthetics.atomic import atomic_path
+from clip_aesthetics.scoring.curate import REPORT, SUMMARY, HISTOGRAM, WRITTEN, path_digest
+from clip_aesthetics.scoring.samples import is_shard, read_input, reader_for, suffix_of
+
+PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+
+
+def summarise(frame: pd.DataFrame, score_range: tuple[float, float]) -> dict:
+    scores = frame["score"].dropna().to_numpy(dtype=np.float64)
+    failed = frame.loc[frame["score"].isna(), "error"].fillna("").map(lambda e: e.split(" (")[0] or "unknown")
+    summary = {"count": int(len(frame)), "scored": int(len(scores)), "failed": int(len(frame) - len(scores)),
+               "failures_by_reason": {k: int(v) for k, v in failed.value_counts().items()},
+               "mean": float(scores.mean()) if len(scores) else None,
+               "percentiles": ({f"p{q}": float(v) for q, v in zip(PERCENTILES, np.percentile(scores, PERCENTILES),
+                                                                   strict=True)} if len(scores) else {}),
+               "score_range": list(score_range)}
+    return summary
+
+
+def summary_lines(summary: dict) -> list[str]:
+    lines = [f"{summary['count']} sample(s): {summary['scored']} scored, {summary['failed']} failed"]
+    lines += [f"  failed: {n} x {reason}" for reason, n in summary["failures_by_reason"].items()]
+    if summary["mean"] is not None:
+        low, high = summary["score_range"]
+        lines.append(f"  mean {summary['mean']:.4f} (the model's {low:g}-{high:g} scale)")
+        lines.append("  " + ", ".join(f"{k} {v:.4f}" for k, v in summary["percentiles"].items()))
+    return lines
+
+
+def report_folder(out: Path) -> Path:
+    folder = Path(out) / REPORT
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_summary(frame: pd.DataFrame, out: Path, score_range: tuple[float, float]) -> dict:
+    from clip_aesthetics.reports import gallery
+    from clip_aesthetics.reports import plots
+
+    summary = summarise(frame, score_range)
+    report = report_folder(out)
+    (report / SUMMARY).write_text(json.dumps(summary, indent=2))
+    figure = plots.histogram(frame["score"].dropna().to_numpy(), gallery.bucket_edges(*score_range))
+    (report / HISTOGRAM).write_bytes(plots.png_bytes(figure))
+    plots.close(figure)
+    return summary
+
+
+def select(frame: pd.DataFrame, min_score: float | None = None, top_fraction: float | None = None) -> pd.DataFrame:
+    """The kept rows: score >= min_score and/or among the best `top_fraction` of all inputs (failures count as
+    inputs, never kept); ties at the cut are broken by input and key order. Best first."""
+    scored = frame[frame["score"].notna()].sort_values(["score", "input", "key"], ascending=[False, True, True],
+                                                       kind="stable")
+    if min_score is not None:
+        scored = scored[scored["score"] >= min_score]
+    if top_fraction is not None:
+        scored = scored.head(math.floor(top_fraction * len(frame) + 1e-9))
+    return scored[["key", "input", "score"]].reset_index(drop=True)
+
+
+def kept_shard_names(paths: list[str]) -> dict[str, str]:
+    """Input shard -> the name of its kept shard: its own name, or, where two inputs share a name (a/00000.tar,
+    b/00000.tar), the name with a digest of its full path, so that neither overwrites the other."""
+    shards = [p for p in paths if is_shard(p)]
+    counts = Counter(Path(p).name for p in shards)
+    named = {}
+    for path in shards:
+        name = Path(path).name
+        if counts[name] > 1:
+            suffix = suffix_of(name)
+            name = f"{name[: len(name) - len(suffix)]}-{path_digest(path)}{suffix}"
+        named[path] = name
+    return named
+
+
+def write_kept_shards(kept: pd.DataFrame, paths: list[str], folder: Path, out: Path) -> dict[str, tuple[str, int]]:
+    """New shards in `folder` (one per input shard with kept samples) holding only the kept samples, every member
+    copied byte for byte, gzipped where the input was; written atomically. Returns {shard: (input, samples)}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = kept.groupby("input")["key"].apply(set).to_dict()
+    names = kept_shard_names(paths)
+    written = {}
+    for path in paths:
+        keys = wanted.get(str(path))
+        if not keys or not is_shard(path):
+            continue
+        target = folder / names[path]
+        chosen = (sample for sample in read_input(path, keep_members=True) if sample.key in keys)
+        with atomic_path(target) as tmp:
+            count = reader_for(path).write_kept(chosen, tmp, path)
+        written[str(target)] = (str(path), count)
+    manifest = {"out": str(Path(out).resolve()),
+                "shards": {Path(k).name: {"input": str(Path(v[0]).resolve()), "samples": v[1]}
+                           for k, v in written.items()}}
+    (folder / WRITTEN).write_text(json.dumps(manifest, indent=2))
+    return written
+
+
+def gallery_page(frame: pd.DataFrame, paths: list[str], image_column: str, score_range: tuple[float, float]) -> bytes:
+    """The scoring gallery of shards and tables: the page picks which rows it shows, then only those images are
+    read again from the inputs (a few hundred at most, whatever the collection's size)."""
+    from clip_aesthetics.reports import gallery
+    from clip_aesthetics.reports import plots
+    from clip_aesthetics.images.decode import decode_rgb
+
+    shown: set = set()
+
+    def noting(where):
+        def load():
+            shown.add(where)
+            raise LookupError("not read yet")
+        return load
+
+    def rows(load_of) -> list:
+        captions = frame["caption"] if "caption" in frame.columns else pd.Series("", index=frame.index)
+        return [gallery.Row(str(key), f"{key}" + (f" | {str(text)[:120]}" if isinstance(text, str) and text else ""),
+                            float(score), load_of((str(source), str(key))), error=str(error or ""))
+                for key, source, score, error, text in zip(frame["key"], frame["input"], frame["score"],
+                                                            frame["error"], captions, strict=True)]
+
+    scores = frame["score"].dropna().to_numpy()
+    summary = [f"{len(frame)} sample(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "
+               f"scores on the model's {score_range[0]:g}-{score_range[1]:g} scale"]
+    figure = plots.histogram(scores, gallery.bucket_edges(*score_range))
+    histogram = {"histogram": plots.png_bytes(figure)}
+    plots.close(figure)
+    gallery.page("Scored samples", rows(noting), score_range, summary, histogram)  # which rows are shown
+    found: dict = {}
+    for path in paths:
+        wanted = {key for source, key in shown if source == str(path)}
+        if wanted:
+            for sample in read_input(path, image_column, name=Path(path).name):
+                if sample.key in wanted and sample.image is not None:
+                    found[(str(path), sample.key)] = sample.image
+    return gallery.page("Scored samples", rows(lambda where: (lambda data=found.get(where): decode_rgb(data))),
+                        score_range, summary, histogram)

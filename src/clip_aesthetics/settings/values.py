@@ -1,0 +1,134 @@
+"""Setting values: what each accepts and how text becomes a value (ranges, vote columns, lists, backbones, head
+kinds, model names, metric directions). Every check raises ValueError in the settings' words, before any work."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from clip_aesthetics.extensions import HEADS, TRAINABLE_HEADS
+
+HEADS_BUILT_IN = ("linear", "mlp", "ridge", "chain")
+
+# Short names: the seed experiment's two CLIP checkpoints, and the stronger backbones of today's predictors.
+BACKBONE_ALIASES = {
+    "b16": "openai/clip-vit-base-patch16",
+    "b32": "openai/clip-vit-base-patch32",
+    "l14": "openai/clip-vit-large-patch14",
+    "l14-336": "openai/clip-vit-large-patch14-336",
+    "siglip-so400m": "google/siglip-so400m-patch14-384",
+    "siglip2-so400m": "google/siglip2-so400m-patch14-384",
+    "dinov2-b": "facebook/dinov2-base",
+    "dinov2-l": "facebook/dinov2-large",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_backbone(value: str) -> str:
+    if value in BACKBONE_ALIASES or Path(value).expanduser().is_dir() or _HUB_ID.match(value):
+        return value
+    raise ValueError(
+        f"clip={value!r} is not one of {', '.join(BACKBONE_ALIASES)}, a Hugging Face model id (owner/name) or an "
+        "existing local folder"
+    )
+
+
+def check_head(value: str, setting: str) -> str:
+    """A head kind `--head` can train: a built-in one (known without importing torch), or another entry of
+    extensions.HEADS whose HeadKind is trainable."""
+    if value in TRAINABLE_HEADS:
+        return value
+    trainable = [*TRAINABLE_HEADS, *(n for n in HEADS.names() if n not in HEADS_BUILT_IN)]
+    if value in HEADS.names() and value not in HEADS_BUILT_IN and HEADS.get(value).trainable:
+        return value
+    why = " (published heads only: import-head)" if value in HEADS.names() else ""
+    raise ValueError(f"{setting}: {value!r} is not a head kind that can be trained{why}; expected one of "
+                     f"{', '.join(trainable)}")
+
+
+def items_of(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_range(text: str) -> tuple[float, float] | None:
+    """`"1,5"` -> (1.0, 5.0); "" -> None. ValueError says what is wrong."""
+    if not text.strip():
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"score_range={text!r}: expected two numbers, low,high (e.g. 1,5)") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"score_range={text!r}: expected finite numbers with low < high")
+    return low, high
+
+
+def parse_votes(text: str) -> list[str]:
+    """`c1..c5` or `c1,c2,c3,c4,c5` -> the column names, in rating order (the first is a rating of 1)."""
+    text = text.strip()
+    if not text:
+        return []
+    ranged = re.fullmatch(r"([A-Za-z_]*)(\d+)\.\.\1?(\d+)", text)
+    if ranged:
+        prefix, first, last = ranged.group(1), int(ranged.group(2)), int(ranged.group(3))
+        if last <= first:
+            raise ValueError(f"vote_columns={text!r}: the range must go up (c1..c5)")
+        return [f"{prefix}{k}" for k in range(first, last + 1)]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"vote_columns={text!r}: expected at least two distinct columns, c1..c5 or c1,c2,c3")
+    return names
+
+
+def optional_number(value: str, name: str) -> str:
+    """A setting that is a number or empty (numbers are given as text so that empty can mean "none")."""
+    if value.strip() and not is_number(value):
+        raise ValueError(f"{name}={value!r}: expected a number")
+    return value
+
+
+def is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def is_positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def check_model_name(value: str) -> str:
+    """A name the MLflow Model Registry accepts (and a `models:/NAME@alias` URI can carry), checked before any run."""
+    if not value.strip():
+        raise ValueError("a registered model name cannot be empty")
+    bad = next((c for c in ("/", ":", "@", "\\", "\x00") if c in value), None)
+    if bad is not None:
+        raise ValueError(f"{value!r}: a registered model name cannot contain {bad!r} (it is read as part of a "
+                         "models:/NAME@ALIAS URI); use letters, digits, '-', '_' or '.', e.g. laion-improved-l14")
+    if value != value.strip() or value in (".", "..") or len(value) > 256:
+        raise ValueError(f"{value!r}: a registered model name must be 1-256 characters without leading or trailing "
+                         "spaces, and not . or ..")
+    return value
+
+
+# Which way is better, by a metric name's last word (`val_spearman`, `best_test_mse`, ...).
+HIGHER_IS_BETTER = ("spearman", "pearson", "accuracy")
+LOWER_IS_BETTER = ("mse", "mae", "loss")
+
+
+def direction(metric: str) -> int:
+    """+1 when a higher value of `metric` is better, -1 when a lower one is; ValueError when unknown."""
+    kind = metric.rsplit("_", 1)[-1]
+    if kind in HIGHER_IS_BETTER:
+        return 1
+    if kind in LOWER_IS_BETTER:
+        return -1
+    raise ValueError(f"metric {metric!r}: cannot tell whether higher or lower is better; expected a name ending in "
+                     f"{', '.join(f'_{k}' for k in HIGHER_IS_BETTER)} (higher is better) or "
+                     f"{', '.join(f'_{k}' for k in LOWER_IS_BETTER)} (lower is better)")
