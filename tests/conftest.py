@@ -6,11 +6,14 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import mlflow  # noqa: E402
 import pytest  # noqa: E402
 
 from clip_aesthetics.backbones.families import save_random_clip  # noqa: E402
+from clip_aesthetics.cli import app as cli  # noqa: E402
 from clip_aesthetics.environment import interpreter_env  # noqa: E402
 from clip_aesthetics.data.sample_data import write_sample_ava  # noqa: E402
 
@@ -23,7 +26,8 @@ os.environ["PATH"] = interpreter_env()["PATH"]
 
 # The files that take longest (Spark clusters, the browser, fresh processes): run first, so that with several workers
 # (`make test`) none of them starts last and leaves the other workers idle.
-LONGEST_FIRST = ("test_spark_cluster.py", "test_ui_e2e.py", "test_spark.py", "test_backbones.py", "test_registry.py")
+LONGEST_FIRST = ("test_spark_cluster.py", "test_ui.py", "test_spark.py", "test_backbones.py", "test_register.py",
+                 "test_score.py", "test_serving.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -115,3 +119,40 @@ def trained_store(trained, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     mlflow.set_tracking_uri(trained["uri"])
     return trained
+
+
+@pytest.fixture(scope="session")
+def registered(tmp_path_factory, sample_ava, tiny_clip, tiny_clip_b):
+    """A 2-model sweep, then `register` (read by the register, score and serving tests); CLIP folders are copies."""
+    root = tmp_path_factory.mktemp("registry")
+    clips = [shutil.copytree(clip, root / "clips" / clip.name) for clip in (tiny_clip, tiny_clip_b)]
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        assert cli.main(["sweep", "--clips", ",".join(map(str, clips)), "--norms", "true", "--ava-dir",
+                         str(sample_ava), "--cache-dir", str(root / "cache"), "--epochs", "4", "--lr", "0.003",
+                         "--batch-size", "16", "--num-workers", "0"]) == 0
+        assert cli.main(["register"]) == 0
+        yield {"root": root, "uri": uri, "clips": clips, "ava": sample_ava}
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+@pytest.fixture
+def store(registered, monkeypatch):
+    monkeypatch.chdir(registered["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    mlflow.set_tracking_uri(registered["uri"])
+    return registered
+
+
+@pytest.fixture
+def one_run(sample_ava, tiny_clip, tmp_path, tracking_uri):
+    """A fresh store holding one finished training run (its own, so versions can be counted)."""
+    assert cli.main(["main", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--cache-dir",
+                     str(tmp_path / "cache"), "--epochs", "2", "--lr", "0.003", "--batch-size", "16",
+                     "--num-workers", "0"]) == 0
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("clip-aesthetics").experiment_id
+    return client, client.search_runs([experiment])[0]

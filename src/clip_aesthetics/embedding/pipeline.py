@@ -66,11 +66,6 @@ class EmbedReport:
         return str(self.cache.manifest().get("decoding", "full"))
 
 
-def embed_ava(data, embed: EmbedSettings, source: BackboneSource, progress: bool = True) -> EmbedReport:
-    """The dataset the settings name (AVA's folder, or `labels=`), read, checked and embedded."""
-    return embed_dataset(read_dataset(data, embed.cache_dir), embed, source, progress)
-
-
 def embed_dataset(labelled: Labelled, embed: EmbedSettings, source: BackboneSource, progress: bool = True,
                   elsewhere: Callable | None = None) -> EmbedReport:
     """Make sure every labelled image has a cached embedding or a recorded failure: in this process, or through

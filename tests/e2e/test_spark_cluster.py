@@ -21,7 +21,7 @@ from clip_aesthetics.cli import app as cli
 from clip_aesthetics.scoring import curate
 from clip_aesthetics.embedding.cache import EmbeddingCache
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

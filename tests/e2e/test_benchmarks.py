@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import seed_baseline  # noqa: E402
 import synthetic  # noqa: E402
 
@@ -58,7 +58,7 @@ def test_the_gpu_script_pieces_run_and_it_refuses_a_machine_without_a_gpu(tmp_pa
     _, processor = load_backbone(resolve_backbone(str(tiny_clip)), torch.device("cpu"))
     assert gpu.decode_rate(items, processor, workers=0, batch=4, decoding="reduced") > 0
     if not torch.cuda.is_available():
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]
         done = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], capture_output=True, text=True, cwd=root)
         assert done.returncode == 2 and "no CUDA build of torch, or no GPU" in done.stderr
 
@@ -69,7 +69,7 @@ def test_every_name_the_benchmarks_import_from_the_project_exists():
     import importlib
 
     for script in ("bench.py", "gpu.py", "synthetic.py", "seed_baseline.py"):
-        tree = ast.parse((Path(__file__).resolve().parents[1] / "benchmarks" / script).read_text())
+        tree = ast.parse((Path(__file__).resolve().parents[2] / "benchmarks" / script).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clip_aesthetics"):
                 module = importlib.import_module(node.module)

@@ -11,7 +11,7 @@ from clip_aesthetics.cli import app as cli
 from clip_aesthetics.cli import mlproject
 from clip_aesthetics.settings import BackboneSettings, TrainSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from clip_aesthetics.cli import app as cli
 from clip_aesthetics.data.ava import read_ava
 from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_SKIPPED
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 6
 STEP_METRICS = ["train_mse", "train_loss", "val_mse", "val_spearman", "test_mse", "test_spearman",
                 "test_pearson", "test_accuracy"]

@@ -11,7 +11,7 @@ import pandas as pd
 
 from clip_aesthetics.cli import app as cli
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "registered-2026-12-03"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "registered-2026-12-03"
 
 
 def expected() -> pd.DataFrame:
@@ -45,3 +45,20 @@ def test_the_2026_12_03_model_scores_as_it_did_in_a_fresh_process_and_through_th
     scored = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False, na_values=[""])
     assert scored["path"].tolist() == expected()["path"].tolist()
     check(scored)
+
+
+def test_evaluate_measures_the_2026_12_03_model_with_the_scores_it_gave_then(tmp_path, tracking_uri):
+    """Labels equal to the scores the model gave when it was saved: evaluate, with today's code, must find them."""
+    good = expected()[expected()["error"].fillna("") == ""]
+    assert len(good) >= 4 and good["score"].nunique() == len(good)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"image": [str(FIXTURE / p) for p in good["path"]], "score": good["score"]}).to_csv(labels,
+                                                                                                     index=False)
+    assert cli.main(["evaluate", "--model", str(FIXTURE / "model"), "--labels", str(labels), "--image-dir", "/",
+                     "--score-range", "1,10", "--eval-split", "all", "--cache-dir", str(tmp_path / "cache"),
+                     "--gallery", "false"]) == 0
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id],
+                                "attributes.run_name LIKE 'evaluate-%'")
+    assert abs(run.data.metrics["eval_spearman"] - 1.0) < 1e-9
+    assert run.data.metrics["eval_mse"] < 1e-9

@@ -8,18 +8,20 @@ their test_spearman values, and the registered model's champion alias. Screensho
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from servers import free_port, wait_until_serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "build" / "e2e"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -250,3 +252,36 @@ def test_the_sweep_and_scoring_galleries_show_what_they_promise(server, page, de
     assert "broken.jpg" in body and "truncated" in body
     assert min(page.eval_on_selector_all("figure img", "els => els.map(e => e.naturalWidth)")) > 0
     screenshot(page, "scoring-gallery.png")
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"  # an image named like markup
+
+
+def test_thumbnails_decode_in_a_browser_and_nothing_is_requested(sample_ava, tmp_path):
+    """Headless Chromium (the browser test's setup): every thumbnail decoded, no dialog, no network request."""
+    require_browser()
+    from clip_aesthetics.scoring import files as scoring
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for image_id in (11, 12, 14):
+        shutil.copy(sample_ava / "image" / f"{image_id}.jpg", folder / f"{image_id}.jpg")
+    shutil.copy(sample_ava / "image" / "15.jpg", folder / f"{HOSTILE}.jpg")
+    frame = pd.DataFrame({"path": [str(p) for p in sorted(folder.iterdir())], "score": [3.0, 4.0, 6.0, 8.0],
+                          "error": ["", "", "", ""]})
+    scoring.write_gallery(frame, tmp_path / "g.html")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page()
+        requests, dialogs = [], []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("dialog", lambda d: dialogs.append(d.message) or d.dismiss())
+        page.goto((tmp_path / "g.html").as_uri())
+        widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        text = page.inner_text("body")
+        browser.close()
+    assert widths and min(widths) > 0, widths
+    assert not dialogs and HOSTILE in text, "the hostile name shows as text"
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []

@@ -23,7 +23,7 @@ from clip_aesthetics.scoring import samples
 from clip_aesthetics.data.sample_data import _write_huge_png
 from clip_aesthetics.scoring.model import load_scorer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def add(tar: tarfile.TarFile, name: str, data: bytes, **info) -> None:

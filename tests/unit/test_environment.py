@@ -10,7 +10,7 @@ import pytest
 
 from clip_aesthetics.environment import interpreter_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_subprocesses_find_this_interpreters_tools():

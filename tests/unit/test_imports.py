@@ -4,7 +4,7 @@ name taken from another module. A cycle means two modules cannot be understood, 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "clip_aesthetics"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "clip_aesthetics"
 
 
 def module_name(path: Path) -> str:

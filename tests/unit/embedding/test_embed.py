@@ -16,6 +16,7 @@ from clip_aesthetics.backbones.families import BackboneUnavailableError, load_ba
 from clip_aesthetics.embedding.embed import embed_pixels
 from clip_aesthetics.images.decode import ImageError, load_rgb
 from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
+from helpers import embed_named
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def count_forwards(monkeypatch, fail_after=None):
 def test_cache_rows_belong_to_their_images_and_failures_keep_reasons(ava_copy, tiny_clip, tmp_path):
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", num_workers=2, embed_batch_size=7,
                                   precision="float32")  # compared below with a float32 forward
-    report = pipeline.embed_ava(data, embed, clip, progress=False)
+    report = embed_named(data, embed, clip)
     cached = report.cache.load()
     voted = read_ava(ava_copy / "AVA.txt").query("n_votes > 0")["image_id"]
     assert set(cached.ids) | set(cached.failures["image_id"]) == set(voted)
@@ -64,13 +65,13 @@ def test_cache_rows_belong_to_their_images_and_failures_keep_reasons(ava_copy, t
 
 def test_second_embed_does_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypatch):
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
-    pipeline.embed_ava(data, embed, clip, progress=False)
+    embed_named(data, embed, clip)
 
     def no_model(*_):
         raise AssertionError("the model was loaded although every image is cached")
 
     monkeypatch.setattr(pipeline, "load_backbone", no_model)
-    assert pipeline.embed_ava(data, embed, clip, progress=False).n_processed == 0
+    assert embed_named(data, embed, clip).n_processed == 0
 
 
 def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy, tiny_clip, tmp_path, monkeypatch):
@@ -78,13 +79,13 @@ def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy,
                                   precision="float32")
     count_forwards(monkeypatch, fail_after=5)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.embed_ava(data, embed, clip, progress=False)
+        embed_named(data, embed, clip)
     cache = pipeline.cache_for(embed.cache_dir, clip, ava_copy / "image", "float32")
     assert len(cache.shards()) == 2, "two full shards of 32 were written before the kill"
     done = len(cache.answers())
     assert done >= 64 and not list(cache.root.glob(".*.tmp")), "no half-written shard is left behind"
     seen = count_forwards(monkeypatch)
-    report = pipeline.embed_ava(data, embed, clip, progress=False)
+    report = embed_named(data, embed, clip)
     assert report.n_processed == report.n_images - done
     assert seen["images"] == report.n_processed - len(TRAPS_SKIPPED)
     assert len(report.cache.load().ids) == report.n_images - len(TRAPS_SKIPPED)
@@ -92,11 +93,11 @@ def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy,
 
 def test_a_replaced_file_is_embedded_again(ava_copy, tiny_clip, tmp_path, monkeypatch):
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
-    first = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
+    first = embed_named(data, embed, clip).cache.load()
     image_id = int(first.ids[5])
     shutil.copy(ava_copy / "image" / "11.jpg", ava_copy / "image" / f"{image_id}.jpg")
     seen = count_forwards(monkeypatch)
-    second = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
+    second = embed_named(data, embed, clip).cache.load()
     assert seen["images"] == 1
     replaced = second.embeddings[np.flatnonzero(second.ids == image_id)[0]]
     np.testing.assert_allclose(replaced, second.embeddings[np.flatnonzero(second.ids == 11)[0]], atol=1e-6)
@@ -132,13 +133,13 @@ def test_a_repaired_image_is_embedded_and_its_old_failure_forgotten(ava_copy, ti
         return real_load(path, **options)
 
     monkeypatch.setattr(embed_module, "load_source", permission_denied_for_victim)
-    first = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
+    first = embed_named(data, embed, clip).cache.load()
     assert {21, 23, victim} <= set(first.failures["image_id"])
     shutil.copy(images / f"{twin}.jpg", images / "23.jpg")  # the missing file appears
     shutil.copy(images / f"{twin}.jpg", images / "21.jpg")  # the truncated file is repaired
     monkeypatch.setattr(embed_module, "load_source", real_load)  # the permission is fixed: size and mtime unchanged
     seen = count_forwards(monkeypatch)
-    second = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
+    second = embed_named(data, embed, clip).cache.load()
     assert seen["images"] >= 2
     assert {21, 23, victim} <= set(second.ids)
     assert not {21, 23, victim} & set(second.failures["image_id"]), "the newest outcome wins"
@@ -148,15 +149,15 @@ def test_a_repaired_image_is_embedded_and_its_old_failure_forgotten(ava_copy, ti
 
 def test_failures_that_still_fail_do_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypatch):
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
-    pipeline.embed_ava(data, embed, clip, progress=False)
+    embed_named(data, embed, clip)
     monkeypatch.setattr(pipeline, "load_backbone", lambda *_: pytest.fail("model loaded for images that still fail"))
-    assert pipeline.embed_ava(data, embed, clip, progress=False).n_processed == 0
+    assert embed_named(data, embed, clip).n_processed == 0
 
 
 @pytest.mark.parametrize("damage", ["truncate", "empty", "garbage", "flip"])
 def test_a_damaged_shard_is_set_aside_and_its_images_embedded_again(ava_copy, tiny_clip, tmp_path, damage, caplog):
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", shard_size=64)
-    report = pipeline.embed_ava(data, embed, clip, progress=False)
+    report = embed_named(data, embed, clip)
     before = report.cache.load()
     shard = report.cache.shards()[1]
     payload = bytearray(shard.read_bytes())
@@ -170,7 +171,7 @@ def test_a_damaged_shard_is_set_aside_and_its_images_embedded_again(ava_copy, ti
         payload[len(payload) // 2] ^= 0x01
     shard.write_bytes(bytes(payload))
 
-    again = pipeline.embed_ava(data, embed, clip, progress=False)
+    again = embed_named(data, embed, clip)
     assert again.n_processed > 0, "the damaged shard's images are embedded again"
     assert (report.cache.root / "damaged").is_dir() and not shard.exists()
     assert shard.name in caplog.text and "damaged" in caplog.text
@@ -182,7 +183,7 @@ def test_a_damaged_shard_is_set_aside_and_its_images_embedded_again(ava_copy, ti
 
 def test_train_never_reads_a_damaged_shard(ava_copy, tiny_clip, tmp_path):
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache", shard_size=64)
-    cache = pipeline.embed_ava(data, embed, clip, progress=False).cache
+    cache = embed_named(data, embed, clip).cache
     shard = cache.shards()[0]
     payload = bytearray(shard.read_bytes())
     payload[len(payload) // 2] ^= 0x01
@@ -195,12 +196,12 @@ def test_a_damaged_manifest_is_rewritten_by_embed_and_named_by_train(ava_copy, t
     from clip_aesthetics.embedding.cache import CacheError
 
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
-    cache = pipeline.embed_ava(data, embed, clip, progress=False).cache
+    cache = embed_named(data, embed, clip).cache
     text = cache.manifest_path.read_text()
     cache.manifest_path.write_text(text[: len(text) // 2])
     with pytest.raises(CacheError, match="manifest.json is damaged.*embed"):
         cache.load()
-    assert pipeline.embed_ava(data, embed, clip, progress=False).n_processed == 0
+    assert embed_named(data, embed, clip).n_processed == 0
     assert cache.manifest_path.read_text() == text
 
 
@@ -212,7 +213,7 @@ def test_images_named_with_leading_zeros_are_found(ava_copy, tiny_clip, tmp_path
     (ava_copy / "AVA.txt").write_text("\n".join([" ".join(fields), *lines[1:]]) + "\n")
     (ava_copy / "image" / f"{image_id}.jpg").rename(ava_copy / "image" / f"00{image_id}.jpg")
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
-    cached = pipeline.embed_ava(data, embed, clip, progress=False).cache.load()
+    cached = embed_named(data, embed, clip).cache.load()
     assert image_id in set(cached.ids) and image_id not in set(cached.failures["image_id"])
 
 
@@ -238,12 +239,12 @@ def test_auto_precision_completes_an_existing_cache_instead_of_starting_over(sam
     """A float32 cache made before bfloat16 became the CPU default is reused by precision=auto: no CLIP work."""
     monkeypatch.setattr(embed_module, "native_bfloat16", lambda: native)
     data, embed, clip = settings(sample_ava, tiny_clip, tmp_path / "cache", precision="float32")
-    pipeline.embed_ava(data, embed, clip, progress=False)
+    embed_named(data, embed, clip)
     seen = count_forwards(monkeypatch)
-    again = pipeline.embed_ava(data, embed.model_copy(update={"precision": "auto"}), clip, progress=False)
+    again = embed_named(data, embed.model_copy(update={"precision": "auto"}), clip)
     assert (again.precision, again.n_processed, seen["images"]) == ("float32", 0, 0)
     # An explicit precision is obeyed: its own cache, embedded from scratch.
-    fresh = pipeline.embed_ava(data, embed.model_copy(update={"precision": "bfloat16"}), clip, progress=False)
+    fresh = embed_named(data, embed.model_copy(update={"precision": "bfloat16"}), clip)
     assert fresh.precision == "bfloat16" and fresh.n_processed > 0 and seen["images"] > 0
 
 
@@ -259,10 +260,10 @@ def test_cpu_decoding_policy_follows_the_cpu_and_both_give_the_same_cache(sample
     real_loader = embed_module.DataLoader
     monkeypatch.setattr(embed_module, "DataLoader", lambda *a, **k: used.append(k["num_workers"]) or real_loader(*a, **k))
     data, embed, clip = settings(sample_ava, tiny_clip, tmp_path / "policy", num_workers=2)
-    report = pipeline.embed_ava(data, embed, clip, progress=False)
+    report = embed_named(data, embed, clip)
     assert bool(used) is not avx512 and (not used or used[0] == 2), "worker processes only beside the forward"
     monkeypatch.setattr(embed_module, "avx512_cpu", lambda: not avx512)
-    other = pipeline.embed_ava(data, embed.model_copy(update={"cache_dir": tmp_path / "other"}), clip, progress=False)
+    other = embed_named(data, embed.model_copy(update={"cache_dir": tmp_path / "other"}), clip)
     mine, theirs = report.cache.load(), other.cache.load()
     order_a, order_b = np.argsort(mine.ids), np.argsort(theirs.ids)
     np.testing.assert_array_equal(mine.ids[order_a], theirs.ids[order_b])

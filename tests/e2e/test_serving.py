@@ -1,0 +1,59 @@
+"""`mlflow models serve` of the registered champion: base64 images in, scores out, paths refused."""
+
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from servers import free_port, wait_until_serving
+
+
+
+NAME = "clip-aesthetics"
+
+
+def post(url: str, payload: dict):
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.mark.slow
+def test_served_model_answers_base64_images_and_refuses_paths(store, tmp_path):
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": store["uri"]}
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
+                               "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+                              env=env, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/ping", server, tmp_path / "serve.log")
+        image = base64.b64encode((store["ava"] / "image" / "14.jpg").read_bytes()).decode()
+        status, body = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [
+            {"image": image}, {"image": base64.b64encode(b"junk").decode()}, {"image": None}, {"image": 7}]})
+        assert status == 200, body
+        first, *bad = body["predictions"]
+        assert 1 <= first["score"] <= 10 and first["error"] == ""
+        assert all(row["score"] is None or row["score"] != row["score"] for row in bad)
+        assert "not an image" in bad[0]["error"] and "no image in this row" in bad[1]["error"]
+        assert "got int" in bad[2]["error"]
+        for records, words in (([{"path": str(store["ava"] / "image" / "14.jpg")}], "not `path`"),
+                               ([], "no rows"), ([{"picture": image}], "no rows with an `image` column")):
+            status, body = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records})
+            assert status == 400 and words in json.loads(body)["message"], body[:500]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
