@@ -76,7 +76,7 @@ def test_the_graph_reader_sees_function_level_imports():
 # Lowest first: a module may import from its own layer and the ones before it, never from a later one.
 LAYERS = [
     # imported by everything; extensions names its entries' modules as "module:attribute" text, imported on use
-    ("errors", "environment", "extensions", "settings", "atomic"),
+    ("errors", "environment", "extensions", "settings", "atomic", "digests"),
     ("images",), ("data",), ("backbones",), ("embedding",), ("heads",), ("reports",), ("scoring",), ("engines",),
     ("tracking",), ("workflows",), ("cli",),
     ("__main__", "scorer", "scorer_entry"),  # entry points: `python -m`, and what MLflow runs to load a model

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import AutoImageProcessor
 
 from clip_aesthetics.settings.values import BACKBONE_ALIASES
+from clip_aesthetics.digests import file_sha256
 from clip_aesthetics.errors import UserError
 
 transformers.logging.set_verbosity_error()  # the load report lists every unused text-tower weight
@@ -145,8 +146,7 @@ def _fingerprint(folder: Path) -> str:
     for path in sorted(folder.iterdir()):
         if path.name in _MODEL_FILES or path.suffix in (".safetensors", ".bin"):
             digest.update(path.name.encode())
-            with path.open("rb") as handle:
-                digest.update(hashlib.file_digest(handle, "sha256").digest())
+            digest.update(bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()[:16]
 
 

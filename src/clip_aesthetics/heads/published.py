@@ -16,12 +16,12 @@ Any other state dict that is a chain of linear layers is read the same way.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import torch
 
+from clip_aesthetics.digests import file_sha256
 from clip_aesthetics.errors import UserError
 from clip_aesthetics.heads.chain import ACTIVATIONS, ChainHead
 from clip_aesthetics.heads.head import SCORE_RANGE, HeadSpec
@@ -40,14 +40,6 @@ KNOWN = {
 
 class HeadFileError(UserError, ValueError):
     """The head file cannot be read as a published head, or does not fit the backbone; the message says why."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _natural(key: str) -> list:
@@ -166,7 +158,7 @@ def import_head(path: Path, embedding_dim: int, activation: str = "none") -> tup
     head.load_state_dict(state, strict=True)
     layout = layout_of(layers)
     origin, licence = KNOWN[layout]
-    facts = {"head_layout": layout, "head_sha256": sha256(path), "head_file": Path(path).name,
+    facts = {"head_layout": layout, "head_sha256": file_sha256(path), "head_file": Path(path).name,
              "head_origin": origin, "head_licence": licence,
              "head_layers": " -> ".join([str(layers[0][1]), *(str(layer[2]) for layer in layers)])}
     return {k: v.float() for k, v in head.state_dict().items()}, spec, facts

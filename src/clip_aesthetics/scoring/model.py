@@ -134,7 +134,7 @@ def registered_version(model_uri: str):
 def model_identity(model_uri: str, folder: str) -> dict:
     """What identifies the scorer saved in `folder` (downloaded from `model_uri`): the URI, its registered version
     and run where it has them, and the digests of its head and spec (backbone, precision, decoding, scale)."""
-    from clip_aesthetics.heads.published import sha256
+    from clip_aesthetics.digests import file_sha256 as sha256
 
     artifacts = Path(folder) / "artifacts"
     job = {"model_uri": model_uri, "head_sha256": sha256(artifacts / HEAD_FILE),
