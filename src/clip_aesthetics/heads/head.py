@@ -1,4 +1,4 @@
-"""Embeddings + targets -> a fitted regression head (the seed's linear probe, or a small MLP)."""
+"""A head of any kind (extensions.HEADS): its spec, its module, its scores on the data's scale, and Adam fitting (closed forms: kinds.py)."""
 
 from __future__ import annotations
 
