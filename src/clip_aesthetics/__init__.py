@@ -1,3 +1,34 @@
-"""clip-aesthetics: CLIP embeddings of AVA -> aesthetic-score heads, tracked, compared and served with MLflow."""
+"""clip-aesthetics: frozen image-backbone embeddings -> aesthetic-score heads, tracked, compared and served with MLflow.
+
+The Python API is one call::
+
+    import clip_aesthetics
+
+    scorer = clip_aesthetics.load("models:/clip-aesthetics@champion")
+    scores = scorer.score(["photo.jpg", jpeg_bytes, pil_image])  # DataFrame: score, error (one row per image)
+
+Importing the package loads nothing heavy: torch and MLflow are imported by `load`.
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def load(model_uri: str, tracking_uri: str | None = None, device: str | None = None):
+    """The scorer behind any MLflow model URI (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN_ID/model`,
+    a model folder), ready to `score(images)`: the same model the CLI, the server and Spark load.
+
+    `tracking_uri`: the store holding the model (e.g. `sqlite:////abs/path/mlflow.db`); None: MLflow's own
+    choice ($MLFLOW_TRACKING_URI, else ./mlflow.db as the CLI uses). `device`: cpu, cuda, cuda:1, mps; None: the
+    device the model picks (a GPU when there is one). Raises `clip_aesthetics.errors.ScoringInputError` with the
+    reason when the model cannot be found or loaded.
+    """
+    import mlflow
+
+    from clip_aesthetics.scoring.model import load_scorer
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    scorer = load_scorer(model_uri)
+    return scorer.to(device) if device else scorer

@@ -63,6 +63,22 @@ def load_source(source, max_pixels: int = MAX_PIXELS, min_short: int | None = No
     return load_rgb(source, max_pixels, min_short)
 
 
+def from_image(image: Image.Image, max_pixels: int = MAX_PIXELS, min_short: int | None = None) -> Image.Image:
+    """A PIL image in memory -> an upright RGB copy, converted as a file's pixels are (the caller's image is left
+    as it is). Decoded in full: `min_short` applies to files and bytes only."""
+    try:
+        return _to_rgb(image.copy(), max_pixels)
+    except (OSError, ValueError) as error:
+        raise ImageError(f"unreadable image ({type(error).__name__}: {error})") from None
+
+
+def load_any(source, max_pixels: int = MAX_PIXELS, min_short: int | None = None) -> Image.Image:
+    """A path, encoded bytes or a PIL image -> an upright RGB image (the Python API's mixed inputs)."""
+    if isinstance(source, Image.Image):
+        return from_image(source, max_pixels, min_short)
+    return load_source(source, max_pixels, min_short)
+
+
 def _decode(open_image, max_pixels: int, min_short: int | None = None) -> Image.Image:
     """Open, check and convert; every decoder failure becomes an ImageError with its reason."""
     try:

@@ -290,6 +290,21 @@ class AestheticScorer(PythonModel):
                 errors[row[0]] = row[2]
         return pd.DataFrame({"score": scores, "error": errors})
 
+    def score(self, images: list, num_workers: int = -1) -> pd.DataFrame:
+        """Images -> DataFrame(score, error), one row per image, in order: each a path (str or Path), encoded bytes
+        or a PIL image, mixed as you like. `score` is on the model's scale (its `score_range`); an image that
+        cannot be scored gets NaN and the reason in `error`. The same embedding and head as every other path
+        (CLI, server, Spark); a PIL image is taken as it is in memory (decoded in full)."""
+        from clip_aesthetics.images.decode import load_any
+
+        sources = [Path(image) if isinstance(image, str) else image for image in images]
+        return self._score(sources, load_any, threads=True, workers=num_workers)
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        """The scale scores are on: the ratings the model was trained on (AVA: 1-10)."""
+        return self.spec.score_range
+
     def score_bytes(self, images: list) -> pd.DataFrame:
         """Encoded images (bytes, or base64 text) -> DataFrame(score, error), decoded on a thread pool."""
         return self._score(list(images), _decode_value, threads=True)
