@@ -1,7 +1,6 @@
 """The Python API: `clip_aesthetics.load(uri).score(images)` gives what `clip-aesthetics score` gives, for paths,
 bytes and PIL images, with each broken image's reason."""
 
-import io
 
 import numpy as np
 import pandas as pd
