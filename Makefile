@@ -13,7 +13,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 CLIP ?=
 AVA_DIR ?=
 
-.PHONY: install demo test test-fast clean clean-demo
+.PHONY: install demo test test-fast docs docs-serve docs-pictures clean clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[test,spark]"
+	$(PY) -m pip install --quiet -e ".[test,spark,docs]"
+	touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[docs]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,8 +45,22 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_WORKERS) -m "not slow"
 
+# The manual (docs/*.md) as a site in site/, strictly: a warning, a broken link or a page missing from the
+# navigation fails the build.
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -W --keep-going -b html -q docs site
+	@echo "built site/index.html"
+
+# The pictures the pages show, made from a demo run by the current code (needs Debian's chromium).
+docs-pictures: $(VENV)/.installed-test
+	$(PY) experiments/docs_pictures.py
+
+DOCS_PORT ?= 8000
+docs-serve: docs
+	$(PY) -m http.server --bind 127.0.0.1 --directory site $(DOCS_PORT)
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache
 
 clean-demo:  # the demo's tracking store, artifacts and data
 	rm -rf mlflow.db data/demo data/cache && find mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,8 +1,8 @@
-"""benchmarks/results-quick.json -> the README's results block, so that every figure there is one measured run's.
+"""benchmarks/results-quick.json -> the results block of docs/performance.md, so that every figure there is one measured run's.
 
     python benchmarks/readme_figures.py --write     # after `python benchmarks/bench.py --quick --json ...`
 
-A test keeps the README equal to what this renders from the committed JSON.
+A test keeps that page equal to what this renders from the committed JSON.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def committed() -> tuple[dict, dict | None]:
 if __name__ == "__main__":
     figures, backbones = committed()
     if "--write" in sys.argv:
-        (ROOT / "README.md").write_text(with_block((ROOT / "README.md").read_text(), figures, backbones))
+        (ROOT / "docs" / "performance.md").write_text(with_block((ROOT / "docs" / "performance.md").read_text(), figures,
+                                                                  backbones))
     else:
         print(render(figures, backbones), end="")

@@ -78,9 +78,9 @@ def test_every_name_the_benchmarks_import_from_the_project_exists():
                         importlib.import_module(f"{node.module}.{alias.name}")
 
 
-def test_the_readme_figures_are_those_of_the_committed_run():
+def test_the_performance_figures_are_those_of_the_committed_run():
     import readme_figures
 
-    readme = (readme_figures.ROOT / "README.md").read_text()
+    readme = (readme_figures.ROOT / "docs" / "performance.md").read_text()
     assert readme_figures.with_block(readme, *readme_figures.committed()) == readme, (
         "run `python benchmarks/readme_figures.py --write`")

@@ -257,9 +257,8 @@ def test_the_sweep_and_scoring_galleries_show_what_they_promise(server, page, de
 HOSTILE = "<img src=x onerror=alert(1)>"  # an image named like markup
 
 
-def test_thumbnails_decode_in_a_browser_and_nothing_is_requested(sample_ava, tmp_path):
-    """Headless Chromium (the browser test's setup): every thumbnail decoded, no dialog, no network request."""
-    require_browser()
+def test_thumbnails_decode_in_a_browser_and_nothing_is_requested(sample_ava, tmp_path, page):
+    """Headless Chromium (the module's browser): every thumbnail decoded, no dialog, no network request."""
     from clip_aesthetics.scoring import files as scoring
 
     folder = tmp_path / "photos"
@@ -270,18 +269,14 @@ def test_thumbnails_decode_in_a_browser_and_nothing_is_requested(sample_ava, tmp
     frame = pd.DataFrame({"path": [str(p) for p in sorted(folder.iterdir())], "score": [3.0, 4.0, 6.0, 8.0],
                           "error": ["", "", "", ""]})
     scoring.write_gallery(frame, tmp_path / "g.html")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page()
-        requests, dialogs = [], []
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("dialog", lambda d: dialogs.append(d.message) or d.dismiss())
-        page.goto((tmp_path / "g.html").as_uri())
-        widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
-        text = page.inner_text("body")
-        browser.close()
+    fresh = page.context.browser.new_page()  # the module's browser (one Playwright per process), a page of its own
+    requests, dialogs = [], []
+    fresh.on("request", lambda r: requests.append(r.url))
+    fresh.on("dialog", lambda d: dialogs.append(d.message) or d.dismiss())
+    fresh.goto((tmp_path / "g.html").as_uri())
+    widths = fresh.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+    text = fresh.inner_text("body")
+    fresh.close()
     assert widths and min(widths) > 0, widths
     assert not dialogs and HOSTILE in text, "the hostile name shows as text"
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []

@@ -157,8 +157,8 @@ class EmbedSettings(EngineSettings, CacheSettings):
     """How to fill the cache: batches, decoding workers, shards, the engine."""
 
     embed_batch_size: int = Field(0, ge=0, description="images per CLIP forward; 0 = 256 on cuda, 32 on cpu")
-    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see the "
-                             "README's Decoding); -1 = one per core")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see "
+                             "Decoding on the page on reproducing AVA); -1 = one per core")
     shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")
 
 
@@ -303,5 +303,5 @@ class ScoreSettings(EngineSettings):
     @classmethod
     def _check_min_score(cls, value: str, info) -> str:
         return optional_number(value, info.field_name)
-    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see the "
-                             "README's Decoding); -1 = one per core")
+    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see "
+                             "Decoding on the page on reproducing AVA); -1 = one per core")

@@ -53,11 +53,11 @@ def test_clip_accepts_aliases_hub_ids_and_local_folders(tiny_clip):
         assert BackboneSettings(clip=value).clip == value
 
 
-def test_mlproject_and_readme_tables_are_generated_from_the_settings():
+def test_mlproject_and_the_parameter_reference_are_generated_from_the_settings():
     assert (ROOT / "MLproject").read_text() == mlproject.render(), "run `python -m clip_aesthetics.cli.mlproject --write`"
-    readme = (ROOT / "README.md").read_text()
-    assert mlproject.with_readme_tables(readme) == readme, "run `python -m clip_aesthetics.cli.mlproject --write`"
-    assert "| `val_fraction` | 0.05 |" in readme
+    page = (ROOT / "docs" / "parameters.md").read_text()
+    assert mlproject.with_reference_tables(page) == page, "run `python -m clip_aesthetics.cli.mlproject --write`"
+    assert "| `val_fraction` | 0.05 |" in page
 
 
 def test_mlproject_parameters_map_one_to_one_onto_cli_flags():
