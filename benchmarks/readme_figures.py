@@ -95,7 +95,7 @@ def render(f: dict, backbones: dict | None = None) -> str:
         f"`decoding=reduced` makes decoding {f['decode_speedup_reduced']:.1f}x cheaper on 640-1024 px JPEGs and "
         f"{f['decode_speedup_large_reduced']:.1f}x on 2000-4000 px ones, but moves embeddings of finely textured "
         "images more than re-saving them as JPEG does, so it is an option, not the default. Spark cannot win on 2 "
-        "cores (see Scaling out). Not yet reproduced on real CLIP weights or real AVA photos.",
+        "cores (see [Spark](spark.md)). Not yet reproduced on real CLIP weights or real AVA photos.",
         END,
     ]
     return "\n".join(lines) + "\n"
