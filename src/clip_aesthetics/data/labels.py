@@ -75,12 +75,6 @@ class Labelled:
         """What its scores are, in a report's words."""
         return "the true mean vote" if self.kind == "ava" else "the table's score"
 
-    def image_label(self, image_id: int) -> str:
-        """How a report names one image: AVA's id, or the image as the table names it."""
-        if self.kind == "ava":
-            return f"image {image_id}"
-        return str(self.frame.set_index("image_id")["image"].get(int(image_id), image_id))
-
     def split_record(self, split: str, val_fraction: float, seed: int, test_fraction: float) -> dict:
         """How its train/val/test were made, for the logged dataset's profile."""
         record = {"split": split if self.kind == "ava" else ("given" if self.given_split else "seeded"),

@@ -126,12 +126,10 @@ def refuse_an_input(out: Path, paths: list[Path]) -> None:
                                 "scores a file of their own, e.g. scores.csv")
 
 
-def score_files(inputs: list[Path], model_uri: str, num_workers: int = -1, out: Path | None = None) -> pd.DataFrame:
+def score_files(paths: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:
+    """Image files (as collect_images lists them, checked by the caller) -> path, score, error per file."""
     from clip_aesthetics.scoring.model import describe_model, load_scorer
 
-    paths = collect_images(inputs)
-    if out is not None:
-        refuse_an_input(out, paths)
     print(f"model: {describe_model(model_uri)}")
     scorer = load_scorer(model_uri)
     scores = scorer.score_paths(paths, num_workers=num_workers, progress=True)

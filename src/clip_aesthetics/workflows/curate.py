@@ -49,7 +49,8 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
         if write_shards is not None:
             written = curation_report.write_kept_shards(kept, paths, write_shards, out)
             copied = sum(count for _, count in written.values())
-            expected = int(kept["input"].map(is_shard).sum())
+            shards = {path: is_shard(path) for path in kept["input"].unique()}  # once per input, not per row
+            expected = int(kept["input"].map(shards).sum())
             print(f"wrote {len(written)} shard(s) holding {copied} kept sample(s) into {write_shards}; which input each "
                   f"came from: {write_shards / curate.WRITTEN}")
             for shard, (source, count) in written.items():

@@ -50,7 +50,7 @@ def _files_here(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
     refuse_an_input(out, paths)
     writer_for(out)  # a format no writer has: refused before any work
     check_store(settings.model, store)
-    frame = score_files(paths, settings.model, settings.num_workers, out=out)
+    frame = score_files(paths, settings.model, settings.num_workers)
     write_scores(frame, out)
     if settings.gallery:
         write_gallery(frame, Path(settings.gallery))
