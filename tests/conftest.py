@@ -26,16 +26,22 @@ os.environ["PATH"] = interpreter_env()["PATH"]
 
 # The files that take longest (Spark clusters, the browser, fresh processes): run first, so that with several workers
 # (`make test`) none of them starts last and leaves the other workers idle.
-LONGEST_FIRST = ("test_spark_cluster.py", "test_ui.py", "test_spark.py", "test_backbones.py", "test_register.py",
+LONGEST_FIRST = ("test_spark_cluster.py", "test_spark.py", "test_ui.py", "test_backbones.py", "test_register.py",
                  "test_score.py", "test_serving.py")
+# Files that share a worker, one after the other: each Spark file starts JVMs (a cluster of four, or a local
+# session) that would compete for the same cores and memory if run side by side.
+SAME_WORKER = {"test_spark_cluster.py": "spark", "test_spark.py": "spark"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(items):
     def rank(item) -> int:
         name = item.path.name
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: each file's own order is kept
+    for item in items:  # `--dist loadgroup` (make test): a file is one group, whole in one worker
+        item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(item.path.name, str(item.path))))
 
 
 def pytest_addoption(parser):
@@ -68,6 +74,16 @@ def tiny_clip_b(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def backbones(tmp_path_factory) -> dict[str, Path]:
+    """One tiny random checkpoint of each family (helpers.FAMILIES), by name."""
+    from clip_aesthetics.backbones.families import save_random_backbone
+    from helpers import FAMILIES
+
+    root = tmp_path_factory.mktemp("backbones")
+    return {name: save_random_backbone(root / name, kind, seed=3, **options) for name, (kind, options) in FAMILIES.items()}
+
+
+@pytest.fixture(scope="session")
 def sample_ava(tmp_path_factory) -> Path:
     """Read-only: tests that change files make their own copy."""
     return write_sample_ava(tmp_path_factory.mktemp("ava") / "ava", N_SAMPLE_IMAGES, seed=0, traps=True)
@@ -90,9 +106,11 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, sample_ava, tiny_clip):
-    """Per test module: a tracking store with one training run; its logged scorer is what the module scores with."""
+    """Once per test process: a tracking store with one training run; its logged scorer is what the tests score
+    with. Shared by every module that uses it: a test may add runs, models or files of its own (under names no
+    other test uses), never change or remove what is there."""
     import mlflow
 
     from clip_aesthetics.cli import app as cli

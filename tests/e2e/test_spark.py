@@ -59,9 +59,9 @@ def photos(sample_ava, tmp_path):
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
 def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, photos, tmp_path, monkeypatch):
     monkeypatch.chdir(trained["root"])
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     assert cli.main(["score", str(photos), "--model", trained["model"], "--out", str(tmp_path / "cli.csv"),
                      "--num-workers", "0"]) == 0
     assert cli.main(["score", str(photos), "--model", trained["model"], "--engine", "spark",
@@ -81,18 +81,18 @@ def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, phot
                                atol=1e-5)
 
 
+@pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
 def test_the_model_is_loaded_once_per_executor_process_not_per_partition(spark_session, trained, photos, tmp_path,
                                                                           monkeypatch):
     monkeypatch.chdir(trained["root"])
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     done = spark.score_files(spark_session, [str(photos)], trained["model"], str(tmp_path / "s.parquet"), partitions=8)
     assert done["scored"] == 14 and done["failed"] == 2
     assert 1 <= done["model_loads"] <= 2, f"{done['model_loads']} loads for 8 partitions on 2 executor processes"
 
 
+@pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
 def test_spark_input_that_does_not_exist_is_one_line(spark_session, trained, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(trained["root"])
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     assert cli.main(["score", str(tmp_path / "nowhere"), "--model", trained["model"], "--engine", "spark",
                      "--out", str(tmp_path / "s.parquet")]) == 2
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -147,6 +147,7 @@ def test_distributed_embed_of_a_parquet_of_image_bytes_fills_the_same_content_ca
     assert cli.main(["train", *common, "--cache-dir", str(tmp_path / "spark"), "--epochs", "2"]) == 0
 
 
+@pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
 def test_spark_scores_shards_into_the_rows_one_process_writes(spark_session, trained, sample_ava, tmp_path,
                                                               monkeypatch):
     """Webdataset shards with --engine spark: one task per shard, the same rows and scores as one process."""
@@ -167,8 +168,6 @@ def test_spark_scores_shards_into_the_rows_one_process_writes(spark_session, tra
                 tar.addfile(member, io.BytesIO(data))
         shards.append(str(shard))
     monkeypatch.chdir(trained["root"])
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
-    mlflow.set_tracking_uri(trained["uri"])  # an earlier test may have pointed MLflow at its own store
     for engine in ("local", "spark"):
         assert cli.main(["score", *shards, "--model", trained["model"], "--engine", engine, "--out",
                          str(tmp_path / engine)]) == 0

@@ -151,8 +151,8 @@ def logged_model_uri(run_id: str) -> str:
     return mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")[0].model_uri
 
 
-def test_scores_are_clipped_to_1_10_in_every_path(one_run, sample_ava, tmp_path):
-    _, run = one_run
+def test_scores_are_clipped_to_1_10_in_every_path(trained_store, sample_ava, tmp_path):
+    run = trained_store["run"]
     scorer = mlflow.pyfunc.load_model(logged_model_uri(run.info.run_id))
     head = scorer.unwrap_python_model().head
     image = (sample_ava / "image" / "14.jpg").read_bytes()
@@ -164,14 +164,15 @@ def test_scores_are_clipped_to_1_10_in_every_path(one_run, sample_ava, tmp_path)
         assert paths["score"].tolist() == [expected]
 
 
-def test_score_refuses_a_folder_as_output_before_any_work(one_run, sample_ava, tmp_path, capsys):
+def test_score_refuses_a_folder_as_output_before_any_work(trained_store, sample_ava, tmp_path, capsys):
     assert cli.main(["score", str(sample_ava / "image" / "14.jpg"), "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert f"--out {tmp_path} is a folder" in error and "scores.csv" in error
 
 
-def test_score_with_a_run_model_whose_clip_folder_moved_is_one_line(one_run, tiny_clip, sample_ava, tmp_path, capsys):
-    _, run = one_run
+def test_score_with_a_run_model_whose_clip_folder_moved_is_one_line(trained_store, tiny_clip, sample_ava, tmp_path,
+                                                                   capsys):
+    run = trained_store["run"]
     moved = tiny_clip.with_name(tiny_clip.name + ".moved")
     tiny_clip.rename(moved)
     try:
@@ -188,17 +189,17 @@ def test_score_with_a_run_model_whose_clip_folder_moved_is_one_line(one_run, tin
     (pd.DataFrame({"image": []}), "no rows"),
     (pd.DataFrame({"picture": ["x"]}), "expected an `image` column"),
 ])
-def test_requests_that_cannot_be_scored_say_why(one_run, frame, words):
+def test_requests_that_cannot_be_scored_say_why(trained_store, frame, words):
     from mlflow.exceptions import MlflowException
 
-    _, run = one_run
+    run = trained_store["run"]
     model = mlflow.pyfunc.load_model(logged_model_uri(run.info.run_id)).unwrap_python_model()
     with pytest.raises(MlflowException, match=words):
         model.predict(None, frame)
 
 
-def test_bad_rows_get_nan_and_a_reason_beside_good_ones(one_run, sample_ava):
-    _, run = one_run
+def test_bad_rows_get_nan_and_a_reason_beside_good_ones(trained_store, sample_ava):
+    run = trained_store["run"]
     scorer = mlflow.pyfunc.load_model(logged_model_uri(run.info.run_id))
     good = base64.b64encode((sample_ava / "image" / "14.jpg").read_bytes()).decode()
     out = scorer.predict(pd.DataFrame({"image": [good, None, 5, "not base64!"]}))

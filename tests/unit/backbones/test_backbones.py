@@ -14,25 +14,11 @@ import torch
 from PIL import Image
 
 from clip_aesthetics.cli import app as cli
-from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_backbone
+from clip_aesthetics.backbones.families import load_backbone, resolve_backbone
 from clip_aesthetics.embedding.embed import embed_sources
 from clip_aesthetics.images.decode import crop_long_side, decode_rgb
 from clip_aesthetics.images.pixels import ModelPixels
-
-FAMILIES = {  # fixture name -> (kind, options)
-    "clip768": ("clip", {"projection_dim": 768}),
-    "siglip": ("siglip", {}),
-    "siglip2_naflex": ("siglip2", {}),
-    "dinov2": ("dinov2", {}),
-    "dinov2_registers": ("dinov2", {"registers": 4}),
-}
-
-
-@pytest.fixture(scope="session")
-def backbones(tmp_path_factory):
-    root = tmp_path_factory.mktemp("backbones")
-    return {name: save_random_backbone(root / name, kind, seed=3, **options) for name, (kind, options) in FAMILIES.items()}
-
+from helpers import FAMILIES
 
 def varied_images() -> list[Image.Image]:
     """Odd sizes, grayscale, a 16-bit PNG, a 1x5 strip: decoded as the project decodes them."""
@@ -125,31 +111,45 @@ def main_args(sample_ava, folder, tmp_path, *extra):
             "--num-workers", "0", "--epochs", "3", "--lr", "0.003", "--batch-size", "16", *extra]
 
 
-@pytest.mark.parametrize("name", ["siglip", "siglip2_naflex", "dinov2_registers"])
-def test_main_register_and_a_fresh_process_score_like_training(backbones, name, sample_ava, tmp_path, tracking_uri):
-    assert cli.main(main_args(sample_ava, backbones[name], tmp_path, "--run-name", name)) == 0
+ROUND_TRIPS = {"siglip": "siglip", "siglip2_naflex": "siglip2-naflex", "dinov2_registers": "dinov2"}  # -> family
+
+
+def test_main_register_and_a_fresh_process_score_like_training(backbones, sample_ava, tmp_path, tracking_uri):
+    """Each family trained, logged and registered in one store; then one fresh process (one start-up for all of
+    them) loads every registered model by its alias and scores its test images as training predicted them."""
     client = mlflow.MlflowClient()
-    run = client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id])[0]
-    params = run.data.params
-    family = {"siglip": "siglip", "siglip2_naflex": "siglip2-naflex", "dinov2_registers": "dinov2"}[name]
-    assert params["backbone_family"] == family and params["embedding_dim"] == ("64" if family == "dinov2" else "32")
-    assert params["embedding_kind"].startswith(family)
-    assert params["input_size"] == ("16 patches of 8px" if family == "siglip2-naflex" else "32")
-    assert params["activation"] and len(params["processor_digest"]) == 16
-    # float32 weights: the fresh process then computes exactly as training did, whatever this CPU chose
-    assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", name, "--bundle-dtype", "float32"]) == 0
-    version = client.get_model_version_by_alias(name, "champion")
-    assert version.tags["backbone_family"] == family and version.tags["embedding_kind"] == params["embedding_kind"]
-    predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
-    paths = [str(sample_ava / "image" / f"{i}.jpg") for i in predictions["image_id"]]
+    expected = {}
+    for name, family in ROUND_TRIPS.items():
+        assert cli.main(main_args(sample_ava, backbones[name], tmp_path, "--run-name", name)) == 0
+        (run,) = client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id],
+                                    f"attributes.run_name = '{name}'")
+        params = run.data.params
+        assert params["backbone_family"] == family, name
+        assert params["embedding_dim"] == ("64" if family == "dinov2" else "32"), name
+        assert params["embedding_kind"].startswith(family), name
+        assert params["input_size"] == ("16 patches of 8px" if family == "siglip2-naflex" else "32"), name
+        assert params["activation"] and len(params["processor_digest"]) == 16, name
+        # float32 weights: the fresh process then computes exactly as training did, whatever this CPU chose
+        assert cli.main(["register", "--run-id", run.info.run_id, "--model-name", name, "--bundle-dtype",
+                         "float32"]) == 0
+        version = client.get_model_version_by_alias(name, "champion")
+        assert version.tags["backbone_family"] == family, name
+        assert version.tags["embedding_kind"] == params["embedding_kind"], name
+        predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv",
+                                                            str(tmp_path / name)))
+        expected[name] = ([str(sample_ava / "image" / f"{i}.jpg") for i in predictions["image_id"]],
+                          predictions["score_pred"].to_numpy())
     code = ("import json, sys, mlflow, pandas as pd\n"
-            f"m = mlflow.pyfunc.load_model('models:/{name}@champion')\n"
-            "print(json.dumps(m.predict(pd.DataFrame({'path': json.loads(sys.argv[1])}))['score'].tolist()))")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(paths)], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+            "paths = json.loads(sys.argv[1])\n"
+            "print(json.dumps({name: mlflow.pyfunc.load_model(f'models:/{name}@champion').predict(\n"
+            "    pd.DataFrame({'path': files}))['score'].tolist() for name, files in paths.items()}))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps({n: paths for n, (paths, _) in expected.items()})],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    scores = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
-    np.testing.assert_allclose(scores, predictions["score_pred"], atol=1e-4)
+    scores = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(scores) == sorted(ROUND_TRIPS)
+    for name, (_, trained_scores) in expected.items():
+        np.testing.assert_allclose(np.array(scores[name]), trained_scores, atol=1e-4, err_msg=name)
 
 
 def test_a_sweep_compares_two_families_in_one_parent(backbones, tiny_clip, sample_ava, tmp_path, tracking_uri):
