@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[test,spark,docs]"
+	$(PY) -m pip install --quiet -e ".[test,spark,docs,onnx]"
 	touch $@
 
 $(VENV)/.installed-docs: $(VENV)/.installed
@@ -36,8 +36,8 @@ demo: $(VENV)/.installed
 	$(PY) experiments/demo.py --clips "$(CLIP)" --ava-dir "$(AVA_DIR)"
 
 # Test files run side by side in worker processes (one per core, at most 4), each file whole in one worker so its
-# module fixtures are built once; the longest files start first (tests/conftest.py).
-PYTEST_WORKERS ?= --numprocesses auto --maxprocesses 4 --dist loadfile
+# module fixtures are built once, the Spark files in the same one; the longest start first (tests/conftest.py).
+PYTEST_WORKERS ?= --numprocesses auto --maxprocesses 4 --dist loadgroup
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_WORKERS)

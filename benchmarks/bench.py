@@ -64,7 +64,7 @@ DEFAULT_BAR_SPEARMAN = 0.999
 
 TARGETS_SECTIONS = ["embed", "train", "closed_form", "memory"]
 EXTRA_SECTIONS = ["decoding", "scorer", "spark"]
-ON_REQUEST = ["backbones", "shards"]  # backbones: minutes on 2 cores (ViT-L/14, SigLIP so400m at 384); shards: --only shards
+ON_REQUEST = ["backbones", "shards", "runtimes"]  # runtimes: torch and ONNX Runtime, float32 and int8  # backbones: minutes on 2 cores (ViT-L/14, SigLIP so400m at 384); shards: --only shards
 
 
 def bench_embedding(work: Path, n_images: int) -> dict:
@@ -585,6 +585,10 @@ def main() -> None:
             from backbones import bench_backbones
 
             figures.update(bench_backbones(work / "backbones", args.quick))
+        if "runtimes" in sections:
+            from runtimes import bench_runtimes
+
+            figures.update(bench_runtimes(work / "runtimes", args.quick))
     print(report(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -14,7 +14,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results-quick.json"
 BACKBONES = ROOT / "benchmarks" / "results-backbones.json"  # `bench.py --quick --only backbones`
+RUNTIMES = ROOT / "benchmarks" / "results-runtimes.json"  # `bench.py --only runtimes`
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+RUNTIME_NAMES = {"torch_float32": "torch eager, float32", "torch_bfloat16": "torch eager, bfloat16",
+                 "onnx_float32": "ONNX Runtime, float32", "onnx_int8": "ONNX Runtime, int8 (dynamic)"}
+
+
+def runtime_table(r: dict) -> list[str]:
+    """One row per model and runtime of a `--only runtimes` run: speed as a ratio to torch float32 in the same run."""
+    lines = [f"Runtimes (`clip-aesthetics export`, [ONNX](onnx.md)), one run of `{r.get('command', '')} --json "
+             f"out.json`, {r['date']}, on {r['machine']}; {r['runtime_images']} generated 500x400 JPEGs, random "
+             "weights at the real sizes:", "",
+             "| model | runtime | forward, images/s | forward vs torch float32 | end to end, images/s | end to end vs "
+             "torch float32 | end to end / own forward | max score difference, Spearman vs torch float32 | cold "
+             "start of `score`, one image (s) | its peak memory (MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for size in ("b32", "b16"):
+        for name, label in RUNTIME_NAMES.items():
+            key = f"runtime_{size}_{name}"
+            if f"{key}_images_per_second" not in r:
+                continue
+            cold = r.get(f"{key}_cold_start_seconds")
+            peak = r.get(f"{key}_cold_start_peak_mib")
+            lines.append(
+                f"| ViT-{size[0].upper()}/{size[1:]} | {label} | {r[f'{key}_forward_images_per_second']:.1f} | "
+                f"{r[f'{key}_forward_vs_torch_float32']:.2f}x | {r[f'{key}_images_per_second']:.1f} | "
+                f"{r[f'{key}_vs_torch_float32']:.2f}x | {r[f'{key}_fraction_of_forward']:.2f} | "
+                f"{r[f'{key}_max_abs_diff']:.2g}, {r[f'{key}_spearman_vs_float32']:.5f} | "
+                f"{'' if cold is None else f'{cold:.1f}'} | {'' if peak is None else f'{peak:,.0f}'} |")
+    return lines + [""]
 
 
 def backbone_table(b: dict) -> list[str]:
@@ -44,7 +71,7 @@ def backbone_table(b: dict) -> list[str]:
     return lines + [""]
 
 
-def render(f: dict, backbones: dict | None = None) -> str:
+def render(f: dict, backbones: dict | None = None, runtimes: dict | None = None) -> str:
     def pair(key: str) -> str:
         both = [f.get(key), f.get(f"{key}_bf16")]
         return " / ".join(f"{v:.2f}" for v in both if v is not None)
@@ -91,6 +118,8 @@ def render(f: dict, backbones: dict | None = None) -> str:
         ]
     if backbones:
         lines += [""] + backbone_table(backbones)
+    if runtimes:
+        lines += runtime_table(runtimes)
     lines += [
         f"`decoding=reduced` makes decoding {f['decode_speedup_reduced']:.1f}x cheaper on 640-1024 px JPEGs and "
         f"{f['decode_speedup_large_reduced']:.1f}x on 2000-4000 px ones, but moves embeddings of finely textured "
@@ -101,19 +130,21 @@ def render(f: dict, backbones: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_block(readme: str, figures: dict, backbones: dict | None = None) -> str:
+def with_block(readme: str, figures: dict, backbones: dict | None = None, runtimes: dict | None = None) -> str:
     start, end = readme.index(START), readme.index(END) + len(END) + 1
-    return readme[:start] + render(figures, backbones) + readme[end:]
+    return readme[:start] + render(figures, backbones, runtimes) + readme[end:]
 
 
-def committed() -> tuple[dict, dict | None]:
-    return json.loads(RESULTS.read_text()), json.loads(BACKBONES.read_text()) if BACKBONES.exists() else None
+def committed() -> tuple[dict, dict | None, dict | None]:
+    def optional(path: Path) -> dict | None:
+        return json.loads(path.read_text()) if path.exists() else None
+
+    return json.loads(RESULTS.read_text()), optional(BACKBONES), optional(RUNTIMES)
 
 
 if __name__ == "__main__":
-    figures, backbones = committed()
     if "--write" in sys.argv:
-        (ROOT / "docs" / "performance.md").write_text(with_block((ROOT / "docs" / "performance.md").read_text(), figures,
-                                                                  backbones))
+        page = ROOT / "docs" / "performance.md"
+        page.write_text(with_block(page.read_text(), *committed()))
     else:
-        print(render(figures, backbones), end="")
+        print(render(*committed()), end="")

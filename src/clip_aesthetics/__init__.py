@@ -12,6 +12,8 @@ Importing the package loads nothing heavy: torch and MLflow are imported by `loa
 
 from __future__ import annotations
 
+from clip_aesthetics import environment  # noqa: F401  (standard library only) its clock starts with the package
+
 __version__ = "0.1.0"
 
 
@@ -26,7 +28,7 @@ def load(model_uri: str, tracking_uri: str | None = None, device: str | None = N
     """
     import mlflow
 
-    from clip_aesthetics.scoring.model import load_scorer
+    from clip_aesthetics.scoring.uris import load_scorer
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)

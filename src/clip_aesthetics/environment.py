@@ -8,7 +8,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from pathlib import Path
+
+# When the package was first imported (its __init__ imports this module): a command's start, for cold-start figures.
+STARTED = time.perf_counter()
 
 # Import names of the runtime dependencies in pyproject.toml.
 REQUIRED_MODULES = ["mlflow", "torch", "transformers", "pandas", "numpy", "scipy", "PIL", "pydantic_settings",

@@ -23,3 +23,11 @@ class EvaluationIncomplete(PartlyDone):
 
 class ScoringInputError(UserError, ValueError):
     """An input path that does not exist, inputs that hold no image, or a model that cannot score."""
+
+
+NON_FINITE = "the model gave a non-finite score ({value}): its weights or this image's embedding hold NaN or infinity"
+
+
+def non_finite_reason(value: float) -> str:
+    """The error of an image whose score is NaN or infinite (never turned into a plausible score by clipping)."""
+    return NON_FINITE.format(value=value)

@@ -15,6 +15,7 @@ group `clip_aesthetics.<table>` (e.g. `clip_aesthetics.heads`), and code (a test
 | `SCORE_OUTPUTS`      | `scoring.outputs.OutputWriter`               | `--out`'s suffix (`score` of files)     |
 | `LABELS_READERS`     | `data.tables.TableReader`                    | a labels table's suffix (`--labels`)    |
 | `ENGINES`            | `engines.Engine`                             | `--engine`                              |
+| `RUNTIMES`           | `scoring.runtime.Runtime`                    | `export --format`                       |
 """
 
 from __future__ import annotations
@@ -136,4 +137,8 @@ LABELS_READERS = Table("labels table format", "labels_readers", {
 ENGINES = Table("engine", "engines", {
     "local": "clip_aesthetics.engines.local:LOCAL",
     "spark": "clip_aesthetics.engines.spark:SPARK",
+})
+
+RUNTIMES = Table("export format", "runtimes", {
+    "onnx": "clip_aesthetics.scoring.onnx_export:ONNX",
 })

@@ -1,4 +1,5 @@
-"""`mlflow models serve` of the registered champion: base64 images in, scores out, paths refused."""
+"""`mlflow models serve` of the registered champion and of its ONNX export: base64 images in, scores out, paths
+refused."""
 
 
 import base64
@@ -27,12 +28,24 @@ def post(url: str, payload: dict):
         return error.code, error.read().decode()
 
 
+@pytest.fixture(params=["champion", "onnx"])
+def served_uri(request, store) -> str:
+    if request.param == "champion":
+        return f"models:/{NAME}@champion"
+    pytest.importorskip("onnxruntime") if not os.environ.get("CI") else None
+    from clip_aesthetics.cli import app as cli
+
+    if cli.main(["export", "--model", f"models:/{NAME}@champion", "--model-name", "served-onnx"]) != 0:
+        pytest.fail("export of the champion failed")
+    return "models:/served-onnx@float32"
+
+
 @pytest.mark.slow
-def test_served_model_answers_base64_images_and_refuses_paths(store, tmp_path):
+def test_served_model_answers_base64_images_and_refuses_paths(store, served_uri, tmp_path):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": store["uri"]}
     log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", served_uri,
                                "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
                               env=env, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -1,5 +1,6 @@
 """Spark as the engine (local[2], the real pyspark): scoring and embedding give what the single process gives."""
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -79,6 +80,28 @@ def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, phot
     ok = local["error"] == ""
     np.testing.assert_allclose(distributed.loc[ok, "score"].astype(float), local.loc[ok, "score"].astype(float),
                                atol=1e-5)
+
+
+@pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
+def test_spark_scores_with_an_onnx_export_like_one_process(spark_session, trained, photos, tmp_path, monkeypatch):
+    """An exported model's URI on Spark: executors load the ONNX scorer, rows and scores as in one process."""
+    if importlib.util.find_spec("onnxruntime") is None and not os.environ.get("CI"):
+        pytest.skip("the onnx extra is not installed")
+    monkeypatch.chdir(trained["root"])
+    assert cli.main(["export", "--model", trained["model"], "--model-name", "spark-onnx"]) == 0
+    model = "models:/spark-onnx@float32"
+    assert cli.main(["score", str(photos), "--model", model, "--out", str(tmp_path / "one.csv")]) == 0
+    assert cli.main(["score", str(photos), "--model", model, "--engine", "spark", "--out",
+                     str(tmp_path / "spark.parquet")]) == 0
+    local = pd.read_csv(tmp_path / "one.csv", keep_default_na=False).set_index("path")
+    distributed = pd.read_parquet(tmp_path / "spark.parquet")
+    distributed.index = distributed["path"].str.removeprefix("file:")
+    distributed = distributed.loc[local.index]
+    assert distributed["error"].tolist() == local["error"].tolist()
+    ok = local["error"] == ""
+    assert ok.sum() == 14
+    np.testing.assert_allclose(distributed.loc[ok, "score"].astype(float), local.loc[ok, "score"].astype(float),
+                               atol=1e-6)
 
 
 @pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow

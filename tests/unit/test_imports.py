@@ -79,7 +79,7 @@ LAYERS = [
     ("errors", "environment", "extensions", "settings", "atomic", "digests"),
     ("images",), ("data",), ("backbones",), ("embedding",), ("heads",), ("reports",), ("scoring",), ("engines",),
     ("tracking",), ("workflows",), ("cli",),
-    ("__main__", "scorer", "scorer_entry"),  # entry points: `python -m`, and what MLflow runs to load a model
+    ("__main__", "scorer", "scorer_entry", "onnx_entry"),  # entry points: `python -m`, and what MLflow runs to load a model
 ]
 
 
@@ -98,7 +98,7 @@ def test_imports_run_one_way_lower_never_imports_higher():
 
 # Where each table's entries live: an entry is code of the layer it extends.
 TABLE_HOMES = {"HEADS": "heads", "BACKBONE_FAMILIES": "backbones", "SCORE_INPUTS": "scoring", "SCORE_OUTPUTS": "scoring",
-               "LABELS_READERS": "data", "ENGINES": "engines"}
+               "LABELS_READERS": "data", "ENGINES": "engines", "RUNTIMES": "scoring"}
 
 
 def test_every_built_in_table_entry_is_defined_in_the_package_it_extends():

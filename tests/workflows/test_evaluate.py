@@ -14,7 +14,7 @@ from clip_aesthetics.backbones.families import save_random_backbone
 from clip_aesthetics.embedding.embed import embed_sources
 from clip_aesthetics.images.decode import load_rgb
 from clip_aesthetics.data.sample_data import write_sample_ratings
-from clip_aesthetics.scoring.model import load_scorer
+from clip_aesthetics.scoring.uris import load_scorer
 
 TRAINING = ["--epochs", "4", "--lr", "0.003", "--batch-size", "16", "--num-workers", "0", "--precision", "float32"]
 # The published layouts: (layer key prefixes, widths after the input), from the authors' model definitions.

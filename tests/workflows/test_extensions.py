@@ -209,7 +209,7 @@ def test_a_new_engine_scores_shards_through_the_cli(trained_store, sample_ava, t
 
     from clip_aesthetics.engines import Engine
     from clip_aesthetics.scoring.curate import score_input
-    from clip_aesthetics.scoring.model import load_scorer
+    from clip_aesthetics.scoring.uris import load_scorer
 
     used = []
 

@@ -22,7 +22,7 @@ from clip_aesthetics.scoring import curate
 from clip_aesthetics.scoring import samples, shards
 from clip_aesthetics.data.labels import LabelsError, read_labels
 from clip_aesthetics.data.sample_data import write_sample_ratings
-from clip_aesthetics.scoring.model import load_scorer
+from clip_aesthetics.scoring.uris import load_scorer
 
 
 def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

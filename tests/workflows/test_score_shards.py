@@ -21,7 +21,7 @@ from clip_aesthetics.cli import app as cli
 from clip_aesthetics.scoring import curate, curation_report
 from clip_aesthetics.scoring import samples
 from clip_aesthetics.data.sample_data import _write_huge_png
-from clip_aesthetics.scoring.model import load_scorer
+from clip_aesthetics.scoring.uris import load_scorer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -127,6 +127,44 @@ class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings):
         evaluate_step(self)
 
 
+class ExportCommand(Settings):
+    """Export a model (backbone and head) to ONNX, float32 or int8; measure it against the source; register it."""
+
+    model: str = Field("models:/clip-aesthetics@champion", description="the model to export: any MLflow model URI "
+                       "of a scorer (trained, registered or imported)")
+    tracking_uri: str = Field("", description="the MLflow tracking store holding the model (and where the export "
+                              "is logged and registered); empty = MLFLOW_TRACKING_URI, else ./mlflow.db")
+    format: str = Field("onnx", description="the runtime to export to (onnx: ONNX Runtime, no torch needed to score)")
+    quantize: Literal["none", "int8"] = Field("none", description="none: float32 weights, the source's scores to "
+                                               "1e-4 of the range; int8: dynamic int8 matrix products, faster on "
+                                               "CPUs, registered only if its Spearman against the source holds")
+    out: str = Field("", description="also copy the exported files (model.onnx, preprocess.json, scorer.json) into "
+                     "this folder, to score without MLflow or this project")
+    model_name: str = Field("", description="registered model name; empty = the source's name (or clip-aesthetics) "
+                            "+ -onnx. The version gets the alias float32 or int8")
+    calibration: str = Field("", description="a folder of images to measure the export on; empty = the source run's "
+                             "test images (up to 200)")
+    accept_fidelity: float = Field(0.0, ge=0.0, le=1.0, description="an int8 export is registered when its Spearman "
+                                   "against the source is at least this; 0 = 0.995")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from clip_aesthetics.extensions import RUNTIMES
+
+        return RUNTIMES.check(value, "format")
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_model_name(cls, value: str) -> str:
+        return check_model_name(value) if value else value
+
+    def cli_cmd(self) -> None:
+        from clip_aesthetics.workflows.export import export_step
+
+        export_step(self)
+
+
 class SampleDataCommand(Settings):
     """Write a generated AVA-format dataset, a small set of 1-5 ratings (imagefolder) and a tiny random CLIP, for
     trying the workflow offline."""
@@ -161,6 +199,7 @@ class ClipAesthetics(Settings):
     score: CliSubCommand[ScoreCommand] = Field(description=ScoreCommand.__doc__)
     import_head: CliSubCommand[ImportHeadCommand] = Field(description=ImportHeadCommand.__doc__)
     evaluate: CliSubCommand[EvaluateCommand] = Field(description=EvaluateCommand.__doc__)
+    export: CliSubCommand[ExportCommand] = Field(description=ExportCommand.__doc__)
     sample_data: CliSubCommand[SampleDataCommand] = Field(description=SampleDataCommand.__doc__)
 
     def cli_cmd(self) -> None:

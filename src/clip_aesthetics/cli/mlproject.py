@@ -11,7 +11,7 @@ from pathlib import Path
 from clip_aesthetics.cli.app import ClipAesthetics
 
 # MLproject entry point -> CLI subcommand. Settings that `mlflow run` decides itself are left out.
-ENTRY_POINTS = ["main", "embed", "train", "sweep", "register", "score", "import_head", "evaluate"]  # CLI subcommands
+ENTRY_POINTS = ["main", "embed", "train", "sweep", "register", "score", "import_head", "evaluate", "export"]  # CLI subcommands
 POSITIONAL = {"inputs", "path"}  # `score`'s files or folders, `import_head`'s file: given without a flag
 # `python3`, not `python`: every environment has it (a venv, conda, a bare system), and where it is not the
 # project's environment, `python -m clip_aesthetics` says so in one line (environment.require_dependencies).

@@ -155,7 +155,7 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     One row per file, empty files included (Spark's binaryFile skips 0-byte files; they are added back
     with the error "empty file"). Returns counts: scored, failed, model_loads.
     """
-    from clip_aesthetics.scoring.model import download_model
+    from clip_aesthetics.scoring.uris import download_model
     from clip_aesthetics.scoring.files import check_spark_output
 
     check_spark_output(out, list(inputs))  # the overwrite below deletes `out` first: never an input
@@ -231,7 +231,7 @@ def _scorer(shipped: str, loads):
     device = _task_device()
     key = ("scorer", shipped, str(device))
     if key not in _loaded:
-        from clip_aesthetics.scoring.model import load_scorer
+        from clip_aesthetics.scoring.uris import load_scorer
 
         scorer = load_scorer(_open(shipped))
         _loaded[key] = scorer.to(device)

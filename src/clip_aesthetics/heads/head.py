@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-SCORE_RANGE = (1.0, 10.0)  # AVA's rating scale: models saved before score_range existed were all on it
+from clip_aesthetics.data.ava import SCORE_RANGE  # noqa: E402  models saved before score_range were all on AVA's
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,6 @@ def predict_scores(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.
     if not spec.clip_scores:
         return outputs
     return np.where(np.isfinite(outputs), np.clip(outputs, *spec.score_range), outputs)
-
-
-NON_FINITE = "the model gave a non-finite score ({value}): its weights or this image's embedding hold NaN or infinity"
-
-
-def non_finite_reason(value: float) -> str:
-    return NON_FINITE.format(value=value)
 
 
 def n_outside_range(outputs: np.ndarray, score_range: tuple[float, float] = SCORE_RANGE) -> int:

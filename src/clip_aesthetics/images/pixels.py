@@ -13,7 +13,6 @@ is: `crop` per image, then `finish` per batch. A processor configured otherwise 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 
 SHORT_SIDE_AND_CROP = {"CLIPImageProcessor", "CLIPImageProcessorPil", "BitImageProcessor", "BitImageProcessorPil"}
@@ -40,10 +39,43 @@ class ModelPixels:
             self.short = max(self.height, self.width)  # reduced decoding keeps at least this short side
         if self.fast:
             self.scale = float(np.float32(processor.rescale_factor))
-            self.mean = torch.tensor(processor.image_mean, dtype=torch.float32).reshape(1, 3, 1, 1)
-            self.std = torch.tensor(processor.image_std, dtype=torch.float32).reshape(1, 3, 1, 1)
+            self.mean = np.asarray(processor.image_mean, dtype=np.float32).reshape(1, 3, 1, 1)
+            self.std = np.asarray(processor.image_std, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    def describe(self) -> dict:
+        """Every step `crop` and `finish` take, as plain values (an exported model's preprocess.json): enough to
+        redo them exactly with Pillow and numpy, and to rebuild this object with `described`."""
+        if not self.fast:
+            raise ValueError(f"{type(self.processor).__name__} is called as it is (mode {self.mode or 'processor'}): "
+                             "its steps are not ones this project reproduces, so they cannot be described")
+        doc = {"mode": self.mode, "resample": "bicubic", "rescale_factor": self.scale,
+               "image_mean": self.mean.ravel().tolist(), "image_std": self.std.ravel().tolist()}
+        if self.mode == "short-crop":
+            doc.update(shortest_edge=self.short, crop_size=self.crop_side)
+        else:
+            doc.update(height=self.height, width=self.width)
+        return doc
+
+    @classmethod
+    def described(cls, doc: dict) -> ModelPixels:
+        """The ModelPixels a `describe` output stands for, without the processor (or transformers)."""
+        pixels = cls.__new__(cls)
+        pixels.processor, pixels.mode, pixels.fast = None, doc["mode"], True
+        pixels.scale = float(doc["rescale_factor"])
+        pixels.mean = np.asarray(doc["image_mean"], dtype=np.float32).reshape(1, 3, 1, 1)
+        pixels.std = np.asarray(doc["image_std"], dtype=np.float32).reshape(1, 3, 1, 1)
+        if pixels.mode == "short-crop":
+            pixels.short, pixels.crop_side = int(doc["shortest_edge"]), int(doc["crop_size"])
+        elif pixels.mode == "fixed":
+            pixels.height, pixels.width = int(doc["height"]), int(doc["width"])
+            pixels.short = max(pixels.height, pixels.width)
+        else:
+            raise ValueError(f"preprocess mode {pixels.mode!r}: expected short-crop or fixed")
+        return pixels
 
     def __call__(self, image: Image.Image) -> np.ndarray:
+        import torch
+
         return self.finish(torch.from_numpy(self.crop(image)[None].copy()))[0].numpy()
 
     def crop(self, image: Image.Image) -> np.ndarray:
@@ -67,12 +99,14 @@ class ModelPixels:
         left, top = (size[0] - self.crop_side) // 2, (size[1] - self.crop_side) // 2
         return np.asarray(image.crop((left, top, left + self.crop_side, top + self.crop_side)))
 
-    def finish(self, batch: torch.Tensor) -> torch.Tensor:
-        """A batch of `crop` outputs -> float32 N x 3 x H x W model input, on the batch's device."""
+    def finish(self, batch):
+        """A batch of `crop` outputs (a torch tensor) -> float32 N x 3 x H x W model input, on the batch's device."""
+        import torch
+
         if batch.dtype != torch.uint8:
             return batch
         pixels = batch.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format) * self.scale
-        return (pixels - self.mean.to(batch.device)) / self.std.to(batch.device)
+        return (pixels - torch.from_numpy(self.mean).to(batch.device)) / torch.from_numpy(self.std).to(batch.device)
 
 
 def _fast_mode(processor) -> str | None:

@@ -169,7 +169,7 @@ def not_done(paths: list[str], out: Path) -> list[str]:
 
 def score_here(todo: list[str], model_folder: str, out: Path, job: dict, image_column: str = "") -> None:
     """Score the inputs one after the other in this process, with the model saved in `model_folder`."""
-    from clip_aesthetics.scoring.model import load_scorer
+    from clip_aesthetics.scoring.uris import load_scorer
 
     scorer = load_scorer(model_folder)
     for number, path in enumerate(todo, start=1):

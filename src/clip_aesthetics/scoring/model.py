@@ -8,12 +8,8 @@ models-from-code pyfunc with its signature, reading them back, and loading the m
 
 from __future__ import annotations
 
-import base64
-import binascii
 import importlib.metadata
-import io
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -21,31 +17,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types import ColSpec, Schema
 
 from clip_aesthetics.backbones.families import BackboneSource, load_backbone, resolve_backbone
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_sources, pick_device, scoring_dtype
-from clip_aesthetics.errors import ScoringInputError
-from clip_aesthetics.heads.head import HeadSpec, build_head, non_finite_reason, predict_scores, prepare
-from clip_aesthetics.images.decode import ImageError, decode_rgb, load_rgb
+from clip_aesthetics.errors import non_finite_reason
+from clip_aesthetics.heads.head import HeadSpec, build_head, predict_scores, prepare
+from clip_aesthetics.images.decode import load_rgb
+from clip_aesthetics.scoring.requests import SIGNATURE, decode_value, dispatch, example_png
+from clip_aesthetics.scoring.uris import HEAD_FILE, SPEC_FILE
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole package: copied into every model
 SCORER_ENTRY = PACKAGE_DIR / "scorer_entry.py"  # models-from-code: this file builds the pyfunc at load time
 RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
-HEAD_FILE, SPEC_FILE = "head.pt", "scorer.json"
 MODEL_NAME = "model"  # the scorer every training run logs (it refers to the CLIP checkpoint, not carrying it)
-# `image` is a string column: base64 text in JSON requests, bytes from Python (MLflow passes both through),
-# so that a null or a number among good rows becomes that row's error instead of rejecting the request.
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)]),
-    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "error")]),
-)
-
-
 def write_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder: Path | None = None) -> dict[str, str]:
     """The scorer's files in `folder`, as the artifacts dict the model is logged with (and `load` reads)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,7 +45,7 @@ def write_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder:
 def _pyfunc(artifacts: dict[str, str]) -> dict:
     return dict(python_model=str(SCORER_ENTRY), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
                 pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in RUNTIME_PACKAGES],
-                signature=SIGNATURE, input_example=pd.DataFrame({"image": [_example_png()]}))
+                signature=SIGNATURE, input_example=pd.DataFrame({"image": [example_png()]}))
 
 
 def log_scorer(name: str, head_state: dict, spec_doc: dict, clip_folder: Path | None = None,
@@ -87,124 +72,16 @@ def read_logged(artifact_location: str) -> tuple[dict, dict]:
     return head_state, spec_doc
 
 
-def load_scorer(model_uri: str) -> AestheticScorer:
-    """The AestheticScorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...)."""
-    from clip_aesthetics.backbones.families import BackboneUnavailableError
-
-    try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except MlflowException as error:
-        raise ScoringInputError(
-            f"cannot load model {model_uri!r} from tracking store {mlflow.get_tracking_uri()}: {error.message} "
-            "(register one with `clip-aesthetics register`, or pass --model runs:/RUN_ID/model)"
-        ) from error
-    except (BackboneUnavailableError, RuntimeError, OSError) as error:  # the model's CLIP is gone or changed
-        raise ScoringInputError(f"model {model_uri!r} cannot score: {error}") from error
-
-
-def describe_model(model_uri: str) -> str:
-    """What a model URI resolved to, for the user: `models:/NAME@ALIAS` -> its version, and the store."""
-    store = mlflow.get_tracking_uri()
-    rest = model_uri.removeprefix("models:/")
-    if rest == model_uri or rest.startswith("m-"):
-        return f"{model_uri} (tracking store {store})"
-    found = registered_version(model_uri)
-    if found is None:
-        return f"{model_uri} (not found in tracking store {store})"
-    name, version = found
-    return f"{model_uri} -> version {version.version} of {name}, trained in run {version.run_id}, tracking store {store}"
-
-
-def registered_version(model_uri: str):
-    """(name, ModelVersion) behind `models:/NAME@ALIAS` or `models:/NAME/N`; None for other URIs or when absent."""
-    rest = model_uri.removeprefix("models:/")
-    if rest == model_uri or rest.startswith("m-"):
-        return None
-    client = mlflow.MlflowClient()
-    try:
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            return name, client.get_model_version_by_alias(name, alias)
-        name, number = rest.rsplit("/", 1)
-        return name, client.get_model_version(name, number)
-    except (MlflowException, ValueError):
-        return None
-
-
-def model_identity(model_uri: str, folder: str) -> dict:
-    """What identifies the scorer saved in `folder` (downloaded from `model_uri`): the URI, its registered version
-    and run where it has them, and the digests of its head and spec (backbone, precision, decoding, scale)."""
-    from clip_aesthetics.digests import file_sha256 as sha256
-
-    artifacts = Path(folder) / "artifacts"
-    job = {"model_uri": model_uri, "head_sha256": sha256(artifacts / HEAD_FILE),
-           "spec_sha256": sha256(artifacts / SPEC_FILE)}
-    found = registered_version(model_uri)
-    if found:
-        job.update(registered_model=found[0], version=str(found[1].version), run_id=found[1].run_id or "")
-    elif model_uri.startswith("runs:/"):
-        job["run_id"] = model_uri.removeprefix("runs:/").split("/", 1)[0]
-    return job
-
-
-def download_model(model_uri: str) -> str:
-    """A local folder holding the model behind `model_uri` (to ship to Spark executors, say)."""
-    try:
-        return mlflow.artifacts.download_artifacts(model_uri)
-    except MlflowException as error:
-        raise ScoringInputError(f"cannot find model {model_uri!r} in tracking store {mlflow.get_tracking_uri()}: "
-                                f"{error.message}") from error
-
-
-def read_spec(folder: str | Path) -> dict:
-    """The scorer.json of a model saved in `folder` (as download_model gives it)."""
-    return json.loads((Path(folder) / "artifacts" / SPEC_FILE).read_text())
-
-
-def model_scale(model_uri: str) -> tuple[float, float]:
-    """The scale a model's scores are on (its training data's), read from its scorer.json."""
-    return HeadSpec(**read_spec(download_model(model_uri))["head"]).score_range
-
-
 def set_model() -> None:
     """Called by scorer_entry.py when MLflow loads the model from code."""
     mlflow.models.set_model(AestheticScorer())
 
 
-def _example_png() -> bytes:
-    """A small valid image for the model's input example."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 120, 40)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _image_bytes(value) -> bytes:
-    """Bytes as given, or decoded from a base64 string (as JSON requests carry them)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        raise ImageError("no image in this row (null or absent)")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ImageError("image is a string but not valid base64") from None
-    raise ImageError(f"image must be bytes or a base64 string, got {type(value).__name__}")
-
-
-def _decode_value(value, min_short: int | None = None):
-    return decode_rgb(_image_bytes(value), min_short=min_short)
-
-
-def _bad_request(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
-
-
 class AestheticScorer(PythonModel):
     """The registered model: applies exactly the CLIP (id + revision), processor, decoding, precision, embed_norm
     and scale of training."""
+
+    uses_embedding_cache = True  # evaluate embeds its images into the shared cache, then applies the head
 
     def load_context(self, context) -> None:
         self.load(context.artifacts)
@@ -248,21 +125,7 @@ class AestheticScorer(PythonModel):
         A bad row gets NaN and its reason; a request that cannot be scored at all raises an error whose
         message (what a server answers with, as HTTP 400) says what was wrong.
         """
-        frame = pd.DataFrame(model_input)
-        served = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
-        if len(frame) == 0:
-            # (MLflow drops columns outside the signature first, so a request with only unknown columns lands here)
-            raise _bad_request("the request holds no rows with an `image` column: send one row per image, "
-                               "e.g. {\"dataframe_records\": [{\"image\": \"<base64>\"}]}")
-        if "image" in frame.columns and (served or frame["image"].notna().any()):
-            return self.score_bytes(list(frame["image"]))
-        if "path" in frame.columns:
-            if served:
-                raise _bad_request("the served model accepts only an `image` column of base64 images, not `path` "
-                                   "(a server does not read files named by its clients)")
-            return self.score_paths(list(frame["path"]))
-        raise _bad_request(f"expected an `image` column (encoded image bytes, base64 in JSON)"
-                           f"{'' if served else ' or a `path` column'}, got columns {list(frame.columns)}")
+        return dispatch(self, model_input)
 
     def score_paths(self, paths: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
         workers = default_workers(num_workers)
@@ -307,4 +170,4 @@ class AestheticScorer(PythonModel):
 
     def score_bytes(self, images: list) -> pd.DataFrame:
         """Encoded images (bytes, or base64 text) -> DataFrame(score, error), decoded on a thread pool."""
-        return self._score(list(images), _decode_value, threads=True)
+        return self._score(list(images), decode_value, threads=True)

@@ -19,7 +19,7 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
                   min_score: float | None = None, top_fraction: float | None = None, write_shards: Path | None = None,
                   gallery: Path | None = None, fresh: bool = False) -> dict:
     """Score, summarise and select; prints what it did, returns the summary."""
-    from clip_aesthetics.scoring.model import HeadSpec, describe_model, download_model, model_identity, read_spec
+    from clip_aesthetics.scoring.uris import describe_model, download_model, model_identity, score_range_of
 
     where = engines.engine(engine)
     where.start()  # first: without what the engine needs (Spark: pyspark, Java) nothing else matters
@@ -35,7 +35,7 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
     if todo:
         where.score_inputs(todo, folder, out, job, image_column)
     frame = curate.read_parts(out, paths)
-    score_range = HeadSpec(**read_spec(folder)["head"]).score_range
+    score_range = score_range_of(folder)
     summary = curation_report.write_summary(frame, out, score_range)
     report = out / curate.REPORT
     print(f"wrote {out}: {len(paths)} part(s), one row per sample (a parquet dataset); summary in "

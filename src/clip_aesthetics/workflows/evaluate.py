@@ -22,10 +22,11 @@ from clip_aesthetics.reports import plots
 from clip_aesthetics.tracking import runs as tracking
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_to_cache
 from clip_aesthetics.errors import UserError
-from clip_aesthetics.heads.head import non_finite_reason, predict_scores, prepare
+from clip_aesthetics.errors import non_finite_reason
+from clip_aesthetics.heads.head import predict_scores, prepare
 from clip_aesthetics.data.labels import Labelled
 from clip_aesthetics.embedding.pipeline import dataset_split, open_cache, to_embed
-from clip_aesthetics.scoring.model import download_model, load_scorer, registered_version
+from clip_aesthetics.scoring.uris import download_model, load_scorer, registered_version
 
 RANK_METRICS = ("spearman", "pearson")
 SCALE_TAG = "scale_mismatch"
@@ -54,8 +55,13 @@ def images_of(labelled: Labelled, data, part: str) -> pd.DataFrame:
 
 
 def score_images(scorer, labelled: Labelled, ids: np.ndarray, cache_dir, num_workers: int = -1):
-    """(scores aligned with ids, NaN where the image failed; reasons by id) through the shared embedding cache."""
+    """(scores aligned with ids, NaN where the image failed; reasons by id) through the shared embedding cache, or,
+    for a scorer that computes no embedding of its own (an exported model), image by image on its runtime."""
     from clip_aesthetics.backbones.families import BackboneSource
+
+    if not getattr(scorer, "uses_embedding_cache", True):
+        frame = scorer.score([labelled.sources[int(i)] for i in ids], num_workers)
+        return frame["score"].to_numpy(dtype=float), {int(i): e for i, e in zip(ids, frame["error"]) if e}
 
     source = BackboneSource(scorer.clip_info["model_id"], scorer.clip_info["revision"], None)
     precision = str(scorer.dtype).removeprefix("torch.")
@@ -185,13 +191,13 @@ def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: p
     if ok.sum() < 2:
         raise EvaluationError(f"{result.uri}: fewer than two images of the {part} split could be scored")
     true = images["score"].to_numpy()
-    values, note = measure(true[ok], scores[ok], scorer.spec.score_range, labelled.score_range, labelled.threshold)
+    values, note = measure(true[ok], scores[ok], scorer.score_range, labelled.score_range, labelled.threshold)
     result.metrics, result.note = values, note
     tracking.log_params({"model_uri": result.uri, "eval_split": part, "n_images": int(ok.sum()),
                          "n_failed": int((~ok).sum()), "model_score_range": ",".join(
-                             f"{v:g}" for v in scorer.spec.score_range), "clip_model_id": scorer.clip_info["model_id"],
+                             f"{v:g}" for v in scorer.score_range), "clip_model_id": scorer.clip_info["model_id"],
                          **labelled.record()})
-    tracking.set_tags({SCALE_TAG: str(not same_scale(scorer.spec.score_range, labelled.score_range)).lower()})
+    tracking.set_tags({SCALE_TAG: str(not same_scale(scorer.score_range, labelled.score_range)).lower()})
     tracking.log_metrics(values)
     model_id = model_id_of(result.uri)
     if model_id:

@@ -65,7 +65,7 @@ def _files_here(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
 
 def _files_elsewhere(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
     from clip_aesthetics.scoring.files import check_spark_output, check_store, write_gallery
-    from clip_aesthetics.scoring.model import describe_model, model_scale
+    from clip_aesthetics.scoring.uris import describe_model, model_scale
 
     where = engine(settings.engine)
     out = _default_out(settings)

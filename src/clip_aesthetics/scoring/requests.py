@@ -1,0 +1,82 @@
+"""What every scorer model (PyTorch or ONNX) accepts and answers: the pyfunc signature, the image cells of a
+request (bytes, or base64 text in JSON), and the error a request that cannot be scored at all gets.
+
+Imports neither torch nor transformers: the ONNX scorer uses it too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+
+from clip_aesthetics.images.decode import ImageError, decode_rgb
+
+# `image` is a string column: base64 text in JSON requests, bytes from Python (MLflow passes both through),
+# so that a null or a number among good rows becomes that row's error instead of rejecting the request.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)]),
+    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "error")]),
+)
+
+
+def example_png() -> bytes:
+    """A small valid image for the model's input example."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 120, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_bytes(value) -> bytes:
+    """Bytes as given, or decoded from a base64 string (as JSON requests carry them)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        raise ImageError("no image in this row (null or absent)")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ImageError("image is a string but not valid base64") from None
+    raise ImageError(f"image must be bytes or a base64 string, got {type(value).__name__}")
+
+
+def decode_value(value, min_short: int | None = None):
+    return decode_rgb(image_bytes(value), min_short=min_short)
+
+
+def bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def dispatch(scorer, model_input) -> pd.DataFrame:
+    """A pyfunc request -> the scorer's score_bytes (an `image` column) or score_paths (`path`, not when served).
+
+    A bad row gets NaN and its reason; a request that cannot be scored at all raises an error whose message (what
+    a server answers with, as HTTP 400) says what was wrong.
+    """
+    frame = pd.DataFrame(model_input)
+    served = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
+    if len(frame) == 0:
+        # (MLflow drops columns outside the signature first, so a request with only unknown columns lands here)
+        raise bad_request("the request holds no rows with an `image` column: send one row per image, "
+                          "e.g. {\"dataframe_records\": [{\"image\": \"<base64>\"}]}")
+    if "image" in frame.columns and (served or frame["image"].notna().any()):
+        return scorer.score_bytes(list(frame["image"]))
+    if "path" in frame.columns:
+        if served:
+            raise bad_request("the served model accepts only an `image` column of base64 images, not `path` "
+                              "(a server does not read files named by its clients)")
+        return scorer.score_paths(list(frame["path"]))
+    raise bad_request(f"expected an `image` column (encoded image bytes, base64 in JSON)"
+                      f"{'' if served else ' or a `path` column'}, got columns {list(frame.columns)}")

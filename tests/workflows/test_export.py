@@ -1,0 +1,172 @@
+"""`export --format onnx`: every family's graph scores as the PyTorch scorer does, the export registers with its
+measured fidelity (or is refused with the figure), and scores through every path without torch."""
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.heads.head import HeadSpec, build_head
+from clip_aesthetics.scoring import onnx_export
+from clip_aesthetics.scoring.model import AestheticScorer, write_artifacts
+from clip_aesthetics.backbones.families import resolve_backbone
+
+if importlib.util.find_spec("onnxruntime") is None:  # make test installs the onnx extra; CI must run these
+    message = "the export tests need onnxruntime (the onnx extra): pip install -e '.[onnx]'"
+    pytest.fail(message, pytrace=False) if os.environ.get("CI") else pytest.skip(message, allow_module_level=True)
+
+
+def image_bytes() -> list[bytes]:
+    """Odd sizes, grayscale, 16-bit, a 1x5 strip, a broken file: as users' folders hold them."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in ((97, 61), (40, 130),
+                                                                                             (300, 200))]
+    images.append(Image.fromarray(rng.integers(0, 255, (50, 70), dtype=np.uint8), mode="L"))
+    images.append(Image.fromarray(rng.integers(0, 65535, (45, 33), dtype=np.uint16)))
+    images.append(Image.fromarray(rng.integers(0, 255, (5, 1, 3), dtype=np.uint8)))
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    return encoded + [encoded[0][:40]]  # truncated
+
+
+def scorer_of(folder: Path, tmp_path: Path, embed_norm: str, seed: int = 0) -> AestheticScorer:
+    """A PyTorch scorer of the backbone in `folder` with a random linear head, as a model folder would load."""
+    source = resolve_backbone(str(folder))
+    from clip_aesthetics.backbones.families import load_backbone
+
+    dim = load_backbone(source, torch.device("cpu"))[0].embedding_dim
+    spec = HeadSpec("linear", dim, embed_norm, 10.0)
+    torch.manual_seed(seed)
+    head = build_head(spec)
+    torch.nn.init.normal_(head.weight, std=1.0)
+    torch.nn.init.constant_(head.bias, 0.5)
+    doc = {"head": spec.to_dict(), "clip": {"model_id": source.model_id, "revision": source.revision},
+           "precision": "float32", "decoding": "full"}
+    return AestheticScorer().load(write_artifacts(tmp_path / "model", head.state_dict(), doc), device="cpu")
+
+
+@pytest.mark.parametrize("name, embed_norm", [("clip768", "l2"), ("siglip", "none"), ("dinov2", "l2"),
+                                              ("dinov2_registers", "none")])
+def test_each_familys_float32_export_scores_as_pytorch(backbones, name, embed_norm, tmp_path):
+    from clip_aesthetics.scoring.onnx_model import OnnxScorer
+
+    scorer = onnx_export.torch_float32(scorer_of(backbones[name], tmp_path, embed_norm))
+    exported = OnnxScorer().load(onnx_export.write_export(scorer, tmp_path / "onnx"), device="cpu")
+    images = image_bytes()
+    expected, got = scorer.score_bytes(images), exported.score_bytes(images)
+    assert got["error"].tolist() == expected["error"].tolist()
+    assert expected["error"].iloc[-1] != "" and (expected["error"].iloc[:-1] == "").all()
+    ok = expected["error"] == ""
+    difference = np.abs(got.loc[ok, "score"] - expected.loc[ok, "score"]).to_numpy()
+    # The embedding is rounded to float16 in both (as training's cache holds it): a float32 difference of 1e-7
+    # that crosses a float16 rounding boundary moves one component by one float16 step, so the bound for every
+    # image is one such step; most images are equal to 1e-5.
+    assert difference.max() < 1e-3, difference
+    assert np.mean(difference < 1e-5) >= 0.8, difference
+    doc = json.loads((tmp_path / "onnx" / "preprocess.json").read_text())
+    assert doc["pixels"]["mode"] in ("short-crop", "fixed") and doc["input"]["dtype"] == "uint8"
+
+
+def test_naflex_is_refused_in_one_line(backbones, tmp_path):
+    scorer = scorer_of(backbones["siglip2_naflex"], tmp_path, "none")
+    with pytest.raises(onnx_export.ExportRefused, match="NaFlex.*variable number of patches"):
+        onnx_export.write_export(scorer, tmp_path / "onnx")
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The `trained` model exported twice through the CLI: float32 (registered) and int8 (accepted at 0.5)."""
+    out = tmp_path_factory.mktemp("onnx-files")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(trained["root"])
+        patch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+        mlflow.set_tracking_uri(trained["uri"])
+        assert cli.main(["export", "--model", trained["model"], "--model-name", "exported", "--out", str(out)]) == 0
+        assert cli.main(["export", "--model", trained["model"], "--model-name", "exported", "--quantize", "int8",
+                         "--accept-fidelity", "0.5"]) == 0
+    return {**trained, "files": out}
+
+
+def test_the_export_registers_with_its_measured_fidelity(exported, capsys):
+    client = mlflow.MlflowClient(exported["uri"])
+    float32 = client.get_model_version_by_alias("exported", "float32")
+    int8 = client.get_model_version_by_alias("exported", "int8")
+    assert float32.tags["runtime"] == "onnx" and float32.tags["source_run_id"] == exported["run"].info.run_id
+    assert int8.tags["weights"] == "int8" and "Spearman" in int8.description and "test image(s)" in float32.description
+    run = client.get_run(float32.run_id)
+    assert run.data.metrics["fidelity_max_abs_diff_of_range"] <= 1e-4
+    assert run.data.params["execution_provider"] == "CPUExecutionProvider"
+    assert 0.5 <= client.get_run(int8.run_id).data.metrics["fidelity_spearman"] <= 1
+
+
+def test_an_int8_export_below_the_floor_is_refused_with_its_figure(exported, capsys, monkeypatch):
+    monkeypatch.chdir(exported["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported["uri"])
+    mlflow.set_tracking_uri(exported["uri"])
+    client = mlflow.MlflowClient()
+    before = len(client.search_model_versions("name = 'exported'"))
+    capsys.readouterr()
+    assert cli.main(["export", "--model", exported["model"], "--model-name", "exported", "--quantize", "int8",
+                     "--accept-fidelity", "0.999999"]) == 2
+    error = capsys.readouterr().err
+    assert "Spearman against the source is 0." in error and "below 0.999999" in error and "not registered" in error
+    assert len(client.search_model_versions("name = 'exported'")) == before
+
+
+def test_score_evaluate_and_pyfunc_take_the_exports_uri(exported, sample_ava, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(exported["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported["uri"])
+    mlflow.set_tracking_uri(exported["uri"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in sorted((sample_ava / "image").glob("*.jpg"))[:12]:
+        photos.joinpath(f.name).write_bytes(f.read_bytes())
+    photos.joinpath("broken.jpg").write_bytes(b"not an image")
+    for model, out in ((exported["model"], "torch.csv"), ("models:/exported@float32", "onnx.csv")):
+        assert cli.main(["score", str(photos), "--model", model, "--out", str(tmp_path / out)]) == 0
+    assert capsys.readouterr().out.count("s after the command started (imports, loading the model, one image)") == 2
+    torch_scores, onnx_scores = (pd.read_csv(tmp_path / n, keep_default_na=False) for n in ("torch.csv", "onnx.csv"))
+    assert onnx_scores["error"].tolist() == torch_scores["error"].tolist()
+    ok = torch_scores["error"] == ""
+    assert ok.sum() == 12
+    np.testing.assert_allclose(onnx_scores.loc[ok, "score"].astype(float), torch_scores.loc[ok, "score"].astype(float),
+                               atol=1e-3)
+    assert cli.main(["evaluate", "--model", "models:/exported@float32", "--model", exported["model"], "--ava-dir",
+                     str(sample_ava), "--cache-dir", str(exported["root"] / "cache"), "--gallery", "false"]) == 0
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="params.model_uri = 'models:/exported@float32'")
+    assert len(runs) == 1 and np.isfinite(runs["metrics.eval_spearman"].iloc[0])
+    assert cli.main(["export", "--model", "models:/exported@float32"]) == 2, "an export is not exported again"
+
+
+def test_the_export_scores_in_a_fresh_process_without_torch(exported, sample_ava):
+    """Through MLflow (the registered model), then as the docs show it: onnxruntime, numpy and Pillow alone."""
+    image = str(sample_ava / "image" / "14.jpg")
+    code = ("import json, sys, mlflow, pandas as pd\n"
+            "m = mlflow.pyfunc.load_model('models:/exported@float32')\n"
+            f"score = m.predict(pd.DataFrame({{'path': [{image!r}]}}))['score'].iloc[0]\n"
+            "heavy = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'transformers'))\n"
+            "print(json.dumps([score, heavy]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=exported["root"], env={**os.environ, "MLFLOW_TRACKING_URI": exported["uri"]})
+    assert done.returncode == 0, done.stderr[-2000:]
+    score, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    assert heavy == [], "the ONNX scorer imports neither torch nor transformers"
+    standalone = Path(__file__).resolve().parents[2] / "docs" / "onnx_standalone.py"
+    done = subprocess.run([sys.executable, "-I", str(standalone), str(exported["files"]), image],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert abs(float(done.stdout.split()[-1]) - score) < 1e-4
