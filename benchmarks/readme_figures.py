@@ -41,6 +41,12 @@ def runtime_table(r: dict) -> list[str]:
                 f"{r[f'{key}_vs_torch_float32']:.2f}x | {r[f'{key}_fraction_of_forward']:.2f} | "
                 f"{r[f'{key}_max_abs_diff']:.2g}, {r[f'{key}_spearman_vs_float32']:.5f} | "
                 f"{'' if cold is None else f'{cold:.1f}'} | {'' if peak is None else f'{peak:,.0f}'} |")
+    standalone = [f"{r[k]:.1f} s" for k in (f"runtime_b32_onnx_{w}_standalone_cold_start_seconds"
+                                              for w in ("float32", "int8")) if k in r]
+    if standalone:
+        lines += ["", f"Cold start of [`docs/onnx_standalone.py`](onnx.md) (onnxruntime, numpy and Pillow, no MLflow) "
+                  f"on one image with the ViT-B/32 export: {' (float32), '.join(standalone)} (int8). Most of "
+                  "`score`'s own cold start with an export is importing MLflow and opening its store."]
     return lines + [""]
 
 

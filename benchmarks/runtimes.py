@@ -81,9 +81,11 @@ def bench_runtimes(work: Path, quick: bool) -> dict:
         doc = {"head": spec.to_dict(), "precision": "float32", "decoding": "full",
                "clip": {"model_id": source.model_id, "revision": source.revision}}
         reference = AestheticScorer().load(write_artifacts(work / f"{size}-torch", head.state_dict(), doc), "cpu")
-        torch_model = save_scorer(work / f"{size}-torch-model", head.state_dict(), doc, clip)
         crops = np.stack([reference_crop(reference, p) for p in paths])
         pixels_torch = torch.from_numpy(crops)
+        _spread(head, reference, pixels_torch)  # scores spread over the scale, so that fidelity can be measured
+        reference = AestheticScorer().load(write_artifacts(work / f"{size}-torch", head.state_dict(), doc), "cpu")
+        torch_model = save_scorer(work / f"{size}-torch-model", head.state_dict(), doc, clip)
         runtimes = {"torch_float32": (reference, torch.float32)}
         if embed_module.native_bfloat16():
             bf16 = AestheticScorer().load(write_artifacts(work / f"{size}-bf16", head.state_dict(),
@@ -105,6 +107,8 @@ def bench_runtimes(work: Path, quick: bool) -> dict:
             forwards[name] = lambda s=scorer: _onnx_forward(s, crops)
             ends[name] = lambda s=scorer: s.score_paths(paths)
             models[name] = save_model(work / f"{size}-onnx-{weights}-model", artifacts)
+            figures[f"runtime_{size}_{name}_standalone_cold_start_seconds"] = _standalone(Path(artifacts["graph"])
+                                                                                          .parent, paths[0])
         rates = _best_rates({**{f"forward_{k}": v for k, v in forwards.items()},
                              **{f"end_{k}": v for k, v in ends.items()}}, len(paths))
         expected = reference.score_paths(paths)["score"].to_numpy()
@@ -126,6 +130,33 @@ def bench_runtimes(work: Path, quick: bool) -> dict:
             figures[f"runtime_{size}_{name}_cold_start_seconds"] = seconds
             figures[f"runtime_{size}_{name}_cold_start_peak_mib"] = peak
     return figures
+
+
+def _spread(head, scorer, pixels: torch.Tensor) -> None:
+    """Set the head to map the images' embeddings along their first principal direction onto scores of mean 5.5
+    and standard deviation 1.5 (a random head on random-weight embeddings gives nearly one score for all)."""
+    from clip_aesthetics.embedding.embed import embed_pixels
+    from clip_aesthetics.heads.head import prepare
+    from clip_aesthetics.images.pixels import ModelPixels
+
+    finish = ModelPixels(scorer.processor, scorer.model.family.pixels).finish
+    features = prepare(np.concatenate([embed_pixels(scorer.model, finish(pixels[i:i + 32]), torch.float32)
+                                       for i in range(0, len(pixels), 32)]), scorer.spec.embed_norm)
+    centred = features - features.mean(0)
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+    along = centred @ direction
+    weight = direction * (0.15 / along.std())
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight[None].astype(np.float32)))
+        head.bias.fill_(float(0.55 - features.mean(0) @ weight))
+
+
+def _standalone(folder: Path, image: Path) -> float:
+    """Seconds from a fresh interpreter to the score of docs/onnx_standalone.py (onnxruntime, numpy, Pillow only)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "docs" / "onnx_standalone.py"),
+                    str(folder), str(image)], check=True, capture_output=True, timeout=300)
+    return time.perf_counter() - started
 
 
 def reference_crop(scorer, path: Path) -> np.ndarray:
