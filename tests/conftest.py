@@ -89,6 +89,13 @@ def sample_ava(tmp_path_factory) -> Path:
     return write_sample_ava(tmp_path_factory.mktemp("ava") / "ava", N_SAMPLE_IMAGES, seed=0, traps=True)
 
 
+@pytest.fixture(scope="session")
+def small_ava(tmp_path_factory) -> Path:
+    """Read-only, like sample_ava with a quarter of its images (and the same trap files): for tests that embed the
+    whole dataset twice to compare two ways of doing it (Spark against one process)."""
+    return write_sample_ava(tmp_path_factory.mktemp("ava-small") / "ava", N_SAMPLE_IMAGES // 4, seed=2, traps=True)
+
+
 @pytest.fixture
 def tracking_uri(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -123,8 +123,8 @@ def test_spark_input_that_does_not_exist_is_one_line(spark_session, trained, tmp
 
 
 def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(
-        spark_session, sample_ava, tiny_clip, tmp_path, tracking_uri):
-    common = ["--clip", str(tiny_clip), "--ava-dir", str(sample_ava)]
+        spark_session, small_ava, tiny_clip, tmp_path, tracking_uri):
+    common = ["--clip", str(tiny_clip), "--ava-dir", str(small_ava)]
     assert cli.main(["embed", *common, "--shard-size", "32", "--cache-dir", str(tmp_path / "local"),
                      "--num-workers", "0"]) == 0
     assert cli.main(["embed", *common, "--shard-size", "32", "--cache-dir", str(tmp_path / "spark"), "--engine", "spark",

@@ -126,9 +126,9 @@ def test_shard_curation_on_a_cluster_gives_the_parts_and_shards_of_one_process(c
     assert len(kept) == copied == 6, "the best quarter of 24, every one copied"
 
 
-def test_embed_on_a_cluster_fills_the_cache_one_process_fills(cluster, sample_ava, tiny_clip, tmp_path, tracking_uri):
-    common = ["embed", "--clip", str(tiny_clip), "--ava-dir", str(sample_ava), "--precision", "float32",
-              "--shard-size", "64"]
+def test_embed_on_a_cluster_fills_the_cache_one_process_fills(cluster, small_ava, tiny_clip, tmp_path, tracking_uri):
+    common = ["embed", "--clip", str(tiny_clip), "--ava-dir", str(small_ava), "--precision", "float32",
+              "--shard-size", "32"]
     submit(cluster, tracking_uri, tmp_path, *common, "--engine", "spark", "--cache-dir", str(tmp_path / "cluster"))
     assert cli.main([*common, "--cache-dir", str(tmp_path / "one"), "--num-workers", "0"]) == 0
     local, distributed = (EmbeddingCache(next((tmp_path / name).glob("*/images-*/*"))).load()

@@ -113,7 +113,9 @@ def check_shared(spark, read: list[str] = (), write: list[str] = (), what: str =
     they must write. Nothing to check in local mode (the executors are this machine's processes)."""
     if _local(spark):
         return
-    read = [_absolute(p) for p in read if _on_this_filesystem(p)][:64]  # a sample bounds the probe
+    # A sample bounds the probe. Only what the driver sees counts: a file missing here too (a dataset listing an
+    # image it lacks) is that image's failure, recorded with its reason by the job, not a sign of unshared storage.
+    read = [p for p in (_absolute(p) for p in read if _on_this_filesystem(p)) if os.path.exists(p)][:64]
     write = [_absolute(p) for p in write if _on_this_filesystem(p)]
     if not read and not write:
         return

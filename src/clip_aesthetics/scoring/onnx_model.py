@@ -97,7 +97,7 @@ class OnnxScorer(PythonModel):
     def _score(self, sources: list, load, num_workers: int = -1) -> pd.DataFrame:
         scores = np.full(len(sources), np.nan)
         errors = [""] * len(sources)
-        workers = os.cpu_count() or 1 if num_workers < 1 else num_workers
+        workers = (os.cpu_count() or 1) if num_workers < 1 else num_workers  # threads; 0 and -1: one per core
         with ThreadPoolExecutor(workers) as pool:  # Pillow decodes and resizes outside the GIL
             batches = deque()
             starts = iter(range(0, len(sources), BATCH))

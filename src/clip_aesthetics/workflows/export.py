@@ -29,7 +29,7 @@ MIN_SPEARMAN = 0.995  # a quantised export against the source, unless --accept-f
 CALIBRATION_IMAGES = 200  # at most, from the source run's test split
 
 
-class ExportRefused(UserError):
+class NotRegistered(UserError):
     """The export was measured and falls short; the message gives the figure and how to accept it."""
 
 
@@ -117,7 +117,7 @@ def export_step(settings) -> None:
             logged = runtime.log_model(artifacts)
             if verdict:
                 mlflow.set_tag("not_registered", verdict)
-                raise ExportRefused(f"{verdict}: logged in run {run.info.run_id}, not registered")
+                raise NotRegistered(f"{verdict}: logged in run {run.info.run_id}, not registered")
         version = mlflow.register_model(logged, name, tags=tags)
         description = (f"{settings.format} export ({weights}) of {settings.model}"
                        + (f" (version {found[1].version} of {found[0]}, run {run_id})" if found else
