@@ -4,7 +4,9 @@ figures for the larger backbones (CLIP ViT-L/14, SigLIP so400m at 384, DINOv2-L)
     bash benchmarks/gpu.sh            (under 5 minutes; writes gpu.json, or $OUT/gpu.json)
 
 Per model: forward-only images/s (pixel tensors already on the GPU, float16 and bfloat16, batch 1024);
-end-to-end images/s through the project's embed (files -> decoding workers -> GPU -> cache, float16,
+ONNX Runtime's forward of the model exported as `clip-aesthetics export` makes it (float32; on the CUDA execution
+provider when onnxruntime-gpu is installed and sees the GPU, the provider recorded beside the figure; skipped with
+the reason when onnxruntime is not installed); end-to-end images/s through the project's embed (files -> decoding workers -> GPU -> cache, float16,
 batch 256) with full and with reduced decoding; and decoding alone with the same workers (the same
 loader, no model), at this machine's core count. End-to-end near decoding alone means decoding is the
 bound; near the forward, the GPU is. Images: photo-like JPEGs, 640-1024 px (smooth pictures and
@@ -68,6 +70,39 @@ def decode_rate(items, processor, workers: int, batch: int, decoding: str) -> fl
     return len(items) / (time.perf_counter() - started)
 
 
+def export_graph(clip: Path, work: Path) -> Path:
+    """`clip` with a random linear head, exported to ONNX (float32) as `clip-aesthetics export` does: the graph."""
+    from clip_aesthetics.heads.head import HeadSpec, build_head
+    from clip_aesthetics.scoring import onnx_export
+    from clip_aesthetics.scoring.model import AestheticScorer, write_artifacts
+
+    source = resolve_backbone(str(clip))
+    dim = load_backbone(source, torch.device("cpu"))[0].embedding_dim
+    spec = HeadSpec("linear", dim, "l2", 10.0)
+    doc = {"head": spec.to_dict(), "precision": "float32", "decoding": "full",
+           "clip": {"model_id": source.model_id, "revision": source.revision}}
+    scorer = AestheticScorer().load(write_artifacts(work / "torch", build_head(spec).state_dict(), doc), "cpu")
+    return Path(onnx_export.write_export(onnx_export.torch_float32(scorer), work / "onnx")["graph"])
+
+
+def onnx_forward_rate(graph: Path, side: int, batch: int, seconds: float) -> tuple[float, str]:
+    """(images/s, execution provider) of an exported graph on ready 8-bit pixels, on the provider ONNX Runtime
+    offers here for a GPU (CUDA when onnxruntime-gpu sees one, else the CPU)."""
+    import numpy as np
+    import onnxruntime
+
+    from clip_aesthetics.scoring.onnx_model import providers_for
+
+    session = onnxruntime.InferenceSession(str(graph), providers=providers_for("cuda"))
+    pixels = np.random.default_rng(0).integers(0, 255, (batch, side, side, 3), dtype=np.uint8)
+    session.run(["score"], {"pixels": pixels})  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(["score"], {"pixels": pixels})
+        done += batch
+    return done / (time.perf_counter() - started), session.get_providers()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("gpu.json"))
@@ -90,6 +125,12 @@ def main() -> None:
             model, processor = load_backbone(resolve_backbone(str(clip)), torch.device("cuda"))
             for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
                 figures[f"{size}_forward_images_per_second_{name}"] = forward_rate(model, dtype, 1024, args.forward_seconds)
+            try:
+                rate, provider = onnx_forward_rate(export_graph(clip, work / f"onnx-{size}"), 224, 256,
+                                                   args.forward_seconds / 2)
+                figures.update({f"{size}_onnx_float32_forward_images_per_second": rate, "onnx_provider": provider})
+            except ImportError as error:
+                figures["onnx_provider"] = f"skipped: {error} (pip install onnxruntime-gpu onnx)"
             for decoding in ("full", "reduced"):
                 decode = decode_rate(items, processor, workers, 256, decoding)
                 cache = EmbeddingCache(work / f"cache-{size}-{decoding}")

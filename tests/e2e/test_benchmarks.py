@@ -1,5 +1,6 @@
 """The benchmark's own pieces stay runnable: the seed-style baseline and the synthetic data (tiny sizes)."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def test_the_gpu_script_pieces_run_and_it_refuses_a_machine_without_a_gpu(tmp_pa
     assert len(items) == 8 and all(path.stat().st_size > 0 for _, path in items)
     _, processor = load_backbone(resolve_backbone(str(tiny_clip)), torch.device("cpu"))
     assert gpu.decode_rate(items, processor, workers=0, batch=4, decoding="reduced") > 0
+    if importlib.util.find_spec("onnxruntime") is not None:  # the ONNX piece, on whatever provider is here
+        rate, provider = gpu.onnx_forward_rate(gpu.export_graph(tiny_clip, tmp_path / "onnx"), 32, 4, 0.2)
+        assert rate > 0 and provider.endswith("ExecutionProvider")
     if not torch.cuda.is_available():
         root = Path(__file__).resolve().parents[2]
         done = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], capture_output=True, text=True, cwd=root)
@@ -68,7 +72,7 @@ def test_every_name_the_benchmarks_import_from_the_project_exists():
     import ast
     import importlib
 
-    for script in ("bench.py", "gpu.py", "synthetic.py", "seed_baseline.py"):
+    for script in ("bench.py", "gpu.py", "synthetic.py", "seed_baseline.py", "runtimes.py", "backbones.py"):
         tree = ast.parse((Path(__file__).resolve().parents[2] / "benchmarks" / script).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clip_aesthetics"):

@@ -81,6 +81,7 @@ class AestheticScorer(PythonModel):
     """The registered model: applies exactly the CLIP (id + revision), processor, decoding, precision, embed_norm
     and scale of training."""
 
+    runtime = "torch"
     uses_embedding_cache = True  # evaluate embeds its images into the shared cache, then applies the head
 
     def load_context(self, context) -> None:

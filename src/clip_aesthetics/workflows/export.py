@@ -79,8 +79,9 @@ def export_step(settings) -> None:
     source_run = client.get_run(run_id) if run_id else None
     name = settings.model_name or f"{found[0] if found else 'clip-aesthetics'}-{settings.format}"
     sources, calibration = calibration_sources(settings, source_run)
-    spec_doc = read_spec(download_model(settings.model))
-    source = load_scorer(settings.model)
+    folder = download_model(settings.model)  # once: its spec and the scorer both come from this copy
+    spec_doc = read_spec(folder)
+    source = load_scorer(folder)
     if getattr(source, "runtime", "torch") != "torch":
         origin = source_run.data.params.get("source_model_uri", "") if source_run else ""
         raise UserError(f"{settings.model} is already an export ({source.runtime}): export its source model"
