@@ -11,6 +11,7 @@ below MIN_SPEARMAN (or `--accept-fidelity`), is logged but not registered.
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import os
 import shutil
 import tempfile
@@ -55,8 +56,6 @@ def calibration_sources(settings, source_run) -> tuple[list, str]:
     except Exception as error:  # noqa: BLE001  any reason the run's data cannot be found again
         raise UserError(f"cannot read the test images of run {source_run.info.run_id} ({error}): pass "
                         "--calibration DIR (a folder of images like the ones you will score)") from None
-    import io
-
     ids = pd.read_csv(io.StringIO(tests))["image_id"].tolist()[:CALIBRATION_IMAGES]
     sources = [labelled.sources[i] for i in ids if i in labelled.sources]
     return sources, f"{len(sources)} test image(s) of run {source_run.info.run_id} ({labelled.name})"
@@ -78,7 +77,6 @@ def export_step(settings) -> None:
     client = mlflow.MlflowClient()
     source_run = client.get_run(run_id) if run_id else None
     name = settings.model_name or f"{found[0] if found else 'clip-aesthetics'}-{settings.format}"
-    sources, calibration = calibration_sources(settings, source_run)
     folder = download_model(settings.model)  # once: its spec and the scorer both come from this copy
     spec_doc = read_spec(folder)
     source = load_scorer(folder)
@@ -86,6 +84,7 @@ def export_step(settings) -> None:
         origin = source_run.data.params.get("source_model_uri", "") if source_run else ""
         raise UserError(f"{settings.model} is already an export ({source.runtime}): export its source model"
                         + (f", {origin}" if origin else ""))
+    sources, calibration = calibration_sources(settings, source_run)  # after the refusals: it reads a dataset
     reference = runtime.reference(source)  # the source, computing in float32 on the CPU
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
