@@ -12,6 +12,8 @@ import urllib.request
 
 import pytest
 
+import clip_aesthetics
+
 from servers import free_port, wait_until_serving
 
 
@@ -55,7 +57,9 @@ def test_served_model_answers_base64_images_and_refuses_paths(store, served_uri,
             {"image": image}, {"image": base64.b64encode(b"junk").decode()}, {"image": None}, {"image": 7}]})
         assert status == 200, body
         first, *bad = body["predictions"]
-        assert 1 <= first["score"] <= 10 and first["error"] == ""
+        assert 1 <= first["score"] <= 10 and first["error"] == "" and 0 <= first["percentile"] <= 100
+        local = clip_aesthetics.load(served_uri, tracking_uri=store["uri"]).score([store["ava"] / "image" / "14.jpg"])
+        assert first["percentile"] == pytest.approx(local["percentile"].iat[0], abs=1e-9), "as in one process"
         assert all(row["score"] is None or row["score"] != row["score"] for row in bad)
         assert "not an image" in bad[0]["error"] and "no image in this row" in bad[1]["error"]
         assert "got int" in bad[2]["error"]

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from clip_aesthetics.cli import app as cli
+from clip_aesthetics.scoring import reference
+from clip_aesthetics.scoring.uris import download_model, read_spec
 from clip_aesthetics.engines import spark
 from clip_aesthetics.embedding.cache import EmbeddingCache
 
@@ -80,6 +82,10 @@ def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, phot
     ok = local["error"] == ""
     np.testing.assert_allclose(distributed.loc[ok, "score"].astype(float), local.loc[ok, "score"].astype(float),
                                atol=1e-5)
+    assert list(distributed.columns) == ["path", "score", "percentile", "error"]
+    np.testing.assert_allclose(distributed.loc[ok, "percentile"].astype(float),
+                               local.loc[ok, "percentile"].astype(float), atol=1e-9)
+    assert distributed.loc[~ok, "percentile"].isna().all()
 
 
 @pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
@@ -91,6 +97,7 @@ def test_spark_scores_with_an_onnx_export_like_one_process(spark_session, traine
     assert cli.main(["export", "--model", trained["model"], "--model-name", "spark-onnx"]) == 0
     model = "models:/spark-onnx@float32"
     assert cli.main(["score", str(photos), "--model", model, "--out", str(tmp_path / "one.csv")]) == 0
+    assert cli.main(["score", str(photos), "--model", trained["model"], "--out", str(tmp_path / "source.csv")]) == 0
     assert cli.main(["score", str(photos), "--model", model, "--engine", "spark", "--out",
                      str(tmp_path / "spark.parquet")]) == 0
     local = pd.read_csv(tmp_path / "one.csv", keep_default_na=False).set_index("path")
@@ -102,6 +109,14 @@ def test_spark_scores_with_an_onnx_export_like_one_process(spark_session, traine
     assert ok.sum() == 14
     np.testing.assert_allclose(distributed.loc[ok, "score"].astype(float), local.loc[ok, "score"].astype(float),
                                atol=1e-6)
+    # the export carries its source's reference: the percentiles of its own scores against it, within one reference
+    # image of the source's (a score 1e-5 away may sit on the other side of a reference score)
+    ref = reference.of_spec(read_spec(download_model(model)))
+    np.testing.assert_allclose(distributed.loc[ok, "percentile"].astype(float),
+                               ref.percentile(distributed.loc[ok, "score"].astype(float)), atol=1e-9)
+    source = pd.read_csv(tmp_path / "source.csv", keep_default_na=False).set_index("path").loc[local.index]
+    np.testing.assert_allclose(distributed.loc[ok, "percentile"].astype(float),
+                               source.loc[ok, "percentile"].astype(float), atol=100 / ref.count + 1e-9)
 
 
 @pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
@@ -198,3 +213,5 @@ def test_spark_scores_shards_into_the_rows_one_process_writes(spark_session, tra
     assert len(local) == 25 and local["key"].tolist() == distributed["key"].tolist()
     assert local["error"].tolist() == distributed["error"].tolist() and (local["error"] != "").sum() == 1
     np.testing.assert_allclose(local["score"].to_numpy(), distributed["score"].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(local["percentile"].to_numpy(), distributed["percentile"].to_numpy(), atol=1e-9)
+    assert local["percentile"].notna().sum() == 24

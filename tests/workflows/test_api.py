@@ -18,7 +18,8 @@ def cli_scores(trained_store, sample_ava, tmp_path) -> pd.DataFrame:
     assert cli.main(["score", str(sample_ava / "image"), "--model", trained_store["model"], "--out", str(out),
                      "--num-workers", "0"]) == 0
     frame = pd.read_csv(out, keep_default_na=False)
-    frame["score"] = pd.to_numeric(frame["score"], errors="coerce")  # an unscored image's empty cell: NaN
+    for column in ("score", "percentile"):  # an unscored image's empty cell: NaN
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame.set_index("path")
 
 
@@ -34,8 +35,10 @@ def test_paths_bytes_and_pil_images_score_as_the_cli_does(trained_store, sample_
             pictures.append(image.copy())
     as_pil = scorer.score(pictures)
     for got in (as_paths, as_bytes, as_pil):
-        assert list(got.columns) == ["score", "error"] and (got["error"] == "").all()
+        assert list(got.columns) == ["score", "percentile", "error"] and (got["error"] == "").all()
         np.testing.assert_allclose(got["score"].to_numpy(float), want, atol=1e-6)
+        np.testing.assert_allclose(got["percentile"].to_numpy(float),
+                                   cli_scores.loc[[str(p) for p in good], "percentile"].to_numpy(float), atol=1e-9)
     mixed = scorer.score([good[0], good[1].read_bytes(), pictures[2]])
     np.testing.assert_allclose(mixed["score"].to_numpy(float), want[:3], atol=1e-6)
     low, high = scorer.score_range

@@ -3,7 +3,10 @@
 import json
 from pathlib import Path
 
+import shutil
+
 import mlflow
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,17 +92,29 @@ def test_an_imported_published_head_scores_as_its_authors_compute(layout, backbo
 
 
 def test_a_relu_chain_applies_the_activation_between_layers(backbones, ratings, tmp_path, tracking_uri):
+    """... and a reference folder given at import makes each score's percentile the share of its images below."""
     state = published_state("improved-mlp", 768, seed=4)
     torch.save(state, tmp_path / "ava+logos-l14-reluMSE.pth")
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    for path in sorted((ratings / "images").glob("*.jpg"))[20:32]:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.jpg").write_bytes(b"not an image")  # left out of the reference, not a crash
     assert cli.main(["import-head", str(tmp_path / "ava+logos-l14-reluMSE.pth"), "--clip", str(backbones["improved-mlp"]),
-                     "--model-name", "relu", "--activation", "relu", "--bundle-dtype", "float32"]) == 0
+                     "--model-name", "relu", "--activation", "relu", "--bundle-dtype", "float32",
+                     "--reference", str(folder)]) == 0
     scorer = load_scorer("models:/relu@champion")
     paths = sorted((ratings / "images").glob("*.jpg"))[:6]
     embeddings = np.concatenate([e for _, e, _ in embed_sources(list(enumerate(paths)), load_rgb, scorer.model,
                                                                 scorer.processor, scorer.dtype, 32, 0, progress=False)])
-    np.testing.assert_allclose(scorer.score_paths(paths, num_workers=0)["score"],
-                               hand_scores(state, "improved-mlp", embeddings.astype(np.float64), relu=True),
-                               rtol=1e-5, atol=1e-5)
+    scored = scorer.score_paths(paths, num_workers=0)
+    np.testing.assert_allclose(scored["score"], hand_scores(state, "improved-mlp", embeddings.astype(np.float64),
+                                                            relu=True), rtol=1e-5, atol=1e-5)
+    ref = scorer.score_paths(sorted(folder.glob("*.jpg")), num_workers=0)["score"].dropna().to_numpy()
+    assert len(ref) == 12 and scorer.reference.count == 12 and str(folder.resolve()) in scorer.reference.what
+    np.testing.assert_allclose(scored["percentile"], [np.mean(ref < s) * 100 for s in scored["score"]], atol=1e-9)
+    version = mlflow.MlflowClient().get_model_version_by_alias("relu", "champion")
+    assert "12 images in" in version.description
 
 
 def test_a_head_for_another_embedding_size_is_refused_with_both_shapes(backbones, tmp_path, tracking_uri, capsys):

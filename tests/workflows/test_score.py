@@ -98,7 +98,7 @@ def test_score_command_writes_a_csv_for_folders(store, tmp_path):
     out = tmp_path / "scores.csv"
     assert cli.main(["score", str(tmp_path / "photos"), "--out", str(out), "--num-workers", "0"]) == 0
     table = pd.read_csv(out, keep_default_na=False)
-    assert list(table.columns) == ["path", "score", "error"] and len(table) == 5
+    assert list(table.columns) == ["path", "score", "percentile", "error"] and len(table) == 5
     failed = table[table["error"] != ""]
     assert sorted(failed["path"].map(lambda p: p.rsplit("/", 1)[-1])) == ["21.jpg", "24.jpg"]
     assert table.loc[table["error"] == "", "score"].astype(float).between(1, 10).all()

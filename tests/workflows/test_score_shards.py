@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from clip_aesthetics.cli import app as cli
+from clip_aesthetics.scoring import reference
+from clip_aesthetics.scoring.uris import download_model, read_spec
 from clip_aesthetics.scoring import curate, curation_report
 from clip_aesthetics.scoring import samples
 from clip_aesthetics.data.sample_data import _write_huge_png
@@ -93,6 +95,28 @@ def test_shards_give_one_row_per_sample_with_the_scores_of_the_same_files(traine
     for name, data in copied.items():
         with tarfile.open(shards["folder"] / name.split("/")[0]) as original:
             assert original.extractfile(name.split("/", 1)[1]).read() == data, "members copied byte for byte"
+
+
+def test_min_percentile_keeps_the_samples_at_or_above_the_models_reference(trained, shards, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert score(trained, shards["folder"] / "00000.tar", shards["folder"] / "00001.tar", "--out", out,
+                 "--min-percentile", "60") == 0
+    printed = capsys.readouterr().out
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+        mlflow.set_tracking_uri(trained["uri"])
+        ref = reference.of_spec(read_spec(download_model(trained["model"])))
+    assert ref is not None and "test images" in ref.what and ref.count >= 2
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet"))], ignore_index=True)
+    assert list(frame.columns[:5]) == ["key", "input", "score", "percentile", "error"]
+    by_score = frame.sort_values("score")
+    assert (np.diff(by_score["percentile"].to_numpy()) >= 0).all() and frame["percentile"].between(0, 100).all()
+    want = {key for key, s in zip(frame["key"], frame["score"]) if np.mean(ref.scores < s) * 100 >= 60}
+    kept = pd.read_parquet(out / "_report" / "kept.parquet")
+    assert set(kept["key"]) == want and 0 < len(want) < len(frame)
+    summary = json.loads((out / "_report" / "summary.json").read_text())
+    assert summary["reference"] == ref.what and f"percentiles against {ref.what}" in printed
+    assert summary["mean_percentile"] == pytest.approx(frame["percentile"].mean())
 
 
 def test_a_parquet_of_image_bytes_keeps_every_row_and_its_columns(trained, sample_ava, tmp_path):

@@ -95,6 +95,16 @@ class ImportHeadCommand(TrackingSettings, RevisionSettings):
                                                          "ones (relu)")
     bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="precision of the backbone weights copied into the registered model; auto = float16")
+    reference: str = Field("", description="a folder of images (say, a sample of what you will score) whose scores "
+                           "become the model's reference: each score's percentile is the share of them scoring "
+                           "lower; empty = none (percentiles stay empty)")
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_folder(cls, value: str) -> str:
+        if value and not Path(value).expanduser().is_dir():
+            raise ValueError(f"reference={value}: not a folder of images")
+        return value
 
     @field_validator("clip")
     @classmethod

@@ -30,7 +30,9 @@ from clip_aesthetics.engines import Engine
 from clip_aesthetics.errors import ScoringInputError, UserError
 from clip_aesthetics.images.decode import IMAGE_SUFFIXES
 
-RESULT_SCHEMA = "path string, score double, error string"
+def result_schema(columns: list[str]) -> str:
+    """The Spark schema of `path` and a scorer's answer (requests.output_columns)."""
+    return ", ".join(["path string", *(f"{c} {'string' if c == 'error' else 'double'}" for c in columns)])
 IMAGE_PATTERN = "(?i)\\.(" + "|".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)) + ")$"
 ROWS_PER_BATCH = 256  # images per Arrow batch handed to the scorer: bounds an executor's memory
 _loaded: dict[tuple, object] = {}  # in each executor Python process: (what, where, device) -> loaded model
@@ -157,11 +159,14 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     One row per file, empty files included (Spark's binaryFile skips 0-byte files; they are added back
     with the error "empty file"). Returns counts: scored, failed, model_loads.
     """
-    from clip_aesthetics.scoring.uris import download_model
     from clip_aesthetics.scoring.files import check_spark_output
+    from clip_aesthetics.scoring.requests import output_columns
+    from clip_aesthetics.scoring.uris import download_model, read_spec
 
     check_spark_output(out, list(inputs))  # the overwrite below deletes `out` first: never an input
     local_model = download_model(model_uri)  # once, on the driver
+    columns = output_columns(read_spec(local_model))
+    schema = result_schema(columns)
     out_parent = str(Path(out.removeprefix("file:")).parent) if _on_this_filesystem(out) else ""
     if out_parent:
         Path(out_parent).mkdir(parents=True, exist_ok=True)
@@ -187,14 +192,14 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
         scorer = _scorer(shipped, loads)
         for batch in batches:
             scored = scorer.predict(None, pd.DataFrame({"image": batch["content"].tolist()}))
-            yield pd.DataFrame({"path": batch["path"].to_numpy(), "score": scored["score"].to_numpy(),
-                                "error": scored["error"].to_numpy()})
+            yield pd.concat([pd.DataFrame({"path": batch["path"].to_numpy()}),
+                             scored.reset_index(drop=True).reindex(columns=columns)], axis=1)
             print(f"clip-aesthetics: scored {len(batch)} image(s) in pid {os.getpid()}", file=sys.stderr, flush=True)
 
-    result = images.mapInPandas(score_partition, RESULT_SCHEMA)
-    empty = [(path, None, "empty file") for path in listed if path not in present]
+    result = images.mapInPandas(score_partition, schema)
+    empty = [(path, *[None] * (len(columns) - 1), "empty file") for path in listed if path not in present]
     if empty:
-        result = result.unionByName(spark.createDataFrame(empty, RESULT_SCHEMA))
+        result = result.unionByName(spark.createDataFrame(empty, schema))
     result.write.mode("overwrite").parquet(out)
     written = spark.read.parquet(out)
     failed = written.filter(written.error != "").count()

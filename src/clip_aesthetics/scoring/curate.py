@@ -149,15 +149,17 @@ def score_input(scorer, path: str, out: Path, image_column: str = "", source: st
 
 
 def _score_chunk(scorer, chunk: list[Sample], path: str) -> pd.DataFrame:
-    scores = np.full(len(chunk), np.nan)
+    """key, input, the scorer's answer (score, percentile, what its head adds), error, and the carried columns."""
+    values = {"score": np.full(len(chunk), np.nan), "percentile": np.full(len(chunk), np.nan)}
     errors = [s.error for s in chunk]
     todo = [k for k, s in enumerate(chunk) if s.image is not None and not s.error]
     if todo:
         scored = scorer.score_bytes([chunk[k].image for k in todo])
-        scores[todo] = scored["score"].to_numpy()
+        for column in scored.columns.drop("error"):
+            values.setdefault(column, np.full(len(chunk), np.nan))[todo] = scored[column].to_numpy(dtype=np.float64)
         for k, error in zip(todo, scored["error"], strict=True):
             errors[k] = error
-    frame = pd.DataFrame({"key": [s.key for s in chunk], "input": str(path), "score": scores, "error": errors})
+    frame = pd.DataFrame({"key": [s.key for s in chunk], "input": str(path), **values, "error": errors})
     carried = pd.DataFrame([s.carried for s in chunk], index=frame.index)
     return pd.concat([frame, carried.astype(object)], axis=1) if len(carried.columns) else frame
 

@@ -19,7 +19,7 @@ from clip_aesthetics.scoring.samples import is_shard, read_input, reader_for, su
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
 
-def summarise(frame: pd.DataFrame, score_range: tuple[float, float]) -> dict:
+def summarise(frame: pd.DataFrame, score_range: tuple[float, float], reference=None) -> dict:
     scores = frame["score"].dropna().to_numpy(dtype=np.float64)
     failed = frame.loc[frame["score"].isna(), "error"].fillna("").map(lambda e: e.split(" (")[0] or "unknown")
     summary = {"count": int(len(frame)), "scored": int(len(scores)), "failed": int(len(frame) - len(scores)),
@@ -27,7 +27,14 @@ def summarise(frame: pd.DataFrame, score_range: tuple[float, float]) -> dict:
                "mean": float(scores.mean()) if len(scores) else None,
                "percentiles": ({f"p{q}": float(v) for q, v in zip(PERCENTILES, np.percentile(scores, PERCENTILES),
                                                                    strict=True)} if len(scores) else {}),
-               "score_range": list(score_range)}
+               "score_range": list(score_range),
+               # what each sample's `percentile` compares with, and where the job's samples fall against it
+               "reference": reference.what if reference is not None else None,
+               "mean_percentile": (float(frame["percentile"].mean()) if reference is not None and len(scores)
+                                   else None),
+               "share_at_or_above_reference": ({f"p{q}": float(np.mean(frame["percentile"].dropna() >= q))
+                                                for q in (50, 90, 99)} if reference is not None and len(scores)
+                                               else {})}
     return summary
 
 
@@ -38,6 +45,9 @@ def summary_lines(summary: dict) -> list[str]:
         low, high = summary["score_range"]
         lines.append(f"  mean {summary['mean']:.4f} (the model's {low:g}-{high:g} scale)")
         lines.append("  " + ", ".join(f"{k} {v:.4f}" for k, v in summary["percentiles"].items()))
+    if summary.get("mean_percentile") is not None:
+        lines.append(f"  mean percentile {summary['mean_percentile']:.1f}; at or above the reference's " + ", ".join(
+            f"{k}: {v:.1%}" for k, v in summary["share_at_or_above_reference"].items()))
     return lines
 
 
@@ -47,11 +57,11 @@ def report_folder(out: Path) -> Path:
     return folder
 
 
-def write_summary(frame: pd.DataFrame, out: Path, score_range: tuple[float, float]) -> dict:
+def write_summary(frame: pd.DataFrame, out: Path, score_range: tuple[float, float], reference=None) -> dict:
     from clip_aesthetics.reports import gallery
     from clip_aesthetics.reports import plots
 
-    summary = summarise(frame, score_range)
+    summary = summarise(frame, score_range, reference)
     report = report_folder(out)
     (report / SUMMARY).write_text(json.dumps(summary, indent=2))
     figure = plots.histogram(frame["score"].dropna().to_numpy(), gallery.bucket_edges(*score_range))
@@ -60,16 +70,20 @@ def write_summary(frame: pd.DataFrame, out: Path, score_range: tuple[float, floa
     return summary
 
 
-def select(frame: pd.DataFrame, min_score: float | None = None, top_fraction: float | None = None) -> pd.DataFrame:
-    """The kept rows: score >= min_score and/or among the best `top_fraction` of all inputs (failures count as
-    inputs, never kept); ties at the cut are broken by input and key order. Best first."""
+def select(frame: pd.DataFrame, min_score: float | None = None, top_fraction: float | None = None,
+           min_percentile: float | None = None) -> pd.DataFrame:
+    """The kept rows: score >= min_score, percentile >= min_percentile and/or among the best `top_fraction` of all
+    inputs (failures count as inputs, never kept); ties at the cut are broken by input and key order. Best first."""
     scored = frame[frame["score"].notna()].sort_values(["score", "input", "key"], ascending=[False, True, True],
                                                        kind="stable")
     if min_score is not None:
         scored = scored[scored["score"] >= min_score]
+    if min_percentile is not None:
+        scored = scored[scored["percentile"] >= min_percentile]
     if top_fraction is not None:
         scored = scored.head(math.floor(top_fraction * len(frame) + 1e-9))
-    return scored[["key", "input", "score"]].reset_index(drop=True)
+    # (parts written before percentiles existed have none: an empty column)
+    return scored.reindex(columns=["key", "input", "score", "percentile"]).reset_index(drop=True)
 
 
 def kept_shard_names(paths: list[str]) -> dict[str, str]:
@@ -128,10 +142,13 @@ def gallery_page(frame: pd.DataFrame, paths: list[str], image_column: str, score
 
     def rows(load_of) -> list:
         captions = frame["caption"] if "caption" in frame.columns else pd.Series("", index=frame.index)
+        percentiles = frame["percentile"] if "percentile" in frame.columns else pd.Series(np.nan, index=frame.index)
         return [gallery.Row(str(key), f"{key}" + (f" | {str(text)[:120]}" if isinstance(text, str) and text else ""),
-                            float(score), load_of((str(source), str(key))), error=str(error or ""))
-                for key, source, score, error, text in zip(frame["key"], frame["input"], frame["score"],
-                                                            frame["error"], captions, strict=True)]
+                            float(score), load_of((str(source), str(key))), error=str(error or ""),
+                            percentile=float(percentile))
+                for key, source, score, error, text, percentile in zip(frame["key"], frame["input"], frame["score"],
+                                                                        frame["error"], captions, percentiles,
+                                                                        strict=True)]
 
     scores = frame["score"].dropna().to_numpy()
     summary = [f"{len(frame)} sample(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "

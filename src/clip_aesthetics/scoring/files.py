@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from clip_aesthetics.errors import ScoringInputError
@@ -51,8 +52,11 @@ def write_gallery(frame: pd.DataFrame, out: Path, score_range: tuple[float, floa
 
     score_range = score_range or frame.attrs.get("score_range") or SCORE_RANGE
 
-    rows = [gallery.Row(path, path, float(score), lambda p=path: load_rgb(Path(p)), error=error)
-            for path, score, error in zip(frame["path"], frame["score"], frame["error"], strict=True)]
+    percentiles = frame["percentile"] if "percentile" in frame.columns else pd.Series(np.nan, index=frame.index)
+    rows = [gallery.Row(path, path, float(score), lambda p=path: load_rgb(Path(p)), error=error,
+                        percentile=float(percentile))
+            for path, score, error, percentile in zip(frame["path"], frame["score"], frame["error"], percentiles,
+                                                      strict=True)]
     scores = frame["score"].dropna().to_numpy()
     figure = plots.histogram(scores, gallery.bucket_edges(*score_range))
     summary = [f"{len(frame)} input(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "
@@ -128,7 +132,8 @@ def refuse_an_input(out: Path, paths: list[Path]) -> None:
 
 
 def score_files(paths: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:
-    """Image files (as collect_images lists them, checked by the caller) -> path, score, error per file."""
+    """Image files (as collect_images lists them, checked by the caller) -> path, score, percentile, error per file (and
+    what the model's head kind adds, e.g. score_std)."""
     from clip_aesthetics.scoring.uris import describe_model, load_scorer
 
     from clip_aesthetics.environment import STARTED
@@ -140,6 +145,7 @@ def score_files(paths: list[Path], model_uri: str, num_workers: int = -1) -> pd.
           f"model, one image)")
     rest = scorer.score_paths(paths[1:], num_workers=num_workers, progress=True) if len(paths) > 1 else first[:0]
     scores = pd.concat([first, rest], ignore_index=True)
-    frame = pd.DataFrame({"path": [str(p) for p in paths], "score": scores["score"], "error": scores["error"]})
+    frame = pd.concat([pd.DataFrame({"path": [str(p) for p in paths]}), scores], axis=1)
     frame.attrs["score_range"] = scorer.score_range
+    frame.attrs["reference"] = getattr(scorer, "reference", None)
     return frame

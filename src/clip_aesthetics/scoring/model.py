@@ -24,6 +24,7 @@ from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_so
 from clip_aesthetics.errors import non_finite_reason
 from clip_aesthetics.heads.head import HeadSpec, build_head, predict_scores, prepare
 from clip_aesthetics.images.decode import load_rgb
+from clip_aesthetics.scoring.reference import annotate, of_spec
 from clip_aesthetics.scoring.requests import SIGNATURE, decode_value, dispatch, example_png
 from clip_aesthetics.scoring.uris import HEAD_FILE, SPEC_FILE
 
@@ -91,6 +92,7 @@ class AestheticScorer(PythonModel):
         doc = json.loads(Path(artifacts["scorer_spec"]).read_text())
         self.spec = HeadSpec(**doc["head"])
         self.clip_info = doc["clip"]
+        self.reference = of_spec(doc)  # what `percentile` compares with (None: models saved before it)
         self.head = build_head(self.spec)
         self.head.load_state_dict(torch.load(artifacts["head"], map_location="cpu", weights_only=True))
         self.head.eval()
@@ -121,7 +123,7 @@ class AestheticScorer(PythonModel):
         return self
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """`image` column (bytes or base64) -> DataFrame(score, error); `path` only outside a server.
+        """`image` column (bytes or base64) -> DataFrame(score, percentile, error); `path` only outside a server.
 
         A bad row gets NaN and its reason; a request that cannot be scored at all raises an error whose
         message (what a server answers with, as HTTP 400) says what was wrong.
@@ -152,10 +154,10 @@ class AestheticScorer(PythonModel):
                         errors[row] = non_finite_reason(value)
             for row in failed:
                 errors[row[0]] = row[2]
-        return pd.DataFrame({"score": scores, "error": errors})
+        return annotate(pd.DataFrame({"score": scores, "error": errors}), self.reference)
 
     def score(self, images: list, num_workers: int = -1) -> pd.DataFrame:
-        """Images -> DataFrame(score, error), one row per image, in order: each a path (str or Path), encoded bytes
+        """Images -> DataFrame(score, percentile, error), one row per image, in order: each a path (str or Path), encoded bytes
         or a PIL image, mixed as you like. `score` is on the model's scale (its `score_range`); an image that
         cannot be scored gets NaN and the reason in `error`. The same embedding and head as every other path
         (CLI, server, Spark); a PIL image is taken as it is in memory (decoded in full)."""
@@ -170,5 +172,5 @@ class AestheticScorer(PythonModel):
         return self.spec.score_range
 
     def score_bytes(self, images: list) -> pd.DataFrame:
-        """Encoded images (bytes, or base64 text) -> DataFrame(score, error), decoded on a thread pool."""
+        """Encoded images (bytes, or base64 text) -> DataFrame(score, percentile, error), decoded on a thread pool."""
         return self._score(list(images), decode_value, threads=True)

@@ -20,6 +20,7 @@ from mlflow.pyfunc import PythonModel
 from clip_aesthetics.errors import non_finite_reason
 from clip_aesthetics.images.decode import ImageError, crop_long_side, load_any, load_rgb
 from clip_aesthetics.images.pixels import ModelPixels
+from clip_aesthetics.scoring.reference import annotate, of_spec
 from clip_aesthetics.scoring.requests import decode_value, dispatch
 
 BATCH = 32  # images per ONNX Runtime call
@@ -37,7 +38,7 @@ def providers_for(device: str = "auto") -> list[str]:
 
 
 class OnnxScorer(PythonModel):
-    """An exported model: images -> DataFrame(score, error) on the source model's scale."""
+    """An exported model: images -> DataFrame(score, percentile, error) on the source model's scale."""
 
     runtime = "onnx"
     uses_embedding_cache = False  # evaluate scores its images with it, not through the embedding cache
@@ -58,6 +59,7 @@ class OnnxScorer(PythonModel):
         # the source's backbone (id, revision), as reports name it; the export itself needs neither
         spec = json.loads(Path(artifacts["scorer_spec"]).read_text()) if "scorer_spec" in artifacts else {}
         self.clip_info = spec.get("clip", {"model_id": "", "revision": ""})
+        self.reference = of_spec(spec)  # the source's: what `percentile` compares with
         return self.to(device)
 
     def to(self, device) -> OnnxScorer:
@@ -74,7 +76,7 @@ class OnnxScorer(PythonModel):
         return self._score_range
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """`image` column (bytes or base64) -> DataFrame(score, error); `path` only outside a server."""
+        """`image` column (bytes or base64) -> DataFrame(score, percentile, error); `path` only outside a server."""
         return dispatch(self, model_input)
 
     def score_paths(self, paths: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
@@ -84,7 +86,7 @@ class OnnxScorer(PythonModel):
         return self._score(list(images), decode_value)
 
     def score(self, images: list, num_workers: int = -1) -> pd.DataFrame:
-        """Paths, encoded bytes or PIL images, mixed -> DataFrame(score, error), one row per image, in order."""
+        """Paths, encoded bytes or PIL images, mixed -> DataFrame(score, percentile, error), one row per image, in order."""
         return self._score([Path(i) if isinstance(i, str) else i for i in images], load_any, num_workers)
 
     def _pixels(self, load, source):
@@ -128,7 +130,7 @@ class OnnxScorer(PythonModel):
                         errors[row] = non_finite_reason(value)
                     else:
                         scores[row] = np.clip(value, *self.clip_to) if self.clip_to else value
-        return pd.DataFrame({"score": scores, "error": errors})
+        return annotate(pd.DataFrame({"score": scores, "error": errors}), self.reference)
 
 
 def set_model() -> None:

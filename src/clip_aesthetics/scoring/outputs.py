@@ -1,4 +1,4 @@
-"""`score` of files and folders: the table of path, score, error -> a file, in the format `--out`'s suffix names.
+"""`score` of files and folders: the table of path, score, percentile, error -> a file, in the format `--out`'s suffix names.
 
 Each format is one `OutputWriter` entry of `extensions.SCORE_OUTPUTS`, keyed by suffix (`.csv`, `.parquet`); a new
 format is one entry there and its writer. Every writer writes the whole table or nothing (a temporary file renamed
@@ -19,7 +19,7 @@ from clip_aesthetics.errors import ScoringInputError
 
 @dataclass(frozen=True)
 class OutputWriter:
-    write: Callable[[pd.DataFrame, Path], None]  # (frame with path, score, error; the file to write)
+    write: Callable[[pd.DataFrame, Path], None]  # (frame with path, score, percentile, error; the file to write)
     description: str
 
 
@@ -31,8 +31,9 @@ def _parquet(frame: pd.DataFrame, out: Path) -> None:
     frame.to_parquet(out, index=False)
 
 
-CSV = OutputWriter(_csv, "CSV with a header: path,score,error (an empty error for a scored image)")
-PARQUET = OutputWriter(_parquet, "one parquet file: path (string), score (double, null when not scored), error")
+CSV = OutputWriter(_csv, "CSV with a header: path,score,percentile,error (an empty error for a scored image)")
+PARQUET = OutputWriter(_parquet, "one parquet file: path (string), score and percentile (double, null when not "
+                       "scored), error")
 
 
 def writer_for(out: Path) -> OutputWriter:

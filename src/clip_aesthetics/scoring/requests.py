@@ -22,10 +22,20 @@ from clip_aesthetics.images.decode import ImageError, decode_rgb
 
 # `image` is a string column: base64 text in JSON requests, bytes from Python (MLflow passes both through),
 # so that a null or a number among good rows becomes that row's error instead of rejecting the request.
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)]),
-    outputs=Schema([ColSpec("double", "score"), ColSpec("string", "error")]),
-)
+INPUTS = Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)])
+SIGNATURE = ModelSignature(inputs=INPUTS, outputs=Schema([ColSpec("double", "score"), ColSpec("double", "percentile"),
+                                                          ColSpec("string", "error")]))
+
+
+def output_columns(spec_doc: dict | None = None) -> list[str]:
+    """A scorer's answer, in order: score, what its head kind adds (a distribution head's score_std: scorer.json's
+    `extra_outputs`), percentile (scoring/reference.py), error."""
+    return ["score", *(spec_doc or {}).get("extra_outputs", []), "percentile", "error"]
+
+
+def signature_for(spec_doc: dict | None) -> ModelSignature:
+    return ModelSignature(inputs=INPUTS, outputs=Schema([ColSpec("string" if c == "error" else "double", c)
+                                                         for c in output_columns(spec_doc)]))
 
 
 def example_png() -> bytes:

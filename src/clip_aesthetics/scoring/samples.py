@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 from clip_aesthetics.errors import ScoringInputError
 
-RESERVED = ("key", "input", "row", "score", "error")  # output columns: carried ones of these names get a prefix
+RESERVED = ("key", "input", "row", "score", "score_std", "percentile", "error")  # output columns: carried ones of these names get a prefix
 
 
 @dataclass

@@ -283,13 +283,16 @@ class ScoreSettings(EngineSettings):
                          "histogram, top, bottom and failures (self-contained); empty = none")
     tracking_uri: str = Field("", description="the MLflow tracking store holding the model, e.g. "
                               "sqlite:////abs/path/mlflow.db; empty = $MLFLOW_TRACKING_URI, else ./mlflow.db")
-    out: Path = Field(Path("scores.csv"), description="image files and folders: path,score,error per image, in the "
+    out: Path = Field(Path("scores.csv"), description="image files and folders: path,score,percentile,error per "
+                      "image (and score_std from a distribution head), in the "
                       "format its suffix names (.csv, .parquet); with engine=spark, or for shards and tables, a "
                       "parquet folder (default scores.parquet)")
     image_column: str = Field("", description="parquet/arrow inputs: the column of image bytes; empty = the first "
                               "binary or {bytes, path} column")
     min_score: str = Field("", description="shards and tables: keep the samples scoring at least this "
                            "(_report/kept.parquet in the output folder); empty = no minimum")
+    min_percentile: str = Field("", description="shards and tables: keep the samples whose percentile (against the "
+                                "model's reference scores) is at least this, 0-100; empty = no minimum")
     top_fraction: float = Field(0.0, ge=0.0, le=1.0, description="shards and tables: keep the best this share of "
                                 "all input samples (exact); 0 = no such cut")
     write_shards: str = Field("", description="shards: also write new webdataset shards of the kept samples into "
@@ -303,5 +306,13 @@ class ScoreSettings(EngineSettings):
     @classmethod
     def _check_min_score(cls, value: str, info) -> str:
         return optional_number(value, info.field_name)
+
+    @field_validator("min_percentile")
+    @classmethod
+    def _check_min_percentile(cls, value: str, info) -> str:
+        value = optional_number(value, info.field_name)
+        if value.strip() and not 0 <= float(value) <= 100:
+            raise ValueError(f"min_percentile={value}: a percentile lies in 0-100")
+        return value
     num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see "
                              "Decoding on the page on reproducing AVA); -1 = one per core")

@@ -22,6 +22,7 @@ from clip_aesthetics.settings import RegisterSettings
 from clip_aesthetics.heads.head import SCORE_RANGE
 from clip_aesthetics.heads.metrics import ranking_key
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer, read_logged
+from clip_aesthetics.scoring.reference import describe as reference_line, of_spec
 from clip_aesthetics.tracking.runs import link_metrics_to_model
 from clip_aesthetics.tracking.selection import Choice, RegistryError, choose, score_of
 
@@ -118,7 +119,8 @@ def register_imported(run, name: str, facts: dict, dtype: str) -> tuple[str, str
         f"{facts['head_licence']}. Backbone `{spec_doc['clip']['model_id']}` at revision "
         f"`{spec_doc['clip']['revision']}` (bundled as {spec_doc.get('clip_dtype', 'float32')}); L2-normalised "
         "embeddings, the head's raw output as its authors' code returns it, on their scale (nominally AVA's 1-10, "
-        "not clipped). Not trained or measured by this project: `clip-aesthetics evaluate` measures it on your data."))
+        "not clipped). Not trained or measured by this project: `clip-aesthetics evaluate` measures it on your data. "
+        f"Each score comes with a `percentile`: {reference_line(of_spec(spec_doc))}."))
     registered = client.get_registered_model(name)
     if not registered.description:
         client.update_registered_model(name, description=MODEL_DESCRIPTION.replace("NAME", name))
@@ -192,7 +194,8 @@ def _version_description(run, spec_doc: dict, tags: dict[str, str]) -> str:
             f"(embed_norm {head['embed_norm']}), targets {scale}, trained in run `{run.info.run_name}` "
             f"(epochs {params.get('epochs', '?')}, lr {params.get('lr', '?')}, split {params.get('split', '?')}). "
             f"val_spearman {float(tags['val_spearman']):.4f}, test_spearman {float(tags['test_spearman']):.4f}; "
-            f"dataset digest `{tags['dataset_digest'] or 'unknown'}`.")
+            f"dataset digest `{tags['dataset_digest'] or 'unknown'}`. "
+            f"Each score comes with a `percentile`: {reference_line(of_spec(spec_doc))}.")
 
 
 def bundle_scorer(run, dtype: str) -> tuple[str, str, dict]:

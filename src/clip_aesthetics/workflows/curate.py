@@ -16,15 +16,21 @@ from clip_aesthetics.scoring.samples import is_shard
 
 
 def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "local", image_column: str = "",
-                  min_score: float | None = None, top_fraction: float | None = None, write_shards: Path | None = None,
+                  min_score: float | None = None, top_fraction: float | None = None,
+                  min_percentile: float | None = None, write_shards: Path | None = None,
                   gallery: Path | None = None, fresh: bool = False) -> dict:
     """Score, summarise and select; prints what it did, returns the summary."""
-    from clip_aesthetics.scoring.uris import describe_model, download_model, model_identity, score_range_of
+    from clip_aesthetics.scoring.reference import describe as reference_line, of_spec
+    from clip_aesthetics.scoring.uris import describe_model, download_model, model_identity, read_spec, score_range_of
 
     where = engines.engine(engine)
     where.start()  # first: without what the engine needs (Spark: pyspark, Java) nothing else matters
     print(f"model: {describe_model(model_uri)}")
     folder = download_model(model_uri)  # once: every task loads this copy
+    reference = of_spec(read_spec(folder))
+    if min_percentile is not None and reference is None:  # refused before any scoring
+        raise ScoringInputError(f"--min-percentile {min_percentile:g}: {model_uri} has no reference distribution, "
+                                "so its percentiles are undefined; select with --min-score or --top-fraction")
     job = {**model_identity(model_uri, folder), "image_column": image_column}
     curate.check_resumable(out, job, fresh)
     out.mkdir(parents=True, exist_ok=True)
@@ -36,14 +42,15 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
         where.score_inputs(todo, folder, out, job, image_column)
     frame = curate.read_parts(out, paths)
     score_range = score_range_of(folder)
-    summary = curation_report.write_summary(frame, out, score_range)
+    summary = curation_report.write_summary(frame, out, score_range, reference)
     report = out / curate.REPORT
     print(f"wrote {out}: {len(paths)} part(s), one row per sample (a parquet dataset); summary in "
           f"{report / curate.SUMMARY} and {report / curate.HISTOGRAM}")
     for line in curation_report.summary_lines(summary):
         print(line)
-    if min_score is not None or top_fraction:
-        kept = curation_report.select(frame, min_score, top_fraction)
+    print(reference_line(reference))
+    if min_score is not None or top_fraction or min_percentile is not None:
+        kept = curation_report.select(frame, min_score, top_fraction, min_percentile)
         kept.to_parquet(report / curate.KEPT, index=False)
         print(f"kept {len(kept)} of {len(frame)} sample(s) ({report / curate.KEPT})")
         if write_shards is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from clip_aesthetics.engines import engine
 from clip_aesthetics.errors import ScoringInputError
+from clip_aesthetics.scoring.reference import describe as reference_line
 from clip_aesthetics.settings import ScoreSettings
 
 FOLDER_OUTPUT = Path("scores.parquet")  # --out left at its default, for jobs that write a folder
@@ -27,8 +28,8 @@ def score_step(settings: ScoreSettings, inputs: list[str]) -> None:
     store = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE)
     if any(is_curation_input(p) for p in inputs):  # shards/{00000..00099}.tar, tables/*.parquet, ...
         return _curate(settings, store, expand(inputs))
-    if settings.min_score or settings.top_fraction or settings.write_shards:
-        raise ScoringInputError("--min-score, --top-fraction and --write-shards apply to webdataset shards (.tar) "
+    if settings.min_score or settings.min_percentile or settings.top_fraction or settings.write_shards:
+        raise ScoringInputError("--min-score, --min-percentile, --top-fraction and --write-shards apply to webdataset shards (.tar) "
                                 "and parquet/arrow tables of image bytes, not to image files and folders")
     if engine(settings.engine).score_files is not None:
         return _files_elsewhere(settings, store, inputs)
@@ -61,6 +62,7 @@ def _files_here(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
         low, high = frame.attrs["score_range"]
         print(f"scores: mean {scores.mean():.4f}, min {scores.min():.4f}, median {scores.median():.4f}, "
               f"max {scores.max():.4f} (on the model's {low:g}-{high:g} scale)")
+    print(reference_line(frame.attrs.get("reference")))
 
 
 def _files_elsewhere(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
@@ -91,8 +93,10 @@ def _curate(settings: ScoreSettings, store: str, paths: list[str]) -> None:
     from clip_aesthetics.scoring.samples import is_curation_input
     from clip_aesthetics.workflows.curate import curate_inputs
 
-    if settings.write_shards and not (settings.min_score.strip() or settings.top_fraction):
-        raise ScoringInputError("--write-shards needs --min-score or --top-fraction to say what to keep")
+    if settings.write_shards and not (settings.min_score.strip() or settings.min_percentile.strip()
+                                      or settings.top_fraction):
+        raise ScoringInputError("--write-shards needs --min-score, --min-percentile or --top-fraction to say what to "
+                                "keep")
     others = [p for p in paths if not is_curation_input(p)]
     if others:
         from clip_aesthetics.scoring.samples import suffixes
@@ -107,6 +111,7 @@ def _curate(settings: ScoreSettings, store: str, paths: list[str]) -> None:
     check_store(settings.model, store)
     curate_inputs(paths, settings.model, out, engine=settings.engine, image_column=settings.image_column,
                   min_score=float(settings.min_score) if settings.min_score.strip() else None,
+                  min_percentile=float(settings.min_percentile) if settings.min_percentile.strip() else None,
                   top_fraction=settings.top_fraction or None,
                   write_shards=Path(settings.write_shards) if settings.write_shards else None,
                   gallery=Path(settings.gallery) if settings.gallery else None, fresh=settings.fresh)

@@ -22,6 +22,7 @@ from clip_aesthetics.data.splits import check_split, split_table
 from clip_aesthetics.engines import embedder
 from clip_aesthetics.embedding.pipeline import EmbedReport, dataset_split, embed_dataset, load_dataset, locate_cache
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
+from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
 from clip_aesthetics.tracking.runs import DEGENERATE_TAG, SELECTION_TAG
 from clip_aesthetics.heads.training import SELECTION_METRIC, TrainResult, backbone_label, default_run_name, train_and_evaluate
 
@@ -157,7 +158,11 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
                                                  ("plots/calibration.png", "plots/residuals.png")})
     for figure in figures.values():
         plots.close(figure)
-    log_scorer(MODEL_NAME, result.best_state, scorer_spec(result, report))
+    reference = make_reference(result.test_pred, f"this model's predictions on the {len(dataset.test.ids)} test "
+                               f"images of {labelled.name}", dataset.test.scores)
+    tracking.log_params({"percentile_reference": reference_line(reference)})
+    log_scorer(MODEL_NAME, result.best_state, {**scorer_spec(result, report),
+                                               **({REFERENCE_KEY: reference.to_doc()} if reference else {})})
     return result
 
 
@@ -208,13 +213,38 @@ def import_head_step(command) -> None:
         tracking.set_tags({"imported_head": facts["head_layout"], "head_sha256": facts["head_sha256"]})
         tracking.set_description(f"Imported `{facts['head_file']}` ({facts['head_layout']}, {facts['head_layers']}) "
                                  f"from {facts['head_origin']}; licence: {facts['head_licence']}.")
-        log_scorer(MODEL_NAME, state, {"head": spec.to_dict(), "best_epoch": 0, "precision": None, "decoding": "full",
-                                       "clip": {"model_id": source.model_id, "revision": source.revision}})
+        spec_doc = {"head": spec.to_dict(), "best_epoch": 0, "precision": None, "decoding": "full",
+                    "clip": {"model_id": source.model_id, "revision": source.revision}}
+        if command.reference:
+            reference = reference_of_folder(Path(command.reference).expanduser(), state, spec_doc)
+            spec_doc[REFERENCE_KEY] = reference.to_doc()
+            tracking.log_params({"percentile_reference": reference_line(reference)})
+            print(reference_line(reference))
+        log_scorer(MODEL_NAME, state, spec_doc)
     run = MlflowClient().get_run(active.info.run_id)
     version, alias, created = register_imported(run, name, facts, command.bundle_dtype)
     what = "registered as" if created else "was already"
     print(f"{facts['head_file']} on {source.model_id} {what} {name} version {version}, alias {alias or '(none)'}: "
           f"models:/{name}/{version}")
+
+
+def reference_of_folder(folder: Path, head_state: dict, spec_doc: dict):
+    """The scores of a folder's images by the model these files make: an imported head's reference."""
+    import tempfile
+
+    from clip_aesthetics.errors import ScoringInputError
+    from clip_aesthetics.scoring.files import collect_images
+    from clip_aesthetics.scoring.model import AestheticScorer, write_artifacts
+
+    paths = collect_images([folder])
+    with tempfile.TemporaryDirectory() as tmp:
+        scorer = AestheticScorer().load(write_artifacts(Path(tmp), head_state, spec_doc))
+        scored = scorer.score_paths(paths)
+    reference = make_reference(scored["score"], f"the scores of the {int(scored['score'].notna().sum())} images "
+                               f"in {folder.resolve()} (given at import)")
+    if reference is None:
+        raise ScoringInputError(f"reference={folder}: fewer than two of its {len(paths)} image(s) could be scored")
+    return reference
 
 
 def evaluate_step(command) -> None:

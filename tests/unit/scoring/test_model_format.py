@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import mlflow
@@ -45,6 +46,13 @@ def test_the_2026_12_03_model_scores_as_it_did_in_a_fresh_process_and_through_th
     scored = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False, na_values=[""])
     assert scored["path"].tolist() == expected()["path"].tolist()
     check(scored)
+    assert scored["percentile"].isna().all(), "saved before percentiles: no reference, no made-up percentile"
+    shard = tmp_path / "one.tar"
+    with tarfile.open(shard, "w") as tar:
+        tar.add(FIXTURE / expected()["path"].iat[0], arcname="a.jpg")
+    assert cli.main(["score", str(shard), "--model", str(FIXTURE / "model"), "--out", str(tmp_path / "parts"),
+                     "--min-percentile", "90"]) != 0, "refused: its percentiles are undefined"
+    assert not (tmp_path / "parts").exists(), "refused before any scoring"
 
 
 def test_evaluate_measures_the_2026_12_03_model_with_the_scores_it_gave_then(tmp_path, tracking_uri):
