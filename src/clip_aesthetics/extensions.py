@@ -107,8 +107,10 @@ HEADS = Table("head kind", "heads", {
     "mlp": "clip_aesthetics.heads.kinds:MLP",
     "ridge": "clip_aesthetics.heads.kinds:RIDGE",
     "chain": "clip_aesthetics.heads.chain:CHAIN",
+    "distribution": "clip_aesthetics.heads.distribution:DISTRIBUTION",
 })
-TRAINABLE_HEADS = ("linear", "mlp", "ridge")  # the built-in heads `--head` trains (chain: published heads only)
+# the built-in heads `--head` trains (chain: published heads only)
+TRAINABLE_HEADS = ("linear", "mlp", "ridge", "distribution")
 
 BACKBONE_FAMILIES = Table("backbone family", "backbones", {
     "clip": "clip_aesthetics.backbones.catalog:CLIP",

@@ -53,6 +53,9 @@ class Labelled:
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "image", "reason"]))
     ava_table: pd.DataFrame | None = None  # AVA.txt as parsed (its split needs the file's row order)
     given_split: bool = False
+    # Vote counts per rating 1..K (index image_id, one column per rating, lowest first): AVA's c1..c10, a table's
+    # vote_columns; None for a table of scores. What a distribution head trains on.
+    votes: pd.DataFrame | None = None
 
     def target(self, norm: bool) -> tuple[float, float]:
         """(scale, offset): score = head output * scale + offset. AVA's norm divides by 10, as in the seed; a
@@ -130,8 +133,10 @@ def from_ava(data) -> Labelled:
                           f"{ava.SCORE_RANGE[1]:g}; score_range applies to a labels table (labels=)")
     threshold = _threshold(getattr(data, "threshold", ""))
     folder = Path(data.ava_dir).resolve()
+    votes = pd.DataFrame(voted[ava.VOTE_COLUMNS].to_numpy(np.int64), index=pd.Index(frame["image_id"], name="image_id"),
+                         columns=ava.VOTE_COLUMNS)
     return Labelled("ava", f"{folder.name}/AVA.txt", folder, ava.table_digest(table), frame, sources, declared,
-                    AVA_THRESHOLD if threshold is None else threshold, images=images, ava_table=table)
+                    AVA_THRESHOLD if threshold is None else threshold, images=images, ava_table=table, votes=votes)
 
 
 # ---------------------------------------------------------------- the table -> Labelled
@@ -143,7 +148,7 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
     path = Path(path)
     tables = locate_table(path)
     vote_columns = vote_columns or []
-    rows_image, rows_score, rows_split, rows_place, rows_root = [], [], [], [], []
+    rows_image, rows_score, rows_split, rows_place, rows_root, rows_votes = [], [], [], [], [], []
     has_split = False
     for table_path, folder_split in tables:
         rows = read_table(table_path)
@@ -166,6 +171,7 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
                 counts = [count_in(record[c], place, c) for c in vote_columns]
                 total = sum(counts)  # Python integers: exact however many votes, then one rounding
                 score = sum(k * c for k, c in enumerate(counts, start=1)) / total if total else float("nan")
+                rows_votes.append(counts)
             else:
                 score = number_in(record[target], place, target)
             split = folder_split
@@ -194,7 +200,7 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
     memo = memo or ContentIds(None)
     first_of: dict[int, int] = {}  # content id -> the row that keeps it
     names: dict[int, str] = {}
-    kept, sources, skipped = [], {}, []
+    kept, sources, skipped, kept_votes = [], {}, [], []
     for k, (value, root, place) in enumerate(zip(rows_image, rows_root, rows_place, strict=True)):
         name, source, reason = image_source(value, root, place)
         if reason is None and not np.isfinite(scores[k]):
@@ -219,6 +225,8 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
             continue
         first_of[image_id], names[image_id], sources[image_id] = k, name, source
         kept.append((image_id, name, scores[k], rows_split[k]))
+        if rows_votes:
+            kept_votes.append(rows_votes[k])
     memo.save()
     frame = pd.DataFrame(kept, columns=["image_id", "image", "score", "split"])
     frame["image_id"] = frame["image_id"].astype(np.int64)
@@ -233,14 +241,21 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
             raise LabelsError(f"{path}: every score is {observed[0]:g}: nothing to learn; check score_column")
     threshold = (declared[0] + declared[1]) / 2 if threshold is None else threshold
     table_name = path.name if path.is_file() else f"{path.name}/{tables[0][0].name}"
-    return Labelled("table", table_name, path.resolve(), _digest(frame), frame, sources, declared, threshold,
-                    skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]), given_split=has_split)
+    votes = pd.DataFrame(np.asarray(kept_votes, dtype=np.int64).reshape(len(frame), len(vote_columns)),
+                         index=pd.Index(frame["image_id"], name="image_id"), columns=vote_columns) \
+        if vote_columns else None
+    return Labelled("table", table_name, path.resolve(), _digest(frame, votes), frame, sources, declared, threshold,
+                    skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]), given_split=has_split,
+                    votes=votes)
 
 
-def _digest(frame: pd.DataFrame) -> str:
-    """Of the images' content and labels, in content order: the same ratings in another layout digest alike."""
+def _digest(frame: pd.DataFrame, votes: pd.DataFrame | None = None) -> str:
+    """Of the images' content and labels (and vote counts, when there are), in content order: the same ratings in
+    another layout digest alike."""
     ordered = frame.sort_values("image_id")
     digest = hashlib.sha256(ordered["image_id"].to_numpy(np.int64).tobytes())
     digest.update(ordered["score"].to_numpy(np.float64).tobytes())
     digest.update("\n".join(ordered["split"]).encode())
+    if votes is not None:
+        digest.update(votes.loc[ordered["image_id"]].to_numpy(np.int64).tobytes())
     return digest.hexdigest()[:16]

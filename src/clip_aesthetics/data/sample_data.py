@@ -126,3 +126,27 @@ def write_sample_ratings(folder: Path, n_images: int = 120, seed: int = 1, size:
         lines.append(json.dumps({"file_name": name, "rating": rating}))
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return folder
+
+
+def write_sample_votes(folder: Path, n_images: int = 300, seed: int = 3, size: tuple[int, int] = (80, 64),
+                      bins: int = 10) -> Path:
+    """A labels table of vote counts (votes.csv: image, c1..c<bins>) whose raters disagree more on some images
+    than on others, independently of the mean: each image's mean comes from `_picture`, its spread (the std of
+    its raters' votes, 0.4-2.4) from a green tint the image shows. What a distribution head learns from."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = ["image," + ",".join(f"c{k}" for k in range(1, bins + 1))]
+    for index in range(n_images):
+        width, height = int(size[0] * rng.uniform(0.8, 1.2)), int(size[1] * rng.uniform(0.8, 1.2))
+        pixels, mean = _picture(rng, width, height)
+        spread = rng.uniform(0.4, 2.4)
+        tinted = pixels.astype(np.float64)
+        tinted[..., 1] += 70.0 * (spread - 1.4)
+        Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8)).save(folder / "images" / f"{index:04d}.jpg",
+                                                                        quality=90)
+        centre = 1 + (mean - 1) * (bins - 1) / 9  # the 1-10 mean onto 1..bins
+        votes = np.clip(np.rint(rng.normal(centre, spread * (bins - 1) / 9, 200)), 1, bins).astype(int)
+        lines.append(f"images/{index:04d}.jpg," + ",".join(map(str, np.bincount(votes, minlength=bins + 1)[1:])))
+    (folder / "votes.csv").write_text("\n".join(lines) + "\n")
+    return folder

@@ -173,6 +173,7 @@ class SplitFeatures:
     ids: np.ndarray
     embeddings: np.ndarray
     scores: np.ndarray  # on the data's scale (AVA: mean_score, 1-10)
+    votes: np.ndarray | None = None  # each image's rating distribution over 1..K (rows sum to 1), when voted
 
 
 @dataclass
@@ -185,6 +186,12 @@ class Dataset:
     threshold: float = 5.0  # accuracy's good/bad line
     norm_target: tuple[float, float] = (10.0, 0.0)  # (scale, offset) of norm=true targets: AVA's /10
     split: ava.Split | None = None  # the split the parts were made from (by image id, before joining)
+    vote_source: str = ""  # where the rating distributions come from (AVA's c1..c10, vote_columns), or ""
+
+    @property
+    def bins(self) -> int:
+        """The number of ratings the votes are over (0 without votes)."""
+        return 0 if self.train.votes is None else int(self.train.votes.shape[1])
 
     def target(self, norm: bool) -> tuple[float, float]:
         """(scale, offset) of the head's targets: score = output * scale + offset."""
@@ -214,9 +221,9 @@ def load_dataset(data: DataSettings, cache: EmbeddingCache, labelled: Labelled |
         skipped.append(pd.DataFrame({"image_id": missing, "image": names.reindex(missing).to_numpy(),
                                      "reason": failures.reindex(missing).to_numpy()}))
         kept = rows >= 0
-        parts[name] = SplitFeatures(frame["image_id"].to_numpy()[kept],
-                                    cached.embeddings[rows[kept]].astype(np.float32),
-                                    frame["mean_score"].to_numpy()[kept])
+        ids = frame["image_id"].to_numpy()[kept]
+        parts[name] = SplitFeatures(ids, cached.embeddings[rows[kept]].astype(np.float32),
+                                    frame["mean_score"].to_numpy()[kept], distributions(labelled, ids))
     for name in ("train", "test"):
         if len(parts[name].ids) < 2:
             raise DatasetError(f"{len(parts[name].ids)} usable {name} image(s) in {labelled.location} once the images "
@@ -226,7 +233,16 @@ def load_dataset(data: DataSettings, cache: EmbeddingCache, labelled: Labelled |
     if not labelled.names_images:
         skipped = skipped.drop(columns=["image"], errors="ignore")
     return Dataset(**parts, skipped=skipped, score_range=labelled.score_range, threshold=labelled.threshold,
-                   norm_target=labelled.target(True), split=split)
+                   norm_target=labelled.target(True), split=split,
+                   vote_source=", ".join(labelled.votes.columns) if labelled.votes is not None else "")
+
+
+def distributions(labelled: Labelled, ids: np.ndarray) -> np.ndarray | None:
+    """The rating distribution of each image (its vote counts over their total), in the order of `ids`."""
+    if labelled.votes is None:
+        return None
+    counts = labelled.votes.loc[ids].to_numpy(np.float64)
+    return counts / counts.sum(axis=1, keepdims=True)
 
 
 def dataset_split(labelled: Labelled, data: DataSettings) -> ava.Split:

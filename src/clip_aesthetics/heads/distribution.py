@@ -38,7 +38,10 @@ class DistributionHead(nn.Module):
     def std(self, x: torch.Tensor) -> torch.Tensor:
         p = self.distribution(x)
         mean = p @ self.ratings
-        return torch.sqrt(torch.clamp(p @ self.ratings ** 2 - mean ** 2, min=0.0))
+        return torch.sqrt(torch.sum(p * (self.ratings - mean.unsqueeze(1)) ** 2, dim=1))
+
+    def extra_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.std(x),)  # score_std
 
 
 def _build(spec) -> nn.Module:
@@ -58,18 +61,11 @@ def _loss(head: DistributionHead, x: torch.Tensor, votes: torch.Tensor) -> torch
     return emd(head.distribution(x), votes).mean()
 
 
-@torch.inference_mode()
-def _extras(head: DistributionHead, spec, features: np.ndarray) -> dict[str, np.ndarray]:
-    head.eval()
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    return {"score_std": head.std(x).double().numpy()}
-
-
 def true_std(votes: np.ndarray) -> np.ndarray:
     """The standard deviation of each row's voted distribution over the ratings 1..K."""
     ratings = np.arange(1, votes.shape[1] + 1, dtype=np.float64)
     mean = votes @ ratings
-    return np.sqrt(np.maximum(votes @ ratings ** 2 - mean ** 2, 0.0))
+    return np.sqrt(np.sum(votes * (ratings - mean[:, None]) ** 2, axis=1))
 
 
 @torch.inference_mode()
@@ -86,5 +82,5 @@ def _metrics(split: str, head: DistributionHead, spec, features: np.ndarray, vot
 
 DISTRIBUTION = HeadKind(_build, "the rating distribution over the data's bins (softmax), trained with the earth "
                         "mover's distance (NIMA); score = its mean, score_std = its spread; needs vote counts",
-                        trains_on="votes", loss=_loss, extra_outputs=("score_std",), extras=_extras,
+                        trains_on="votes", loss=_loss, extra_outputs=("score_std",),
                         metrics=_metrics)

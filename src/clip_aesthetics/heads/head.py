@@ -27,6 +27,7 @@ class HeadSpec:
     layers: tuple = ()
     activation: str = "none"  # between a chain's layers
     clip_scores: bool = True  # False for a published head: its raw output, as its authors' code returns it
+    bins: int = 0  # kind "distribution": the ratings 1..bins it predicts a distribution over
 
     def __post_init__(self):
         object.__setattr__(self, "score_range", (float(self.score_range[0]), float(self.score_range[1])))
@@ -81,6 +82,19 @@ def predict_scores(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> np.
     return np.where(np.isfinite(outputs), np.clip(outputs, *spec.score_range), outputs)
 
 
+@torch.inference_mode()
+def head_extras(head: nn.Module, spec: HeadSpec, features: np.ndarray) -> dict[str, np.ndarray]:
+    """What the head kind answers beside the score (a distribution head's score_std), in its declared order."""
+    from clip_aesthetics.extensions import HEADS
+
+    names = HEADS.get(spec.kind).extra_outputs
+    if not names:
+        return {}
+    head.eval()
+    values = head.extra_outputs(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+    return {name: value.double().numpy() for name, value in zip(names, values, strict=True)}
+
+
 def n_outside_range(outputs: np.ndarray, score_range: tuple[float, float] = SCORE_RANGE) -> int:
     """How many head outputs needed clipping to lie on the data's scale."""
     return int(np.count_nonzero((outputs < score_range[0]) | (outputs > score_range[1])))
@@ -95,8 +109,10 @@ def fit(
     batch_size: int,
     seed: int,
     on_epoch: Callable[[int, float], None],
+    loss: Callable | None = None,
 ) -> None:
-    """MSE + Adam over shuffled mini-batches; `on_epoch(epoch, mean_batch_loss)` after each pass.
+    """Adam over shuffled mini-batches of `loss(head, x, targets)` (default: MSE of the output); `on_epoch(epoch,
+    mean_batch_loss)` after each pass.
 
     The linear head takes a NumPy path with the gradient written out: the same Adam update as
     torch.optim.Adam (a test holds them equal), about 14x faster, since a 513-parameter model's
@@ -105,7 +121,7 @@ def fit(
     x = np.ascontiguousarray(features, dtype=np.float32)
     y = np.ascontiguousarray(targets, dtype=np.float32)
     generator = torch.Generator().manual_seed(seed)
-    step = _LinearAdam(head, lr) if isinstance(head, nn.Linear) else _TorchAdam(head, lr)
+    step = _LinearAdam(head, lr) if isinstance(head, nn.Linear) and loss is None else _TorchAdam(head, lr, loss)
     for epoch in range(1, epochs + 1):
         head.train()
         order = torch.randperm(len(x), generator=generator).numpy()
@@ -117,12 +133,17 @@ def fit(
         on_epoch(epoch, total / len(x))
 
 
+def _mse(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.mse_loss(head(x).squeeze(1), y)
+
+
 class _TorchAdam:
-    def __init__(self, head: nn.Module, lr: float):
+    def __init__(self, head: nn.Module, lr: float, loss: Callable | None = None):
         self.head, self.optimiser = head, torch.optim.Adam(head.parameters(), lr=lr)
+        self.loss = loss or _mse
 
     def __call__(self, xb: np.ndarray, yb: np.ndarray) -> float:
-        loss = nn.functional.mse_loss(self.head(torch.from_numpy(xb)).squeeze(1), torch.from_numpy(yb))
+        loss = self.loss(self.head, torch.from_numpy(xb), torch.from_numpy(yb))
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()

@@ -3,7 +3,8 @@ its own module defining a `HeadKind`; training, saving, loading and scoring need
 
 - linear: the seed's `nn.Linear(d, 1)`, trained with Adam (head.fit);
 - mlp: one hidden layer, trained with Adam;
-- ridge: the linear probe solved in closed form, its penalty chosen on val (epochs, lr, batch_size unused).
+- ridge: the linear probe solved in closed form, its penalty chosen on val (epochs, lr, batch_size unused);
+- distribution: the rating distribution (heads/distribution.py), trained on vote counts.
 """
 
 from __future__ import annotations
@@ -25,13 +26,21 @@ class HeadKind:
     """What a head kind is: its module from a HeadSpec, and how it is fitted.
 
     `closed_form(head, x, y, x_val, y_val) -> penalty` solves the head in one step (logged as one epoch, its
-    return value as `ridge_lambda` when not None); without it the head is trained by `head.fit` (MSE, Adam,
-    mini-batches, `epochs` passes). `trainable` False: only imported (published heads), never `--head`."""
+    return value as `ridge_lambda` when not None); without it the head is trained by `head.fit` (Adam,
+    mini-batches, `epochs` passes) on `loss(head, x, targets)`, MSE of its output by default. `trains_on` says
+    what its targets are: "scores" (the data's scores, as the spec maps them) or "votes" (each image's rating
+    distribution: only data with vote counts). `extra_outputs` name the columns the module's own
+    `extra_outputs(x) -> tuple of N tensors` (on the data's scale) gives beside `score` on every scoring path, the
+    ONNX export included; `metrics(split, head, spec, features, votes)` adds metrics to each split's row. `trainable` False: only imported (published heads), never `--head`."""
 
-    build: Callable  # HeadSpec -> nn.Module (its output: N x 1)
+    build: Callable  # HeadSpec -> nn.Module (its output: N x 1, the score on the spec's target scale)
     description: str
     closed_form: Callable | None = None
     trainable: bool = True
+    trains_on: str = "scores"  # scores | votes
+    loss: Callable | None = None  # (head, x batch, targets batch) -> scalar tensor; None: MSE of the output
+    extra_outputs: tuple[str, ...] = ()  # named in order; the module's extra_outputs(x) computes them
+    metrics: Callable | None = None  # (split, head, spec, prepared features, votes) -> {name: value}
 
 
 def _linear(spec) -> nn.Module:

@@ -41,8 +41,10 @@ def train_and_evaluate(
 ) -> TrainResult:
     """Fit the head; after every epoch evaluate all splits on the data's scale and keep the best by val."""
     scale, offset = dataset.target(train.norm)
+    kind = HEADS.get(train.head)
+    refuse_untrainable(train.head, kind, dataset.bins, "the dataset")
     spec = HeadSpec(train.head, dataset.train.embeddings.shape[1], train.embed_norm, scale, offset,
-                    dataset.score_range)
+                    dataset.score_range, bins=dataset.bins if kind.trains_on == "votes" else 0)
     threshold = dataset.threshold
     features = {name: prepare(getattr(dataset, name).embeddings, spec.embed_norm) for name in ("train", "val", "test")}
     torch.manual_seed(seed)
@@ -60,14 +62,18 @@ def train_and_evaluate(
             row.update(metrics.evaluate("val", dataset.val.scores, predict_scores(head, spec, features["val"]),
                                         threshold))
         row.update(metrics.evaluate("test", dataset.test.scores, test_pred, threshold))
+        if kind.metrics is not None:
+            for name in ("val", "test") if has_val else ("test",):
+                part = getattr(dataset, name)
+                row.update(kind.metrics(name, head, spec, features[name], part.votes))
         result.history.append(row)
         if not has_val or keeps(row, result.history[result.best_epoch - 1] if result.best_epoch else None):
             result.best_epoch, result.best_state, result.test_pred = epoch, copy.deepcopy(head.state_dict()), test_pred
         on_epoch(epoch, row, head.state_dict())
 
     started = time.perf_counter()
-    targets = spec.targets(dataset.train.scores)
-    closed_form = HEADS.get(spec.kind).closed_form
+    targets = dataset.train.votes if kind.trains_on == "votes" else spec.targets(dataset.train.scores)
+    closed_form = kind.closed_form
     if closed_form is not None:  # one step: one "epoch", metrics logged at step 1
         val_targets = spec.targets(dataset.val.scores) if has_val else None
         result.ridge_lambda = closed_form(head, features["train"], targets, features["val"] if has_val else None,
@@ -76,13 +82,22 @@ def train_and_evaluate(
         residual = spec.targets(head_outputs(head, spec, features["train"])) - targets
         after_epoch(1, float(np.mean(residual ** 2)))
     else:
-        fit(head, features["train"], targets, train.epochs, train.lr, train.batch_size, seed, after_epoch)
+        fit(head, features["train"], targets, train.epochs, train.lr, train.batch_size, seed, after_epoch, kind.loss)
         result.seconds = time.perf_counter() - started
     best = result.history[result.best_epoch - 1]
     result.selection = (SELECTION_METRIC if metrics.is_defined(best.get(SELECTION_METRIC)) else "undefined") \
         if has_val else "last_epoch"
     result.degenerate = degeneracy(result.test_pred, best["test_clipped_predictions"], spec.score_range)
     return result
+
+
+def refuse_untrainable(head: str, kind, bins: int, what: str) -> None:
+    """A head kind that trains on rating distributions, on data without vote counts: refused in one line."""
+    if kind.trains_on == "votes" and bins < 2:
+        from clip_aesthetics.data.tables import LabelsError
+
+        raise LabelsError(f"head={head} trains on rating distributions, and {what} has none: use AVA (its c1..c10) or "
+                          "a labels table with vote counts named by vote_columns= (e.g. c1,c2,c3,c4,c5)")
 
 
 def keeps(row: dict, best: dict | None) -> bool:

@@ -147,5 +147,7 @@ def score_files(paths: list[Path], model_uri: str, num_workers: int = -1) -> pd.
     scores = pd.concat([first, rest], ignore_index=True)
     frame = pd.concat([pd.DataFrame({"path": [str(p) for p in paths]}), scores], axis=1)
     frame.attrs["score_range"] = scorer.score_range
-    frame.attrs["reference"] = getattr(scorer, "reference", None)
+    from clip_aesthetics.scoring.reference import describe
+
+    frame.attrs["reference"] = describe(getattr(scorer, "reference", None))  # what its percentiles compare with
     return frame

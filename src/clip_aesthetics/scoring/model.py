@@ -22,10 +22,10 @@ from mlflow.pyfunc import PythonModel
 from clip_aesthetics.backbones.families import BackboneSource, load_backbone, resolve_backbone
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_sources, pick_device, scoring_dtype
 from clip_aesthetics.errors import non_finite_reason
-from clip_aesthetics.heads.head import HeadSpec, build_head, predict_scores, prepare
+from clip_aesthetics.heads.head import HeadSpec, build_head, head_extras, predict_scores, prepare
 from clip_aesthetics.images.decode import load_rgb
 from clip_aesthetics.scoring.reference import annotate, of_spec
-from clip_aesthetics.scoring.requests import SIGNATURE, decode_value, dispatch, example_png
+from clip_aesthetics.scoring.requests import decode_value, dispatch, example_png, signature_for
 from clip_aesthetics.scoring.uris import HEAD_FILE, SPEC_FILE
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole package: copied into every model
@@ -44,9 +44,10 @@ def write_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder:
 
 
 def _pyfunc(artifacts: dict[str, str]) -> dict:
+    spec_doc = json.loads(Path(artifacts["scorer_spec"]).read_text())
     return dict(python_model=str(SCORER_ENTRY), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
                 pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in RUNTIME_PACKAGES],
-                signature=SIGNATURE, input_example=pd.DataFrame({"image": [example_png()]}))
+                signature=signature_for(spec_doc), input_example=pd.DataFrame({"image": [example_png()]}))
 
 
 def log_scorer(name: str, head_state: dict, spec_doc: dict, clip_folder: Path | None = None,
@@ -93,6 +94,7 @@ class AestheticScorer(PythonModel):
         self.spec = HeadSpec(**doc["head"])
         self.clip_info = doc["clip"]
         self.reference = of_spec(doc)  # what `percentile` compares with (None: models saved before it)
+        self.extra_outputs = list(doc.get("extra_outputs", []))  # beside score: a distribution head's score_std
         self.head = build_head(self.spec)
         self.head.load_state_dict(torch.load(artifacts["head"], map_location="cpu", weights_only=True))
         self.head.eval()
@@ -136,6 +138,7 @@ class AestheticScorer(PythonModel):
 
     def _score(self, sources: list, load, threads: bool, workers: int = -1, progress: bool = False) -> pd.DataFrame:
         scores = np.full(len(sources), np.nan)
+        extras = {name: np.full(len(sources), np.nan) for name in self.extra_outputs}
         errors = [""] * len(sources)
         batch = batch_for(self.device)
         items = list(enumerate(sources))
@@ -146,7 +149,10 @@ class AestheticScorer(PythonModel):
         ):
             if ok:
                 rows = [row[0] for row in ok]
-                predicted = predict_scores(self.head, self.spec, prepare(embeddings, self.spec.embed_norm))
+                features = prepare(embeddings, self.spec.embed_norm)
+                predicted = predict_scores(self.head, self.spec, features)
+                for name, values in head_extras(self.head, self.spec, features).items():
+                    extras[name][rows] = np.where(np.isfinite(predicted), values, np.nan)
                 for row, value in zip(rows, predicted, strict=True):
                     if np.isfinite(value):
                         scores[row] = value
@@ -154,7 +160,7 @@ class AestheticScorer(PythonModel):
                         errors[row] = non_finite_reason(value)
             for row in failed:
                 errors[row[0]] = row[2]
-        return annotate(pd.DataFrame({"score": scores, "error": errors}), self.reference)
+        return annotate(pd.DataFrame({"score": scores, **extras, "error": errors}), self.reference)
 
     def score(self, images: list, num_workers: int = -1) -> pd.DataFrame:
         """Images -> DataFrame(score, percentile, error), one row per image, in order: each a path (str or Path), encoded bytes

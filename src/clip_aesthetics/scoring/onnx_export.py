@@ -34,8 +34,15 @@ class ExportRefused(UserError, ValueError):
     """This model cannot be exported (a processor the project does not reproduce, say); the message says why."""
 
 
+def extra_outputs(scorer) -> tuple[str, ...]:
+    """What the head answers beside the score (a distribution head's score_std): more outputs of the graph."""
+    from clip_aesthetics.extensions import HEADS
+
+    return tuple(HEADS.get(scorer.spec.kind).extra_outputs)
+
+
 class ScoreGraph(nn.Module):
-    """uint8 N x H x W x 3 -> score N (float32, on the data's scale, unclipped)."""
+    """uint8 N x H x W x 3 -> score N (float32, on the data's scale, unclipped), then the head's extra outputs."""
 
     def __init__(self, scorer):
         super().__init__()
@@ -46,14 +53,16 @@ class ScoreGraph(nn.Module):
         self.scale = pixels.scale
         self.l2 = scorer.spec.embed_norm == "l2"
         self.target_scale, self.target_offset = float(scorer.spec.target_scale), float(scorer.spec.target_offset)
+        self.extras = bool(extra_outputs(scorer))
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor):
         x = pixels.permute(0, 3, 1, 2).to(torch.float32) * self.scale
         x = (x - self.mean) / self.std
         embeddings = self.encoder(x).to(torch.float16).to(torch.float32)
         if self.l2:
             embeddings = embeddings / torch.clamp(torch.linalg.vector_norm(embeddings, dim=1, keepdim=True), min=1e-12)
-        return self.head(embeddings)[:, 0] * self.target_scale + self.target_offset
+        score = self.head(embeddings)[:, 0] * self.target_scale + self.target_offset
+        return (score, *self.head.extra_outputs(embeddings)) if self.extras else score
 
 
 def preprocess_doc(scorer) -> dict:
@@ -75,7 +84,8 @@ def preprocess_doc(scorer) -> dict:
                   "height": steps.get("crop_size", steps.get("height")),
                   "width": steps.get("crop_size", steps.get("width"))},
         "output": {"name": "score", "dtype": "float32", "score_range": list(scorer.spec.score_range),
-                   "clip_to": list(scorer.spec.score_range) if scorer.spec.clip_scores else None},
+                   "clip_to": list(scorer.spec.score_range) if scorer.spec.clip_scores else None,
+                   "extra_outputs": list(extra_outputs(scorer))},
         "decode": {"mode": "RGB", "exif_transpose": True, "decoding": scorer.decoding,
                    "min_short_side": pixels.short if reduced else None},
         "max_aspect": MAX_ASPECT,
@@ -94,8 +104,10 @@ def export_graph(scorer, path: Path, batch: int = 2) -> Path:
     frozen = _freeze_position_encodings(graph, example)
     try:
         with torch.inference_mode():
-            torch.onnx.export(graph, (example,), str(path), input_names=["pixels"], output_names=["score"],
-                              dynamic_axes={"pixels": {0: "batch"}, "score": {0: "batch"}}, opset_version=OPSET,
+            outputs = ["score", *extra_outputs(scorer)]
+            torch.onnx.export(graph, (example,), str(path), input_names=["pixels"], output_names=outputs,
+                              dynamic_axes={"pixels": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                              opset_version=OPSET,
                               dynamo=False, do_constant_folding=True)
     finally:
         for module in frozen:

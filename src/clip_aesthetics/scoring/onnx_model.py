@@ -56,6 +56,7 @@ class OnnxScorer(PythonModel):
         output = self.preprocess["output"]
         self.clip_to = tuple(output["clip_to"]) if output.get("clip_to") else None
         self._score_range = tuple(output["score_range"])
+        self.extra_outputs = list(output.get("extra_outputs", []))  # a distribution head's score_std
         # the source's backbone (id, revision), as reports name it; the export itself needs neither
         spec = json.loads(Path(artifacts["scorer_spec"]).read_text()) if "scorer_spec" in artifacts else {}
         self.clip_info = spec.get("clip", {"model_id": "", "revision": ""})
@@ -98,6 +99,7 @@ class OnnxScorer(PythonModel):
 
     def _score(self, sources: list, load, num_workers: int = -1) -> pd.DataFrame:
         scores = np.full(len(sources), np.nan)
+        extras = {name: np.full(len(sources), np.nan) for name in self.extra_outputs}
         errors = [""] * len(sources)
         workers = (os.cpu_count() or 1) if num_workers < 1 else num_workers  # threads; 0 and -1: one per core
         with ThreadPoolExecutor(workers) as pool:  # Pillow decodes and resizes outside the GIL
@@ -124,13 +126,16 @@ class OnnxScorer(PythonModel):
                         errors[row] = reason
                 if not ok:
                     continue
-                out = self.session.run(["score"], {"pixels": np.stack(arrays)})[0].astype(np.float64)
-                for row, value in zip(ok, out, strict=True):
+                out, *more = (o.astype(np.float64) for o in
+                              self.session.run(["score", *extras], {"pixels": np.stack(arrays)}))
+                for k, (row, value) in enumerate(zip(ok, out, strict=True)):
                     if not np.isfinite(value):
                         errors[row] = non_finite_reason(value)
                     else:
                         scores[row] = np.clip(value, *self.clip_to) if self.clip_to else value
-        return annotate(pd.DataFrame({"score": scores, "error": errors}), self.reference)
+                        for name, values in zip(extras, more, strict=True):
+                            extras[name][row] = values[k]
+        return annotate(pd.DataFrame({"score": scores, **extras, "error": errors}), self.reference)
 
 
 def set_model() -> None:
@@ -147,11 +152,12 @@ RUNTIME_PACKAGES = ["mlflow", "onnxruntime", "pillow", "pandas", "numpy"]  # no 
 def _pyfunc(artifacts: dict[str, str]) -> dict:
     import importlib.metadata
 
-    from clip_aesthetics.scoring.requests import SIGNATURE, example_png
+    from clip_aesthetics.scoring.requests import example_png, signature_for
 
+    spec = json.loads(Path(artifacts["scorer_spec"]).read_text()) if "scorer_spec" in artifacts else {}
     return dict(python_model=str(ONNX_ENTRY), artifacts=artifacts, code_paths=[str(ONNX_ENTRY.parent)],
                 pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in RUNTIME_PACKAGES],
-                signature=SIGNATURE, input_example=pd.DataFrame({"image": [example_png()]}))
+                signature=signature_for(spec), input_example=pd.DataFrame({"image": [example_png()]}))
 
 
 def log_model(artifacts: dict[str, str]) -> str:

@@ -169,7 +169,8 @@ class TrainSettings(Settings):
         "linear",
         description="the head kind: linear: the seed's nn.Linear(512, 1) trained with Adam; mlp: one hidden layer; "
         "ridge: the linear probe solved in closed form (penalty chosen on val; epochs, lr, batch_size unused); "
-        "or a kind added to extensions.HEADS",
+        "distribution: the rating distribution (NIMA, earth mover's distance), mean as score and its std as "
+        "score_std, on data with vote counts (AVA, vote_columns); or a kind added to extensions.HEADS",
     )
 
     @field_validator("head")
@@ -201,7 +202,7 @@ class SweepSettings(Settings):
     clips: str = Field("b16,b32", description="backbones to compare, as --clip takes them (each embedded once for "
                        "the whole sweep)")
     norms: str = Field("true,false", description="target normalisations to compare; empty = --norm")
-    heads: str = Field("", description="heads to compare (linear, mlp, ridge); empty = --head")
+    heads: str = Field("", description="heads to compare (linear, mlp, ridge, distribution); empty = --head")
     lrs: str = Field("", description="learning rates to compare; empty = --lr")
     embed_norms: str = Field("", description="embedding normalisations to compare (none, l2); empty = --embed-norm")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clip_aesthetics.extensions import HEADS, TRAINABLE_HEADS
 
-HEADS_BUILT_IN = ("linear", "mlp", "ridge", "chain")
+HEADS_BUILT_IN = (*TRAINABLE_HEADS, "chain")
 
 # Short names: the seed experiment's two CLIP checkpoints, and the stronger backbones of today's predictors.
 BACKBONE_ALIASES = {
@@ -119,7 +119,7 @@ def check_model_name(value: str) -> str:
 
 # Which way is better, by a metric name's last word (`val_spearman`, `best_test_mse`, ...).
 HIGHER_IS_BETTER = ("spearman", "pearson", "accuracy")
-LOWER_IS_BETTER = ("mse", "mae", "loss")
+LOWER_IS_BETTER = ("mse", "mae", "loss", "emd", "logloss")
 
 
 def direction(metric: str) -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from clip_aesthetics.engines import engine
 from clip_aesthetics.errors import ScoringInputError
-from clip_aesthetics.scoring.reference import describe as reference_line
 from clip_aesthetics.settings import ScoreSettings
 
 FOLDER_OUTPUT = Path("scores.parquet")  # --out left at its default, for jobs that write a folder
@@ -62,7 +61,7 @@ def _files_here(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
         low, high = frame.attrs["score_range"]
         print(f"scores: mean {scores.mean():.4f}, min {scores.min():.4f}, median {scores.median():.4f}, "
               f"max {scores.max():.4f} (on the model's {low:g}-{high:g} scale)")
-    print(reference_line(frame.attrs.get("reference")))
+    print(frame.attrs["reference"])
 
 
 def _files_elsewhere(settings: ScoreSettings, store: str, inputs: list[str]) -> None:

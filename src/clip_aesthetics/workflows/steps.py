@@ -40,7 +40,7 @@ def train_step(command, embed_first: bool) -> None:
     source = resolve_backbone(command.clip, command.clip_revision)
     data, train = command.part(DataSettings), command.part(TrainSettings)
     embed = command.part(EmbedSettings if embed_first else CacheSettings)
-    labelled = checked_dataset(data, embed.cache_dir)  # a bad table or parameter is refused before a run opens
+    labelled = checked_dataset(data, embed.cache_dir, (train.head,))  # a bad table or parameter: before a run opens
     report = None if embed_first else locate_cache(labelled, embed, source)
     if report is not None:
         print(f"precision: {report.precision_reason}")
@@ -55,9 +55,16 @@ def train_step(command, embed_first: bool) -> None:
         print(f"warning: {warning}")
 
 
-def checked_dataset(data: DataSettings, cache_dir) -> Labelled:
-    """The dataset, read and checked, with a split every part of which can be trained on or measured."""
+def checked_dataset(data: DataSettings, cache_dir, heads: tuple[str, ...] = ()) -> Labelled:
+    """The dataset, read and checked, with a split every part of which can be trained on or measured, and the
+    labels every head kind in `heads` trains on (a distribution head: vote counts)."""
+    from clip_aesthetics.extensions import HEADS
+    from clip_aesthetics.heads.training import refuse_untrainable
+
     labelled = read_dataset(data, cache_dir)
+    for head in dict.fromkeys(heads):
+        refuse_untrainable(head, HEADS.get(head), 0 if labelled.votes is None else len(labelled.votes.columns),
+                           labelled.name)
     check_split(labelled, dataset_split(labelled, data))
     if len(labelled.skipped):
         print(f"{len(labelled.skipped)} labelled row(s) set aside before embedding (listed in data/skipped.csv), "
@@ -190,7 +197,10 @@ def log_epoch(epoch: int, row: dict, state: dict) -> None:
 def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
     """What rebuilds the image path at scoring time: the head, the exact CLIP (id + revision), the precision
     its embeddings were computed in and how images were decoded (the scorer does the same)."""
+    from clip_aesthetics.extensions import HEADS
+
     return {"head": result.spec.to_dict(), "best_epoch": result.best_epoch, "precision": report.precision,
+            "extra_outputs": list(HEADS.get(result.spec.kind).extra_outputs),
             "decoding": report.decoding,
             "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
 

@@ -75,7 +75,8 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
     children = [Child(name, clip, t) for name, (clip, t) in zip(child_names(grid, sweep), grid, strict=True)]
     # Every backbone found (and of a supported family) before the parent run opens: a typo costs no run.
     sources = {clip: resolve_backbone(clip, clip_revision) for clip in dict.fromkeys(c.clip for c in children)}
-    labelled = checked_dataset(data, embed.cache_dir)  # so is a bad table or split
+    labelled = checked_dataset(data, embed.cache_dir, tuple(c.train.head for c in children))  # so is a bad table,
+    # a split, or a head the data cannot train
     with tracking.run(track.experiment, track.run_name or "sweep", tags={SWEEP_TAG: "true"}) as parent:
         tracking.log_params({**sweep.model_dump(), **data.model_dump(), **train.model_dump(),
                              "code_version": code_version()})

@@ -23,7 +23,7 @@ def scripted_fit(plan):
     The generated targets follow feature 0, not feature 1, so each epoch's ranking quality is the test's
     choice: w0 = w1 = 0 gives a constant (undefined) epoch, weight on feature 1 a worse one."""
 
-    def fit(head, features, targets, epochs, lr, batch_size, seed, on_epoch):
+    def fit(head, features, targets, epochs, lr, batch_size, seed, on_epoch, loss=None):
         for epoch, (w0, w1, bias) in enumerate(plan, start=1):
             with torch.no_grad():
                 head.weight.zero_()
