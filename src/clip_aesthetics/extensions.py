@@ -108,9 +108,10 @@ HEADS = Table("head kind", "heads", {
     "ridge": "clip_aesthetics.heads.kinds:RIDGE",
     "chain": "clip_aesthetics.heads.chain:CHAIN",
     "distribution": "clip_aesthetics.heads.distribution:DISTRIBUTION",
+    "pairwise": "clip_aesthetics.heads.pairwise:PAIRWISE",
 })
 # the built-in heads `--head` trains (chain: published heads only)
-TRAINABLE_HEADS = ("linear", "mlp", "ridge", "distribution")
+TRAINABLE_HEADS = ("linear", "mlp", "ridge", "distribution", "pairwise")
 
 BACKBONE_FAMILIES = Table("backbone family", "backbones", {
     "clip": "clip_aesthetics.backbones.catalog:CLIP",

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict, SettingsError
 
 from clip_aesthetics.settings import (BackboneSettings, CacheSettings, DatasetSettings, DataSettings, EmbedSettings,
@@ -130,6 +130,16 @@ class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings):
     eval_split: Literal["test", "val", "train", "all"] = Field("test", description="which images: a split (as "
                                                                "split, val_fraction, test_fraction, seed make it), or all")
     num_workers: int = Field(-1, ge=-1, description="image decoding workers; -1 = one per core")
+    pairs: str = Field("", description="a pair table (image_a, image_b, preference) to measure the models on by "
+                       "pairwise accuracy instead of labels= or AVA: any model, trained on scores or on pairs")
+
+    @model_validator(mode="after")
+    def _pairs_are_the_labels(self):
+        if self.pairs:
+            if self.labels and self.labels != self.pairs:
+                raise ValueError("pass either --pairs TABLE or --labels TABLE, not both")
+            self.labels = self.pairs
+        return self
 
     def cli_cmd(self) -> None:
         from clip_aesthetics.workflows.steps import evaluate_step

@@ -110,12 +110,14 @@ def image_path(images: Path, image_id: int, name: str) -> Path:
 
 @dataclass(frozen=True)
 class Split:
-    """Each frame has image_id and mean_score; `no_votes` holds the ids dropped after splitting."""
+    """Each frame has image_id and mean_score; `no_votes` holds the ids dropped after splitting; `pairs`, for a pair
+    table, each split's pairs (a_id, b_id, preference), whose images the frames list."""
 
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
     no_votes: np.ndarray
+    pairs: dict | None = None
 
 
 def seed_split(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -56,10 +56,24 @@ class Labelled:
     # Vote counts per rating 1..K (index image_id, one column per rating, lowest first): AVA's c1..c10, a table's
     # vote_columns; None for a table of scores. What a distribution head trains on.
     votes: pd.DataFrame | None = None
+    # A pair table's pairs (a_id, b_id, preference: the share preferring image a, split, place); `frame` then
+    # lists the images they name, without scores. What a pairwise head trains on (data/pairs.py).
+    pairs: pd.DataFrame | None = None
+
+    @property
+    def offers(self) -> set[str]:
+        """What a head can train on here: scores, votes (rating distributions), pairs (preferences)."""
+        if self.pairs is not None:
+            return {"pairs"}
+        return {"scores"} | ({"votes"} if self.votes is not None else set())
 
     def target(self, norm: bool) -> tuple[float, float]:
         """(scale, offset): score = head output * scale + offset. AVA's norm divides by 10, as in the seed; a
         table's maps its score range to [0, 1]."""
+        if self.kind == "pairs":  # utilities, centred on the declared scale until training fixes the map
+            from clip_aesthetics.data.pairs import PAIR_TARGET
+
+            return PAIR_TARGET
         if not norm:
             return 1.0, 0.0
         if self.kind == "ava":
@@ -76,7 +90,7 @@ class Labelled:
     @property
     def truth(self) -> str:
         """What its scores are, in a report's words."""
-        return "the true mean vote" if self.kind == "ava" else "the table's score"
+        return {"ava": "the true mean vote", "pairs": "no score (preferences only)"}.get(self.kind, "the table's score")
 
     def split_record(self, split: str, val_fraction: float, seed: int, test_fraction: float) -> dict:
         """How its train/val/test were made, for the logged dataset's profile."""
@@ -105,9 +119,16 @@ class Labelled:
 # ---------------------------------------------------------------- settings -> a dataset
 
 def read_dataset(data, cache_dir: Path | None = None) -> Labelled:
-    """AVA (`ava_dir`) or the table `labels=`: read and checked, nothing embedded."""
+    """AVA (`ava_dir`), the table `labels=`, or a pair table (`labels=` with image_a, image_b columns): read and
+    checked, nothing embedded."""
     if not getattr(data, "labels", ""):
         return from_ava(data)
+    from clip_aesthetics.data.pairs import is_pair_table, read_pairs
+
+    if is_pair_table(Path(data.labels).expanduser()):
+        return Labelled(**read_pairs(Path(data.labels).expanduser(), image_dir=Path(data.image_dir).expanduser() if
+                                     data.image_dir else None, preference_column=getattr(data, "preference_column", ""),
+                                     memo=ContentIds(cache_dir) if cache_dir else None))
     return read_labels(Path(data.labels).expanduser(), image_dir=Path(data.image_dir).expanduser() if data.image_dir
                        else None, image_column=data.image_column, score_column=data.score_column,
                        vote_columns=parse_votes(data.vote_columns), score_range=parse_range(

@@ -150,3 +150,31 @@ def write_sample_votes(folder: Path, n_images: int = 300, seed: int = 3, size: t
         lines.append(f"images/{index:04d}.jpg," + ",".join(map(str, np.bincount(votes, minlength=bins + 1)[1:])))
     (folder / "votes.csv").write_text("\n".join(lines) + "\n")
     return folder
+
+
+def write_sample_pairs(folder: Path, n_images: int = 150, n_pairs: int = 1200, seed: int = 4, flip: float = 0.1,
+                       size: tuple[int, int] = (80, 64)) -> Path:
+    """A pair table of generated preferences (pairs.csv: image_a, image_b, preference as a / b / tie) over images
+    whose true 1-10 scores are known (scores.csv: image, score): image_a wins when it truly scores higher, except
+    for a `flip` share of label noise; pairs within 0.05 of each other are ties."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    scores = []
+    for index in range(n_images):
+        width, height = int(size[0] * rng.uniform(0.8, 1.2)), int(size[1] * rng.uniform(0.8, 1.2))
+        pixels, mean = _picture(rng, width, height)
+        Image.fromarray(pixels).save(folder / "images" / f"{index:04d}.jpg", quality=90)
+        scores.append(mean)
+    (folder / "scores.csv").write_text("image,score\n" + "".join(f"images/{i:04d}.jpg,{s!r}\n"
+                                                                for i, s in enumerate(scores)))
+    lines = ["image_a,image_b,preference"]
+    for _ in range(n_pairs):
+        a, b = (int(i) for i in rng.choice(n_images, size=2, replace=False))
+        gap = scores[a] - scores[b]
+        winner = "tie" if abs(gap) < 0.05 else ("a" if gap > 0 else "b")
+        if winner != "tie" and rng.uniform() < flip:
+            winner = "b" if winner == "a" else "a"
+        lines.append(f"images/{a:04d}.jpg,images/{b:04d}.jpg,{winner}")
+    (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return folder

@@ -16,6 +16,13 @@ def split_labelled(labelled: Labelled, split: str, val_fraction: float, test_fra
                    ava_dir: Path | None = None) -> ava.Split:
     """train/val/test frames (image_id, mean_score): AVA's own split, a table's `split` column, or a seeded split
     of the table's images in content order (the same images give the same split in any layout or row order)."""
+    if labelled.pairs is not None:  # split by pair; each split's images are those its pairs name
+        from clip_aesthetics.data.pairs import split_pairs
+
+        parts = split_pairs(labelled, val_fraction, test_fraction, seed)
+        frames = {name: pd.DataFrame({"image_id": pd.unique(part[["a_id", "b_id"]].to_numpy().ravel()).astype(
+            np.int64), "mean_score": np.nan}) for name, part in parts.items()}
+        return ava.Split(**frames, no_votes=np.zeros(0, np.int64), pairs=parts)
     if labelled.kind == "ava":
         return ava.split_ava(labelled.ava_table, split, ava_dir if ava_dir is not None else labelled.location,
                              val_fraction, seed)
@@ -42,6 +49,12 @@ def split_labelled(labelled: Labelled, split: str, val_fraction: float, test_fra
 
 def check_split(labelled: Labelled, split: ava.Split) -> None:
     """Refuse, before any embedding, a split too small to train on or to measure."""
+    if split.pairs is not None:
+        for name in ("train", "test"):
+            if len(split.pairs[name]) < 2:
+                raise LabelsError(f"{labelled.location}: the {name} split holds {len(split.pairs[name])} pair(s); train "
+                                  "and test need at least two each. Add pairs or change test_fraction / val_fraction")
+        return
     for name in ("train", "val", "test"):
         size = len(getattr(split, name))
         if size < 2 and not (name == "val" and size == 0):
@@ -54,6 +67,11 @@ def check_split(labelled: Labelled, split: ava.Split) -> None:
 def split_table(split: ava.Split, labelled: Labelled) -> pd.DataFrame:
     """image_id, image, split: which image went where (logged as data/split.csv)."""
     names = labelled.frame.set_index("image_id")["image"]
+    if split.pairs is not None:  # which pair went where
+        return pd.concat([pd.DataFrame({"image_a": names.reindex(part["a_id"]).to_numpy(),
+                                        "image_b": names.reindex(part["b_id"]).to_numpy(),
+                                        "preference": part["preference"], "split": name})
+                          for name, part in split.pairs.items()], ignore_index=True)
     parts = [pd.DataFrame({"image_id": part["image_id"], "image": names.reindex(part["image_id"]).to_numpy(),
                            "split": name}) for name, part in (("train", split.train), ("val", split.val),
                                                                ("test", split.test))]

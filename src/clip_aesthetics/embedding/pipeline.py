@@ -174,6 +174,16 @@ class SplitFeatures:
     embeddings: np.ndarray
     scores: np.ndarray  # on the data's scale (AVA: mean_score, 1-10)
     votes: np.ndarray | None = None  # each image's rating distribution over 1..K (rows sum to 1), when voted
+    pairs: "PairRows | None" = None  # a pair table's pairs of this split, as rows of `embeddings`
+
+
+@dataclass
+class PairRows:
+    """Pairs as row numbers into one split's embeddings: a[i] against b[i], preference[i] the share preferring a."""
+
+    a: np.ndarray
+    b: np.ndarray
+    preference: np.ndarray
 
 
 @dataclass
@@ -187,6 +197,13 @@ class Dataset:
     norm_target: tuple[float, float] = (10.0, 0.0)  # (scale, offset) of norm=true targets: AVA's /10
     split: ava.Split | None = None  # the split the parts were made from (by image id, before joining)
     vote_source: str = ""  # where the rating distributions come from (AVA's c1..c10, vote_columns), or ""
+
+    @property
+    def offers(self) -> set[str]:
+        """What a head can train on: scores, votes, pairs (as labels.Labelled.offers)."""
+        if self.train.pairs is not None:
+            return {"pairs"}
+        return {"scores"} | ({"votes"} if self.bins >= 2 else set())
 
     @property
     def bins(self) -> int:
@@ -222,8 +239,12 @@ def load_dataset(data: DataSettings, cache: EmbeddingCache, labelled: Labelled |
                                      "reason": failures.reindex(missing).to_numpy()}))
         kept = rows >= 0
         ids = frame["image_id"].to_numpy()[kept]
+        pairs = None
+        if split.pairs is not None:  # a pair whose image could not be embedded is set aside, saying which
+            pairs, lost = pair_rows(split.pairs[name], ids, failures, names)
+            skipped.append(lost)
         parts[name] = SplitFeatures(ids, cached.embeddings[rows[kept]].astype(np.float32),
-                                    frame["mean_score"].to_numpy()[kept], distributions(labelled, ids))
+                                    frame["mean_score"].to_numpy()[kept], distributions(labelled, ids), pairs)
     for name in ("train", "test"):
         if len(parts[name].ids) < 2:
             raise DatasetError(f"{len(parts[name].ids)} usable {name} image(s) in {labelled.location} once the images "
@@ -235,6 +256,24 @@ def load_dataset(data: DataSettings, cache: EmbeddingCache, labelled: Labelled |
     return Dataset(**parts, skipped=skipped, score_range=labelled.score_range, threshold=labelled.threshold,
                    norm_target=labelled.target(True), split=split,
                    vote_source=", ".join(labelled.votes.columns) if labelled.votes is not None else "")
+
+
+def pair_rows(pairs: pd.DataFrame, ids: np.ndarray, failures: pd.Series, names: pd.Series
+              ) -> tuple[PairRows, pd.DataFrame]:
+    """(the pairs whose two images have embeddings, as rows of `ids`; the others as skipped rows with the reason)."""
+    position = pd.Index(ids)
+    a, b = position.get_indexer(pairs["a_id"]), position.get_indexer(pairs["b_id"])
+    ok = (a >= 0) & (b >= 0)
+    lost = pairs[~ok]
+    reasons = [f"pair set aside: image_{side} {names.get(image_id, image_id)!r} failed: "
+               f"{failures.get(image_id, 'no embedding')} ({place})"
+               for side, image_id, place in ((("a" if ra < 0 else "b"), (ia if ra < 0 else ib), place)
+                                             for ra, ia, ib, place in zip(a[~ok], lost["a_id"], lost["b_id"],
+                                                                          lost["place"], strict=True))]
+    skipped = pd.DataFrame({"image_id": np.where(a[~ok] < 0, lost["a_id"], lost["b_id"]),
+                            "image": [f"{names.get(x, x)} vs {names.get(y, y)}" for x, y in
+                                      zip(lost["a_id"], lost["b_id"], strict=True)], "reason": reasons})
+    return PairRows(a[ok], b[ok], pairs["preference"].to_numpy(np.float64)[ok]), skipped
 
 
 def distributions(labelled: Labelled, ids: np.ndarray) -> np.ndarray | None:

@@ -69,8 +69,9 @@ def true_std(votes: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _metrics(split: str, head: DistributionHead, spec, features: np.ndarray, votes: np.ndarray) -> dict[str, float]:
+def _metrics(split: str, head: DistributionHead, spec, features: np.ndarray, part) -> dict[str, float]:
     """`{split}_emd` (the loss, on held-out images), and how the predicted std ranks and fits the voted std."""
+    votes = part.votes
     head.eval()
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     predicted = head.std(x).double().numpy()
@@ -83,4 +84,5 @@ def _metrics(split: str, head: DistributionHead, spec, features: np.ndarray, vot
 DISTRIBUTION = HeadKind(_build, "the rating distribution over the data's bins (softmax), trained with the earth "
                         "mover's distance (NIMA); score = its mean, score_std = its spread; needs vote counts",
                         trains_on="votes", loss=_loss, extra_outputs=("score_std",),
+                        fit_inputs=lambda part, features, spec: (features, part.votes),
                         metrics=_metrics)

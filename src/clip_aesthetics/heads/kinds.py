@@ -31,7 +31,11 @@ class HeadKind:
     what its targets are: "scores" (the data's scores, as the spec maps them) or "votes" (each image's rating
     distribution: only data with vote counts). `extra_outputs` name the columns the module's own
     `extra_outputs(x) -> tuple of N tensors` (on the data's scale) gives beside `score` on every scoring path, the
-    ONNX export included; `metrics(split, head, spec, features, votes)` adds metrics to each split's row. `trainable` False: only imported (published heads), never `--head`."""
+    ONNX export included; `metrics(split, head, spec, features, part)` adds metrics to each split's row (`part`:
+    the split's SplitFeatures, with its votes or pairs). `fit_inputs(part, features, spec) -> (x, y)` gives what
+    `fit` iterates over (default: the features and the spec's targets of the scores); `finish(head, spec,
+    train features) -> spec` fixes the spec after training (a pairwise head's scale); `selection_metric` replaces
+    val_spearman where the data has no scores. `trainable` False: only imported (published heads), never `--head`."""
 
     build: Callable  # HeadSpec -> nn.Module (its output: N x 1, the score on the spec's target scale)
     description: str
@@ -40,7 +44,10 @@ class HeadKind:
     trains_on: str = "scores"  # scores | votes
     loss: Callable | None = None  # (head, x batch, targets batch) -> scalar tensor; None: MSE of the output
     extra_outputs: tuple[str, ...] = ()  # named in order; the module's extra_outputs(x) computes them
-    metrics: Callable | None = None  # (split, head, spec, prepared features, votes) -> {name: value}
+    metrics: Callable | None = None  # (split, head, spec, prepared features, SplitFeatures) -> {name: value}
+    fit_inputs: Callable | None = None  # (SplitFeatures, prepared features, spec) -> (x, y) for fit
+    finish: Callable | None = None  # (head, spec, prepared train features) -> the spec the model is saved with
+    selection_metric: str = ""  # empty: training.SELECTION_METRIC
 
 
 def _linear(spec) -> nn.Module:

@@ -10,16 +10,23 @@ import numpy as np  # noqa: E402
 
 
 def epoch_curves(history: list[dict[str, float]]):
-    """Spearman and MSE per epoch for each split that has them."""
+    """Spearman and MSE per epoch for each split that has them (on a pair table: pair accuracy and log-loss)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [row["epoch"] for row in history]
+    pairs = not any(k.endswith("_spearman") for k in history[0]) and any(k.endswith("_pair_accuracy")
+                                                                         for k in history[0])
+    rank, error = ("pair_accuracy", "pair_logloss") if pairs else ("spearman", "mse")
     for split in ("train", "val", "test"):
-        if f"{split}_spearman" in history[0]:
-            left.plot(epochs, [row[f"{split}_spearman"] for row in history], marker="o", label=split)
-        if f"{split}_mse" in history[0]:
-            right.plot(epochs, [row[f"{split}_mse"] for row in history], marker="o", label=split)
-    left.set(xlabel="epoch", ylabel="Spearman", title="rank correlation")
-    right.set(xlabel="epoch", ylabel="MSE (1-10 scale)", title="squared error")
+        if f"{split}_{rank}" in history[0]:
+            left.plot(epochs, [row[f"{split}_{rank}"] for row in history], marker="o", label=split)
+        if f"{split}_{error}" in history[0]:
+            right.plot(epochs, [row[f"{split}_{error}"] for row in history], marker="o", label=split)
+    if pairs:
+        left.set(xlabel="epoch", ylabel="pair accuracy", title="preferred image scored higher (chance 0.5)")
+        right.set(xlabel="epoch", ylabel="log-loss", title="pairwise log-loss (ln 2 = 0.693: no information)")
+    else:
+        left.set(xlabel="epoch", ylabel="Spearman", title="rank correlation")
+        right.set(xlabel="epoch", ylabel="MSE (1-10 scale)", title="squared error")
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend()

@@ -44,6 +44,9 @@ class DatasetSettings(Settings):
                               "the first of file_name, image, image_name, image_path, path, filename found")
     score_column: str = Field("", description="the table's score column; empty = the first of score, mos, "
                               "mean_score, rating, label found (any case)")
+    preference_column: str = Field("", description="a pair table (columns image_a, image_b): its preference column "
+                                   "(a, b, tie, or the share preferring image_a, 0-1); empty = the first of "
+                                   "preference, winner, choice, label, prob_a, p_a")
     vote_columns: str = Field("", description="vote-count columns instead of a score, lowest rating first (c1..c5 "
                               "or c1,c2,c3,c4,c5): the score is their mean rating, as AVA's")
 

@@ -46,6 +46,30 @@ class Evaluated:
     note: str = ""
 
 
+def pairs_of(labelled: Labelled, data, part: str) -> pd.DataFrame | None:
+    """A pair table's pairs of the split `part` (or all of them); None for data of scores."""
+    if labelled.pairs is None:
+        return None
+    return labelled.pairs if part == "all" else dataset_split(labelled, data).pairs[part]
+
+
+def measure_pairs(pairs: pd.DataFrame, ids: np.ndarray, scores: np.ndarray) -> tuple[dict, str]:
+    """Pairwise accuracy of any model's scores on pairs whose two images it scored (ties excluded; a predicted tie
+    counts half); no log-loss, which would need the model's scores as logits."""
+    from clip_aesthetics.heads.pairwise import pair_metrics
+
+    position = pd.Index(ids)
+    a, b = position.get_indexer(pairs["a_id"]), position.get_indexer(pairs["b_id"])
+    ok = (a >= 0) & (b >= 0)
+    ok[ok] = np.isfinite(scores[a[ok]]) & np.isfinite(scores[b[ok]])
+    preference = pairs["preference"].to_numpy(np.float64)[ok]
+    values = pair_metrics("eval", scores[a[ok]] - scores[b[ok]], preference, logloss=False)
+    values.update({"eval_pairs": float(ok.sum()), "eval_pairs_decided": float(np.sum(preference != 0.5))})
+    note = (f"pairwise accuracy on {int(np.sum(preference != 0.5))} pairs with a preference (ties excluded; chance "
+            f"is 0.5), {int((~ok).sum())} pair(s) without two scored images left out")
+    return values, note
+
+
 def images_of(labelled: Labelled, data, part: str) -> pd.DataFrame:
     """image_id, score of the split `part` (train, val, test) or of every image (`all`)."""
     if part == "all":
@@ -191,13 +215,18 @@ def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: p
     if ok.sum() < 2:
         raise EvaluationError(f"{result.uri}: fewer than two images of the {part} split could be scored")
     true = images["score"].to_numpy()
-    values, note = measure(true[ok], scores[ok], scorer.score_range, labelled.score_range, labelled.threshold)
+    pairs = pairs_of(labelled, data, part)
+    if pairs is not None:  # preferences, not scores: measured by pairwise accuracy, on any model's scale
+        values, note = measure_pairs(pairs, ids, scores)
+    else:
+        values, note = measure(true[ok], scores[ok], scorer.score_range, labelled.score_range, labelled.threshold)
     result.metrics, result.note = values, note
     tracking.log_params({"model_uri": result.uri, "eval_split": part, "n_images": int(ok.sum()),
                          "n_failed": int((~ok).sum()), "model_score_range": ",".join(
                              f"{v:g}" for v in scorer.score_range), "clip_model_id": scorer.clip_info["model_id"],
                          **labelled.record()})
-    tracking.set_tags({SCALE_TAG: str(not same_scale(scorer.score_range, labelled.score_range)).lower()})
+    tracking.set_tags({SCALE_TAG: str(pairs is None and not same_scale(scorer.score_range,
+                                                                        labelled.score_range)).lower()})
     tracking.log_metrics(values)
     model_id = model_id_of(result.uri)
     if model_id:
@@ -207,33 +236,42 @@ def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: p
     result.predictions = pd.DataFrame({"image_id": ids, "image": names, "score_true": true, "score_pred": scores,
                                        "error": [failed.get(int(i), "") for i in ids]})
     tracking.log_csv(result.predictions, "predictions/eval.csv")
-    figure = plots.calibration(true[ok], scores[ok], gallery_module.bucket_edges(*labelled.score_range))
-    tracking.log_figure(figure, "plots/calibration.png")
-    plots.close(figure)
+    if pairs is None:
+        figure = plots.calibration(true[ok], scores[ok], gallery_module.bucket_edges(*labelled.score_range))
+        tracking.log_figure(figure, "plots/calibration.png")
+        plots.close(figure)
     tracking.set_description(f"{result.uri} on the {part} images of `{labelled.name}` (digest {labelled.digest}): "
                              f"{note}.")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if np.isfinite(v))
     print(f"{result.uri}: {shown} ({int(ok.sum())} images, {int((~ok).sum())} failed)")
 
 
+def board_metric(results: list[Evaluated]) -> str:
+    """What the leaderboard ranks by: eval_spearman, or eval_pair_accuracy on a pair table."""
+    return "eval_pair_accuracy" if any("eval_pair_accuracy" in (r.metrics or {}) for r in results) \
+        else "eval_spearman"
+
+
 def leaderboard(results: list[Evaluated]) -> pd.DataFrame:
-    """One row per model, best eval_spearman first (an undefined one last), with the child's own values."""
+    """One row per model, best eval_spearman (on pairs: eval_pair_accuracy) first (an undefined one last), with the
+    child's own values."""
     rows = [{"model": r.uri, "run_id": r.run_id, **(r.metrics or {}), "note": r.note} for r in results]
     board = pd.DataFrame(rows)
-    keys = [metrics.ranking_key(row.get("eval_spearman"), "eval_spearman") for row in rows]
+    ranked = board_metric(results)
+    keys = [metrics.ranking_key(row.get(ranked), ranked) for row in rows]
     order = sorted(range(len(rows)), key=lambda i: keys[i], reverse=True)
     return board.iloc[order].reset_index(drop=True)
 
 
 def _board_text(board: pd.DataFrame, labelled: Labelled, part: str) -> str:
+    shown = ["eval_pair_accuracy", "eval_pairs"] if "eval_pair_accuracy" in board else ["eval_spearman", "eval_pearson"]
     lines = [f"{len(board)} models on the same {part} images of `{labelled.name}` (digest {labelled.digest}), best "
-             "eval_spearman first.", "", "| model | eval_spearman | eval_pearson |", "|---|---|---|"]
+             f"{shown[0]} first.", "", f"| model | {' | '.join(shown)} |", "|---|---|---|"]
     for row in board.to_dict("records"):
         if str(row.get("note", "")).startswith("not measured"):
             lines.append(f"| {row['model']} | {row['note']} | |")
             continue
-        lines.append(f"| {row['model']} | {row.get('eval_spearman', float('nan')):.4f} | "
-                     f"{row.get('eval_pearson', float('nan')):.4f} |")
+        lines.append(f"| {row['model']} | " + " | ".join(f"{row.get(k, float('nan')):.4f}" for k in shown) + " |")
     return "\n".join(lines)
 
 

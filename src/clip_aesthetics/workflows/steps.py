@@ -24,7 +24,7 @@ from clip_aesthetics.embedding.pipeline import EmbedReport, dataset_split, embed
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
 from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
 from clip_aesthetics.tracking.runs import DEGENERATE_TAG, SELECTION_TAG
-from clip_aesthetics.heads.training import SELECTION_METRIC, TrainResult, backbone_label, default_run_name, train_and_evaluate
+from clip_aesthetics.heads.training import TrainResult, backbone_label, default_run_name, train_and_evaluate
 
 
 def embed_step(command) -> EmbedReport:
@@ -63,8 +63,7 @@ def checked_dataset(data: DataSettings, cache_dir, heads: tuple[str, ...] = ()) 
 
     labelled = read_dataset(data, cache_dir)
     for head in dict.fromkeys(heads):
-        refuse_untrainable(head, HEADS.get(head), 0 if labelled.votes is None else len(labelled.votes.columns),
-                           labelled.name)
+        refuse_untrainable(head, HEADS.get(head), labelled.offers, labelled.name)
     check_split(labelled, dataset_split(labelled, data))
     if len(labelled.skipped):
         print(f"{len(labelled.skipped)} labelled row(s) set aside before embedding (listed in data/skipped.csv), "
@@ -77,17 +76,18 @@ def outcome(run_id: str, run_name: str, result: TrainResult) -> str:
     if result.selection == "last_epoch":
         chosen = "last epoch kept (no validation split)"
     elif result.selection == "undefined":
-        chosen = f"no epoch had a defined {SELECTION_METRIC}: last epoch kept, not a result"
+        chosen = f"no epoch had a defined {result.metric}: last epoch kept, not a result"
     else:
-        chosen = f"best epoch {result.best_epoch} by {SELECTION_METRIC} {best[SELECTION_METRIC]:.4f}"
-    return f"run {run_id} ({run_name}): {chosen}, test_spearman {_number(best['test_spearman'])}"
+        chosen = f"best epoch {result.best_epoch} by {result.metric} {best[result.metric]:.4f}"
+    reported = "test_" + result.metric.removeprefix("val_")
+    return f"run {run_id} ({run_name}): {chosen}, {reported} {_number(best.get(reported, float('nan')))}"
 
 
 def run_warnings(result: TrainResult) -> list[str]:
     """What a user must know before trusting the run's model (also tagged on the run)."""
     found = []
     if result.selection == "undefined":
-        found.append(f"{SELECTION_METRIC} was undefined at every epoch (constant predictions on the validation "
+        found.append(f"{result.metric} was undefined at every epoch (constant predictions on the validation "
                      f"images); the run is tagged {SELECTION_TAG}=undefined and `register` will not promote it. "
                      "Try a larger lr, more epochs, norm=true or head=ridge")
     if result.degenerate:
@@ -152,17 +152,19 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         predictions.insert(1, "image", labelled.frame.set_index("image_id")["image"].reindex(dataset.test.ids)
                            .to_numpy())
     tracking.log_csv(predictions, "predictions/test.csv")
-    figures = {"plots/epoch_metrics.png": plots.epoch_curves(result.history),
-               "plots/test_scatter.png": plots.predicted_vs_true(dataset.test.scores, result.test_pred,
-                                                                 f"test, epoch {result.best_epoch}"),
-               "plots/calibration.png": plots.calibration(dataset.test.scores, result.test_pred,
-                                                          gallery_module.bucket_edges(*dataset.score_range)),
-               "plots/residuals.png": plots.residuals(dataset.test.scores, result.test_pred)}
+    figures = {"plots/epoch_metrics.png": plots.epoch_curves(result.history)}
+    if "scores" in dataset.offers:  # against true scores (a pair table has none)
+        figures.update({
+            "plots/test_scatter.png": plots.predicted_vs_true(dataset.test.scores, result.test_pred,
+                                                              f"test, epoch {result.best_epoch}"),
+            "plots/calibration.png": plots.calibration(dataset.test.scores, result.test_pred,
+                                                       gallery_module.bucket_edges(*dataset.score_range)),
+            "plots/residuals.png": plots.residuals(dataset.test.scores, result.test_pred)})
     for name, figure in figures.items():
         tracking.log_figure(figure, name)
     if gallery:
         log_test_gallery(labelled, predictions, {k: plots.png_bytes(figures[k]) for k in
-                                                 ("plots/calibration.png", "plots/residuals.png")})
+                                                 ("plots/calibration.png", "plots/residuals.png") if k in figures})
     for figure in figures.values():
         plots.close(figure)
     reference = make_reference(result.test_pred, f"this model's predictions on the {len(dataset.test.ids)} test "
@@ -264,6 +266,13 @@ def evaluate_step(command) -> None:
     uris = [u.strip() for u in command.models.split(",") if u.strip()]
     data = command.part(DataSettings)
     labelled = read_dataset(data, command.cache_dir)
+    if command.pairs and labelled.pairs is None:
+        from clip_aesthetics.data.tables import LabelsError
+
+        raise LabelsError(f"--pairs {command.pairs}: not a pair table (it needs the columns image_a and image_b, and "
+                          "a preference); a table of scores is --labels")
+    if labelled.pairs is not None:
+        check_split(labelled, dataset_split(labelled, data))
     results = evaluate_models(uris, labelled, data, command.cache_dir, command.experiment, command.eval_split,
                               command.run_name, command.gallery, command.num_workers)
     if len(results) > 1:

@@ -1,0 +1,168 @@
+"""A table of pairwise preferences -> a Labelled dataset of kind "pairs": which of two images people preferred.
+
+A pair table is any labels table (CSV, TSV, parquet, JSON Lines) with the columns `image_a` and `image_b` (paths
+or image bytes, like a labels table's image column) and a preference: `a`, `b` or `tie`; or a number from 0 to 1,
+the share of raters who preferred image_a (1: image_a, 0: image_b, 0.5: a tie, 0.7: 70% for image_a). Its
+column is found among PREFERENCE_COLUMNS, or named with `preference_column=`. Both image columns go through the
+same content-keyed cache as every labels table. A pair naming a missing or unreadable image, or the same image
+twice, is set aside with its reason; a preference this project cannot read is refused naming its line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clip_aesthetics.data.cells import ContentIds, content_id, image_source
+from clip_aesthetics.data.tables import SPLIT_NAMES, LabelsError, find_column, locate_table, read_table
+
+PAIR_COLUMNS = ("image_a", "image_b")
+PREFERENCE_COLUMNS = ("preference", "winner", "choice", "label", "prob_a", "p_a")
+WORDS = {"a": 1.0, "image_a": 1.0, "b": 0.0, "image_b": 0.0, "tie": 0.5, "draw": 0.5}
+PAIR_SCALE = (1.0, 10.0)  # the declared scale a pairwise head's scores are mapped onto (heads/pairwise.py)
+PAIR_TARGET = (1.5, 5.5)  # score = utility * 1.5 + 5.5 while training; the trained head fixes its own map
+
+
+def is_pair_table(path: Path) -> bool:
+    """Whether the labels table at `path` has the two image columns of a pair table."""
+    try:
+        rows = read_table(locate_table(Path(path))[0][0])
+    except (LabelsError, IndexError):
+        return False
+    columns = {str(c).lower() for c in rows.frame.columns}
+    return all(c in columns for c in PAIR_COLUMNS)
+
+
+def preference_in(value, place: str, column: str) -> float:
+    """a / b / tie, or the share of raters preferring image_a (0-1); anything else refused naming the line."""
+    if isinstance(value, str) and value.strip().lower() in WORDS:
+        return WORDS[value.strip().lower()]
+    number = None
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise LabelsError(f"{place}: preference {value!r} in column {column!r} is none of a, b, tie, or a number "
+                          "from 0 to 1 (the share of raters preferring image_a)")
+    return number
+
+
+def read_pairs(path: Path, image_dir: Path | None = None, preference_column: str = "",
+               memo: ContentIds | None = None) -> dict:
+    """Read and check a pair table; nothing is embedded. Returns the fields of its labels.Labelled (kind "pairs")."""
+    path = Path(path)
+    memo = memo or ContentIds(None)
+    names: dict[int, str] = {}
+    sources: dict[int, object] = {}
+    kept, skipped = [], []
+    has_split = False
+    for table_path, folder_split in locate_table(path):
+        rows = read_table(table_path)
+        if len(rows.frame) == 0:
+            raise LabelsError(f"{table_path}: the table holds no rows")
+        root = Path(os.path.realpath(image_dir if image_dir is not None else rows.folder))
+        lowered = {str(c).lower(): c for c in rows.frame.columns}
+        columns = [lowered[c] for c in PAIR_COLUMNS]
+        preference = find_column(rows, preference_column, PREFERENCE_COLUMNS, "preference", "preference_column",
+                                 table_path)
+        split_column = lowered.get("split")
+        has_split = has_split or bool(folder_split) or split_column is not None
+        for index, place in enumerate(rows.where):
+            record = rows.frame.iloc[index]
+            value = preference_in(record[preference], place, str(preference))
+            split = folder_split
+            if split_column is not None:
+                raw = record[split_column]
+                name = "" if raw is None else str(raw).strip().lower()
+                if name not in SPLIT_NAMES:
+                    raise LabelsError(f"{place}: split {raw!r} is not one of train, val (validation), test")
+                split = SPLIT_NAMES[name]
+            ids, reason = [], None
+            for side, column in zip("ab", columns, strict=True):
+                name, source, why = image_source(record[column], root, place)
+                if why is None:
+                    try:
+                        image_id = content_id(source) if isinstance(source, bytes) else memo.of(source)
+                    except OSError as error:
+                        why = f"unreadable file: {error.strerror or error}"
+                if why is not None:
+                    reason = f"image_{side} {name!r}: {why}"
+                    break
+                ids.append(image_id)
+                names.setdefault(image_id, name)
+                sources.setdefault(image_id, source)
+            if reason is None and ids[0] == ids[1]:
+                reason = f"image_a and image_b are the same image ({names[ids[0]]!r})"
+            if reason is not None:
+                skipped.append((-1, f"{record[columns[0]]!s} vs {record[columns[1]]!s}"[:200], f"{reason} ({place})"))
+                continue
+            kept.append((ids[0], ids[1], value, split, place))
+    memo.save()
+    pairs = pd.DataFrame(kept, columns=["a_id", "b_id", "preference", "split", "place"])
+    if len(pairs) == 0:
+        raise LabelsError(f"{path}: no pair has two usable images ({len(skipped)} set aside, e.g. "
+                          f"{skipped[0][2] if skipped else '-'})")
+    if has_split and (pairs["split"] == "").any():
+        raise LabelsError(f"{pairs['place'][pairs['split'] == ''].iat[0]}: no split, while other rows have one; give "
+                          "every row a split or none")
+    used = pd.unique(pairs[["a_id", "b_id"]].to_numpy().ravel())
+    frame = pd.DataFrame({"image_id": used.astype(np.int64), "image": [names[int(i)] for i in used],
+                          "score": np.nan, "split": ""})
+    table_name = path.name if path.is_file() else f"{path.name}/{locate_table(path)[0][0].name}"
+    return dict(kind="pairs", name=table_name, location=path.resolve(), digest=_digest(pairs), frame=frame,
+                sources={int(i): sources[int(i)] for i in used}, score_range=PAIR_SCALE,
+                threshold=sum(PAIR_SCALE) / 2, skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]),
+                given_split=has_split, pairs=pairs)
+
+
+def _digest(pairs: pd.DataFrame) -> str:
+    """Of the pairs' content ids, preferences and splits, in content order."""
+    ordered = pairs.sort_values(["a_id", "b_id", "preference", "split"], kind="stable")
+    digest = hashlib.sha256(ordered[["a_id", "b_id"]].to_numpy(np.int64).tobytes())
+    digest.update(ordered["preference"].to_numpy(np.float64).tobytes())
+    digest.update("\n".join(ordered["split"]).encode())
+    return digest.hexdigest()[:16]
+
+
+def pair_key(pairs: pd.DataFrame) -> np.ndarray:
+    """The unordered pair of content ids of each row, as one sortable key: (A, B) and (B, A) are the same pair."""
+    low = np.minimum(pairs["a_id"].to_numpy(np.int64), pairs["b_id"].to_numpy(np.int64))
+    high = np.maximum(pairs["a_id"].to_numpy(np.int64), pairs["b_id"].to_numpy(np.int64))
+    return np.array([f"{a:020d}-{b:020d}" for a, b in zip(low, high, strict=True)])
+
+
+def split_pairs(labelled, val_fraction: float, test_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
+    """train/val/test pairs: as the table's split column gives them, else seeded over the distinct pairs in
+    content order, every rating of the same two images in one split (so no test pair is ever trained on)."""
+    pairs = labelled.pairs
+    rng = np.random.RandomState(seed)
+    keys = pair_key(pairs)
+    if labelled.given_split:
+        parts = {name: pairs[pairs["split"] == name] for name in ("train", "val", "test")}
+        crossing = set(pair_key(parts["test"])) & (set(pair_key(parts["train"])) | set(pair_key(parts["val"])))
+        if crossing:
+            raise LabelsError(f"{labelled.location}: the same two images are rated in the test split and in train or "
+                              f"val ({len(crossing)} pair(s)); a test pair must never be trained on")
+        if len(parts["val"]) == 0 and val_fraction > 0:
+            train_keys = np.unique(pair_key(parts["train"]))
+            chosen = set(train_keys[rng.permutation(len(train_keys))[:round(len(train_keys) * val_fraction)]])
+            in_val = np.isin(pair_key(parts["train"]), list(chosen))
+            parts["train"], parts["val"] = parts["train"][~in_val], parts["train"][in_val]
+        return {name: part.reset_index(drop=True) for name, part in parts.items()}
+    distinct = np.unique(keys)
+    order = rng.permutation(len(distinct))
+    n_test = round(len(distinct) * test_fraction)
+    n_val = round((len(distinct) - n_test) * val_fraction)
+    chosen = {"test": distinct[order[:n_test]], "val": distinct[order[n_test:n_test + n_val]]}
+    parts = {name: pairs[np.isin(keys, list(values))] for name, values in chosen.items()}
+    parts["train"] = pairs[~np.isin(keys, list(chosen["test"]) + list(chosen["val"]))]
+    return {name: part.reset_index(drop=True) for name, part in parts.items()}
