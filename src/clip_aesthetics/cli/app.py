@@ -117,7 +117,7 @@ class ImportHeadCommand(TrackingSettings, RevisionSettings):
         return check_model_name(value)
 
     def cli_cmd(self) -> None:
-        from clip_aesthetics.workflows.steps import import_head_step
+        from clip_aesthetics.workflows.import_head import import_head_step
 
         import_head_step(self)
 
