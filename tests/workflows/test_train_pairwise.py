@@ -134,3 +134,14 @@ def test_evaluate_pairs_measures_models_trained_on_scores_and_on_pairs_side_by_s
     assert cli.main(["evaluate", "--model", score_model, "--pairs", str(pairs / "scores.csv"), "--cache-dir",
                      cache]) == 2
     assert "not a pair table" in capsys.readouterr().err
+
+
+def test_a_pairwise_run_registers_by_its_own_metric_and_says_what_its_scores_are(trained_pairs, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_pairs["uri"])
+    mlflow.set_tracking_uri(trained_pairs["uri"])
+    run_id = trained_pairs["run"].info.run_id
+    assert cli.main(["register", "--run-id", run_id, "--metric", "val_pair_accuracy", "--model-name", "pairs"]) == 0
+    version = trained_pairs["client"].get_model_version_by_alias("pairs", "champion")
+    assert "val_pair_accuracy 0." in version.description and "Bradley-Terry" in version.description
+    assert "percentiles against this model's predictions on the" in version.description

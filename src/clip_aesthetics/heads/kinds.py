@@ -48,6 +48,7 @@ class HeadKind:
     fit_inputs: Callable | None = None  # (SplitFeatures, prepared features, spec) -> (x, y) for fit
     finish: Callable | None = None  # (head, spec, prepared train features) -> the spec the model is saved with
     selection_metric: str = ""  # empty: training.SELECTION_METRIC
+    targets_text: str = ""  # what its scores are, for a registered version's description (empty: the spec's map)
 
 
 def _linear(spec) -> nn.Module:

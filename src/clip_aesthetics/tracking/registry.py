@@ -171,7 +171,7 @@ def _number(text: str | None) -> float:
 def _version_tags(run, spec_doc: dict, metric: str, value: float) -> dict[str, str]:
     inputs = run.inputs.dataset_inputs if run.inputs else []
     return {"run_id": run.info.run_id, "clip_model_id": spec_doc["clip"]["model_id"],
-            "clip_revision": spec_doc["clip"]["revision"], metric: str(value),
+            "clip_revision": spec_doc["clip"]["revision"], metric: str(value), "registered_by": metric,
             "val_spearman": str(score_of(run, "val_spearman")), "test_spearman": str(score_of(run, "test_spearman")),
             "dataset_digest": inputs[0].dataset.digest if inputs else "",
             # the scale the version's scores are on, so nobody mistakes a 1-5 score for AVA's 1-10
@@ -180,20 +180,31 @@ def _version_tags(run, spec_doc: dict, metric: str, value: float) -> dict[str, s
                if key in run.data.params}}
 
 
+def _measured(tags: dict[str, str]) -> str:
+    """Its Spearman on val and test, or, for a model without one (trained on pairs), the metric it was chosen by."""
+    if _number(tags.get("val_spearman")) == _number(tags.get("val_spearman")):  # defined
+        return f"val_spearman {float(tags['val_spearman']):.4f}, test_spearman {_number(tags['test_spearman']):.4f}"
+    metric = tags.get("registered_by", "")
+    return f"{metric} {_number(tags.get(metric)):.4f}" if metric else "no Spearman (no scores to rank)"
+
+
 def _version_description(run, spec_doc: dict, tags: dict[str, str]) -> str:
     head, params = spec_doc["head"], run.data.params
     low, high = head.get("score_range", SCORE_RANGE)
     dataset = tags.get("dataset") or "AVA"
-    scale = "raw scores" if head["target_scale"] == 1 and head.get("target_offset", 0) == 0 else (
-        "mean_score/10" if head["target_scale"] == 10 and not head.get("target_offset") else
-        f"the {low:g}-{high:g} range mapped to 0-1")
+    from clip_aesthetics.extensions import HEADS
+
+    scale = HEADS.get(head["kind"]).targets_text or (
+        "raw scores" if head["target_scale"] == 1 and head.get("target_offset", 0) == 0 else (
+            "mean_score/10" if head["target_scale"] == 10 and not head.get("target_offset") else
+            f"the {low:g}-{high:g} range mapped to 0-1"))
     return (f"**Scores on a {low:g}-{high:g} scale**, the scale of `{dataset}` it was trained on (not comparable "
             f"in absolute terms with a model trained on another scale). "
             f"Backbone `{tags['clip_model_id']}` at revision `{tags['clip_revision']}` (weights bundled as "
             f"{spec_doc.get('clip_dtype', 'float32')}), head `{head['kind']}` on {head['in_dim']}-d embeddings "
             f"(embed_norm {head['embed_norm']}), targets {scale}, trained in run `{run.info.run_name}` "
             f"(epochs {params.get('epochs', '?')}, lr {params.get('lr', '?')}, split {params.get('split', '?')}). "
-            f"val_spearman {float(tags['val_spearman']):.4f}, test_spearman {float(tags['test_spearman']):.4f}; "
+            + _measured(tags) + "; "
             f"dataset digest `{tags['dataset_digest'] or 'unknown'}`. "
             f"Each score comes with a `percentile`: {reference_line(of_spec(spec_doc))}.")
 
