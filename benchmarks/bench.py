@@ -64,7 +64,7 @@ DEFAULT_BAR_SPEARMAN = 0.999
 
 TARGETS_SECTIONS = ["embed", "train", "closed_form", "memory"]
 EXTRA_SECTIONS = ["decoding", "scorer", "spark"]
-ON_REQUEST = ["backbones", "shards", "runtimes"]  # runtimes: torch and ONNX Runtime, float32 and int8  # backbones: minutes on 2 cores (ViT-L/14, SigLIP so400m at 384); shards: --only shards
+ON_REQUEST = ["backbones", "shards", "runtimes", "meaning"]  # meaning: the distribution and pairwise heads  # runtimes: torch and ONNX Runtime, float32 and int8  # backbones: minutes on 2 cores (ViT-L/14, SigLIP so400m at 384); shards: --only shards
 
 
 def bench_embedding(work: Path, n_images: int) -> dict:
@@ -589,6 +589,10 @@ def main() -> None:
             from runtimes import bench_runtimes
 
             figures.update(bench_runtimes(work / "runtimes", args.quick))
+        if "meaning" in sections:
+            from meaning import bench_meaning
+
+            figures.update(bench_meaning(work / "meaning", args.quick))
     print(report(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

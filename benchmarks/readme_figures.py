@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results-quick.json"
 BACKBONES = ROOT / "benchmarks" / "results-backbones.json"  # `bench.py --quick --only backbones`
 RUNTIMES = ROOT / "benchmarks" / "results-runtimes.json"  # `bench.py --only runtimes`
+MEANING = ROOT / "benchmarks" / "results-meaning.json"  # `bench.py --quick --only meaning` -> docs/score-meaning.md
+MEANING_START, MEANING_END = "<!-- meaning:start -->", "<!-- meaning:end -->"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 RUNTIME_NAMES = {"torch_float32": "torch eager, float32", "torch_bfloat16": "torch eager, bfloat16",
                  "onnx_float32": "ONNX Runtime, float32", "onnx_int8": "ONNX Runtime, int8 (dynamic)"}
@@ -148,9 +150,22 @@ def committed() -> tuple[dict, dict | None, dict | None]:
     return json.loads(RESULTS.read_text()), optional(BACKBONES), optional(RUNTIMES)
 
 
+def with_meaning(page: str, figures: dict) -> str:
+    """docs/score-meaning.md with its generated block from a `--only meaning` run."""
+    from meaning import meaning_table
+
+    start, end = page.index(MEANING_START), page.index(MEANING_END) + len(MEANING_END)
+    block = [MEANING_START, "<!-- generated from benchmarks/results-meaning.json by `python benchmarks/readme_figures.py "
+             "--write`; do not edit -->", *meaning_table(figures), MEANING_END]
+    return page[:start] + "\n".join(block) + page[end:]
+
+
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     if "--write" in sys.argv:
         page = ROOT / "docs" / "performance.md"
         page.write_text(with_block(page.read_text(), *committed()))
+        meaning_page = ROOT / "docs" / "score-meaning.md"
+        meaning_page.write_text(with_meaning(meaning_page.read_text(), json.loads(MEANING.read_text())))
     else:
         print(render(*committed()), end="")

@@ -72,7 +72,8 @@ def test_every_name_the_benchmarks_import_from_the_project_exists():
     import ast
     import importlib
 
-    for script in ("bench.py", "gpu.py", "synthetic.py", "seed_baseline.py", "runtimes.py", "backbones.py"):
+    for script in ("bench.py", "gpu.py", "synthetic.py", "seed_baseline.py", "runtimes.py", "backbones.py",
+                   "meaning.py"):
         tree = ast.parse((Path(__file__).resolve().parents[2] / "benchmarks" / script).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clip_aesthetics"):
@@ -87,4 +88,14 @@ def test_the_performance_figures_are_those_of_the_committed_run():
 
     readme = (readme_figures.ROOT / "docs" / "performance.md").read_text()
     assert readme_figures.with_block(readme, *readme_figures.committed()) == readme, (
+        "run `python benchmarks/readme_figures.py --write`")
+
+
+def test_the_score_meaning_figures_are_those_of_the_committed_run():
+    import json
+
+    import readme_figures
+
+    page = (readme_figures.ROOT / "docs" / "score-meaning.md").read_text()
+    assert readme_figures.with_meaning(page, json.loads(readme_figures.MEANING.read_text())) == page, (
         "run `python benchmarks/readme_figures.py --write`")
