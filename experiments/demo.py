@@ -88,9 +88,11 @@ def summary(workdir: Path, scores: Path, timings: list) -> None:
           f"(alias champion, val_spearman {float(champion.tags['val_spearman']):.4f}, "
           f"test_spearman {float(champion.tags['test_spearman']):.4f})")
     frame = pd.read_csv(scores, keep_default_na=False)
-    frame["score"] = pd.to_numeric(frame["score"], errors="coerce")  # the broken file's score is empty
+    for column in ("score", "percentile"):  # the broken file's cells are empty
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
     print(f"\nscores of {len(frame)} images: {scores} (gallery: {scores.with_suffix('.html')})")
-    print(frame.sort_values("score", ascending=False).head(3).to_string(index=False, float_format="{:.4f}".format))
+    print(frame.sort_values("score", ascending=False).head(3).to_string(index=False, formatters={
+        "score": "{:.4f}".format, "percentile": "{:.1f}".format}))
     print(frame[frame["error"] != ""].to_string(index=False, na_rep=""))
     print("\n=== time per step")
     for title, seconds in timings:

@@ -145,3 +145,16 @@ def test_a_pairwise_run_registers_by_its_own_metric_and_says_what_its_scores_are
     version = trained_pairs["client"].get_model_version_by_alias("pairs", "champion")
     assert "val_pair_accuracy 0." in version.description and "Bradley-Terry" in version.description
     assert "percentiles against this model's predictions on the" in version.description
+
+
+def test_a_sweep_on_a_pair_table_names_its_best_child_by_val_pair_logloss(pairs, tiny_clip, tmp_path, tracking_uri):
+    assert cli.main(["sweep", "--clips", str(tiny_clip), "--labels", str(pairs / "pairs.csv"), "--heads", "pairwise",
+                     "--norms", "true", "--lrs", "1e-2,1e-4", "--epochs", "3", "--cache-dir", str(tmp_path / "cache"),
+                     "--gallery", "false"]) == 0
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = {r.info.run_id: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(children) == 2 and parent.data.tags["best_run"] in children
+    best = children[parent.data.tags["best_run"]].data.metrics["best_val_pair_logloss"]
+    assert best == min(r.data.metrics["best_val_pair_logloss"] for r in children.values())

@@ -134,6 +134,9 @@ def summarise(children: list[Child]) -> pd.DataFrame:
             data = tracking.run_data(child.run_id)
             row.update({name: data.metrics.get(name) for name in (
                 "best_epoch", "best_val_spearman", "best_test_spearman", "test_spearman", "test_mse", "test_accuracy")})
+            if "best_val_pair_logloss" in data.metrics:  # trained on pairs: no Spearman, its own metrics
+                row.update({name: data.metrics.get(name) for name in (
+                    "best_val_pair_logloss", "best_test_pair_accuracy", "best_test_pair_logloss")})
             row["not_comparable"] = tracking.not_comparable(data.tags)
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -146,7 +149,14 @@ def summarise(children: list[Child]) -> pd.DataFrame:
 
 
 def _ranking(row: dict) -> tuple:
+    """Comparable first, then by val_spearman (a sweep on a pair table, whose children have none: val_pair_logloss)."""
+    if _number(row.get("best_val_spearman")) is None and _number(row.get("best_val_pair_logloss")) is not None:
+        return (not row.get("not_comparable"), ranking_key(row.get("best_val_pair_logloss"), "val_pair_logloss"))
     return (not row.get("not_comparable"), ranking_key(row.get("best_val_spearman"), SELECTION_METRIC))
+
+
+def _number(value) -> float | None:
+    return None if value is None or value != value else float(value)
 
 
 def best_child(table: pd.DataFrame) -> dict | None:
@@ -172,22 +182,29 @@ def _log_dataset(data: DataSettings, reports: dict) -> None:
         tracking.log_dataset(data, report.labelled, {"all splits": {"num_rows": len(report.labelled.frame)}})
 
 
+def _measures(table: pd.DataFrame) -> tuple[str, str]:
+    """(what the best child is chosen by, what it reports on test): Spearman, or on a pair table its pair metrics."""
+    pairs = "best_val_pair_logloss" in table and table["best_val_spearman"].isna().all()
+    return ("val_pair_logloss", "test_pair_accuracy") if pairs else ("val_spearman", "test_spearman")
+
+
 def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
     tracking.log_table(table, "comparison/children.json")
     tracking.log_csv(table, "comparison/children.csv")
-    epochs = epoch_table(children)
+    chosen_by, reported = _measures(table)
+    epochs = epoch_table(children, reported)
     tracking.log_text(epochs.round(4).to_string(), "comparison/epoch_table.txt")
     tags = {CHILDREN_TAG: ",".join(c.run_id for c in children if c.run_id)}
     best = best_child(table)
     if best is not None:
         tags.update(best_run=best["run_id"], best_run_name=best["run_name"])
-        tracking.log_metrics({"best_val_spearman": best["best_val_spearman"],
-                              "best_test_spearman": best["best_test_spearman"]})
+        tracking.log_metrics({f"best_{chosen_by}": best[f"best_{chosen_by}"],
+                              f"best_{reported}": best[f"best_{reported}"]})
     tracking.set_tags(tags)
     tracking.set_description(_description(table, epochs))
     if not epochs.empty:
-        figure = plots.sweep_curves(epochs, "test_spearman")
-        tracking.log_figure(figure, "comparison/test_spearman_by_epoch.png")
+        figure = plots.sweep_curves(epochs, reported)
+        tracking.log_figure(figure, f"comparison/{reported}_by_epoch.png")
         plots.close(figure)
 
 
@@ -204,15 +221,16 @@ def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child
 
 def _description(table: pd.DataFrame, epochs: pd.DataFrame) -> str:
     """The parent's description in the UI: what was compared, the winner, and the seed's epoch table."""
+    chosen_by, reported = _measures(table)
     lines = [f"Sweep of {len(table)} grid points (backbone x target normalisation x head x lr x embedding "
-             "normalisation); each child is one training run, the best is chosen by `val_spearman` at its best epoch."]
+             f"normalisation); each child is one training run, the best is chosen by `{chosen_by}` at its best epoch."]
     best = best_child(table)
     if best is not None:
-        lines.append(f"Best: **{best['run_name']}** (val_spearman {best['best_val_spearman']:.4f}, "
-                     f"test_spearman {best['best_test_spearman']:.4f}).")
+        lines.append(f"Best: **{best['run_name']}** ({chosen_by} {best[f'best_{chosen_by}']:.4f}, "
+                     f"{reported} {best[f'best_{reported}']:.4f}).")
     else:
-        lines.append("No best child: none has a defined `val_spearman` (trained with val_fraction=0, or every "
-                     "epoch undefined) and a usable model; compare test_spearman in the table below.")
+        lines.append(f"No best child: none has a defined `{chosen_by}` (trained with val_fraction=0, or every "
+                     f"epoch undefined) and a usable model; compare {reported} in the table below.")
     for row in table.to_dict("records"):
         if row.get("not_comparable"):
             lines.append(f"Not comparable: **{row['run_name']}** ({row['not_comparable']}).")
@@ -220,5 +238,5 @@ def _description(table: pd.DataFrame, epochs: pd.DataFrame) -> str:
         header = "| epoch | " + " | ".join(epochs.columns) + " |"
         rows = ["| " + " | ".join([str(epoch), *(f"{v:.4f}" for v in values)]) + " |"
                 for epoch, values in zip(epochs.index, epochs.to_numpy(), strict=True)]
-        lines += ["", "test_spearman per epoch:", "", header, "|---" * (len(epochs.columns) + 1) + "|", *rows]
+        lines += ["", f"{reported} per epoch:", "", header, "|---" * (len(epochs.columns) + 1) + "|", *rows]
     return "\n".join(lines)
