@@ -5,6 +5,11 @@ import os
 # Before transformers is imported anywhere: no test may reach (or wait for) the model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Test files run in several worker processes (`make test`): each worker's torch (and the processes it starts) gets its
+# share of the cores instead of all of them, so workers do not oversubscribe the machine. A value you set wins.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
