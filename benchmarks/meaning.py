@@ -28,6 +28,16 @@ def _train(store: str, args: list[str]) -> dict:
 
 
 def bench_meaning(work: Path, quick: bool) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    here = Path.cwd()
+    os.chdir(work)  # MLflow writes its artifacts under ./mlruns: in the temporary folder, never the repository
+    try:
+        return _bench_meaning(work.resolve(), quick)
+    finally:
+        os.chdir(here)
+
+
+def _bench_meaning(work: Path, quick: bool) -> dict:
     from clip_aesthetics.backbones.families import save_random_clip
     from clip_aesthetics.data.sample_data import write_sample_pairs, write_sample_votes
     from clip_aesthetics.scoring.uris import load_scorer
