@@ -24,7 +24,7 @@ import pandas as pd
 from clip_aesthetics.data import ava
 from clip_aesthetics.data.cells import ContentIds, content_id, count_in, image_source, number_in
 from clip_aesthetics.settings.values import parse_range, parse_votes
-from clip_aesthetics.data.tables import (SCORE_COLUMNS, SPLIT_NAMES, LabelsError, find_column,
+from clip_aesthetics.data.tables import (SCORE_COLUMNS, LabelsError, find_column, split_in,
                                           find_image_column, locate_table, read_table)
 
 AVA_THRESHOLD = 5.0  # AVA's good/bad convention (metrics.accuracy)
@@ -195,13 +195,7 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
                 rows_votes.append(counts)
             else:
                 score = number_in(record[target], place, target)
-            split = folder_split
-            if split_column is not None:
-                raw = record[split_column]
-                name = "" if raw is None else str(raw).strip().lower()
-                if name not in SPLIT_NAMES:
-                    raise LabelsError(f"{place}: split {raw!r} is not one of train, val (validation), test")
-                split = SPLIT_NAMES[name]
+            split = split_in(record, split_column, folder_split, place)
             rows_image.append(record[column])
             rows_score.append(score)
             rows_split.append(split)

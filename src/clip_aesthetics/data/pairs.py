@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from clip_aesthetics.data.cells import ContentIds, content_id, image_source
-from clip_aesthetics.data.tables import SPLIT_NAMES, LabelsError, find_column, locate_table, read_table
+from clip_aesthetics.data.tables import LabelsError, find_column, locate_table, read_table, split_in
 
 PAIR_COLUMNS = ("image_a", "image_b")
 PREFERENCE_COLUMNS = ("preference", "winner", "choice", "label", "prob_a", "p_a")
@@ -79,13 +79,7 @@ def read_pairs(path: Path, image_dir: Path | None = None, preference_column: str
         for index, place in enumerate(rows.where):
             record = rows.frame.iloc[index]
             value = preference_in(record[preference], place, str(preference))
-            split = folder_split
-            if split_column is not None:
-                raw = record[split_column]
-                name = "" if raw is None else str(raw).strip().lower()
-                if name not in SPLIT_NAMES:
-                    raise LabelsError(f"{place}: split {raw!r} is not one of train, val (validation), test")
-                split = SPLIT_NAMES[name]
+            split = split_in(record, split_column, folder_split, place)
             ids, reason = [], None
             for side, column in zip("ab", columns, strict=True):
                 name, source, why = image_source(record[column], root, place)

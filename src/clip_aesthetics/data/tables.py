@@ -186,6 +186,17 @@ def find_column(rows: Rows, asked: str, candidates, what: str, flag: str, place:
                       f"are {', '.join(columns) or '(none)'}; name it with {flag}={hint}")
 
 
+def split_in(record, split_column, folder_split: str, place: str) -> str:
+    """A row's split: its `split` cell (train, val/validation/valid/dev, test), else its imagefolder's subfolder."""
+    if split_column is None:
+        return folder_split
+    raw = record[split_column]
+    name = "" if raw is None else str(raw).strip().lower()
+    if name not in SPLIT_NAMES:
+        raise LabelsError(f"{place}: split {raw!r} is not one of train, val (validation), test")
+    return SPLIT_NAMES[name]
+
+
 def find_image_column(rows: Rows, asked: str, place: Path) -> str:
     if not asked:  # in parquet, a column of image bytes wins over a column of names
         for column in rows.frame.columns:
