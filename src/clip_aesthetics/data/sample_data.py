@@ -31,6 +31,12 @@ def _picture(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndar
     return (np.clip(pixels, 0, 1) * 255).astype(np.uint8), float(np.clip(score, 1.5, 9.5))
 
 
+def _sized_picture(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """`_picture` at a size drawn within 20% of `size`."""
+    width, height = int(size[0] * rng.uniform(0.8, 1.2)), int(size[1] * rng.uniform(0.8, 1.2))
+    return _picture(rng, width, height)
+
+
 def _votes(rng: np.random.Generator, mean: float) -> np.ndarray:
     """Vote counts c1..c10 from 60-240 voters whose scores scatter around `mean`."""
     voters = int(rng.integers(60, 240))
@@ -48,8 +54,7 @@ def write_sample_ava(folder: Path, n_images: int = 300, seed: int = 0, traps: bo
     ids = rng.choice(np.arange(1000, 1_000_000), size=n_images, replace=False)
     rows = []
     for index, image_id in enumerate(ids, start=1):
-        width, height = int(size[0] * rng.uniform(0.8, 1.2)), int(size[1] * rng.uniform(0.8, 1.2))
-        pixels, mean = _picture(rng, width, height)
+        pixels, mean = _sized_picture(rng, size)
         Image.fromarray(pixels).save(images / f"{image_id}.jpg", quality=90)
         rows.append((index, int(image_id), _votes(rng, mean)))
     if traps:
@@ -118,8 +123,7 @@ def write_sample_ratings(folder: Path, n_images: int = 120, seed: int = 1, size:
     (folder / "images").mkdir(parents=True, exist_ok=True)
     lines = []
     for index in range(n_images):
-        width, height = int(size[0] * rng.uniform(0.8, 1.2)), int(size[1] * rng.uniform(0.8, 1.2))
-        pixels, mean = _picture(rng, width, height)
+        pixels, mean = _sized_picture(rng, size)
         name = f"images/photo_{index:04d}.jpg"
         Image.fromarray(pixels).save(folder / name, quality=90)
         rating = float(np.clip(round(3 + (mean - 5.4) * 1.1 + rng.normal(0, 0.15), 2), 1, 5))
@@ -138,8 +142,7 @@ def write_sample_votes(folder: Path, n_images: int = 300, seed: int = 3, size: t
     (folder / "images").mkdir(parents=True, exist_ok=True)
     lines = ["image," + ",".join(f"c{k}" for k in range(1, bins + 1))]
     for index in range(n_images):
-        width, height = int(size[0] * rng.uniform(0.8, 1.2)), int(size[1] * rng.uniform(0.8, 1.2))
-        pixels, mean = _picture(rng, width, height)
+        pixels, mean = _sized_picture(rng, size)
         spread = rng.uniform(0.4, 2.4)
         tinted = pixels.astype(np.float64)
         tinted[..., 1] += 70.0 * (spread - 1.4)
@@ -162,8 +165,7 @@ def write_sample_pairs(folder: Path, n_images: int = 150, n_pairs: int = 1200, s
     (folder / "images").mkdir(parents=True, exist_ok=True)
     scores = []
     for index in range(n_images):
-        width, height = int(size[0] * rng.uniform(0.8, 1.2)), int(size[1] * rng.uniform(0.8, 1.2))
-        pixels, mean = _picture(rng, width, height)
+        pixels, mean = _sized_picture(rng, size)
         Image.fromarray(pixels).save(folder / "images" / f"{index:04d}.jpg", quality=90)
         scores.append(mean)
     (folder / "scores.csv").write_text("image,score\n" + "".join(f"images/{i:04d}.jpg,{s!r}\n"

@@ -157,6 +157,7 @@ def evaluate_models(uris: list[str], labelled: Labelled, data, cache_dir, experi
                     run_name: str = "", gallery: bool = True, num_workers: int = -1) -> list[Evaluated]:
     """One run per model; with several, children of one parent that holds the leaderboard."""
     images = images_of(labelled, data, part)
+    pairs = pairs_of(labelled, data, part)  # a pair table's pairs of that part, split once for every model
     if len(images) < 2:
         raise EvaluationError(f"the {part} split of {labelled.location} holds {len(images)} image(s); need two")
     results = [Evaluated(uri, short_name(uri)) for uri in dict.fromkeys(uris)]
@@ -172,7 +173,8 @@ def evaluate_models(uris: list[str], labelled: Labelled, data, cache_dir, experi
         if scorer is None:
             raise EvaluationError(results[0].note.removeprefix("not measured: "))
         with tracking.run(experiment, run_name or f"evaluate-{results[0].name}"):
-            _evaluate_one(results[0], scorer, labelled, data, images, cache_dir, part, gallery, num_workers)
+            _evaluate_one(results[0], scorer, labelled, data, images, pairs, cache_dir, part, gallery,
+                          num_workers)
         return results
     with tracking.run(experiment, run_name or "evaluate", tags={"clip_aesthetics.evaluation": "parent"}) as parent:
         tracking.log_params({"models": ",".join(r.uri for r in results), "eval_split": part, **labelled.record()})
@@ -182,7 +184,8 @@ def evaluate_models(uris: list[str], labelled: Labelled, data, cache_dir, experi
                 print(f"{result.uri}: {result.note}", file=sys.stderr)
                 continue
             with tracking.run("", result.name, parent_run_id=parent.info.run_id):
-                _evaluate_one(result, scorer, labelled, data, images, cache_dir, part, gallery, num_workers)
+                _evaluate_one(result, scorer, labelled, data, images, pairs, cache_dir, part, gallery,
+                              num_workers)
             del scorer  # one model in memory at a time
         board = leaderboard(results)
         tracking.log_csv(board, "comparison/leaderboard.csv")
@@ -206,7 +209,8 @@ def unmeasured(results: list[Evaluated]) -> list[Evaluated]:
     return [r for r in results if r.metrics is None]
 
 
-def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: pd.DataFrame, cache_dir, part: str,
+def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: pd.DataFrame,
+                  pairs: pd.DataFrame | None, cache_dir, part: str,
                   gallery: bool, num_workers: int) -> None:
     result.run_id = tracking.active_run_id()
     ids = images["image_id"].to_numpy()
@@ -215,7 +219,6 @@ def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: p
     if ok.sum() < 2:
         raise EvaluationError(f"{result.uri}: fewer than two images of the {part} split could be scored")
     true = images["score"].to_numpy()
-    pairs = pairs_of(labelled, data, part)
     if pairs is not None:  # preferences, not scores: measured by pairwise accuracy, on any model's scale
         values, note = measure_pairs(pairs, ids, scores)
     else:
