@@ -27,7 +27,9 @@ def votes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(votes, tiny_clip, tmp_path_factory):
-    """One distribution and one linear run on the same table, in one store."""
+    """One distribution and one linear run on the same table, in one store. In float32: `precision auto` would
+    train and score in bfloat16 on a CPU with native bfloat16, and the float32 ONNX export (compared with the
+    PyTorch scorer below) would then differ from it by bfloat16's rounding, not by the export's."""
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
@@ -36,7 +38,8 @@ def runs(votes, tiny_clip, tmp_path_factory):
         for head in ("distribution", "linear"):
             assert cli.main(["main", "--clip", str(tiny_clip), "--labels", str(votes / "votes.csv"), "--vote-columns",
                              VOTES, "--head", head, "--lr", "1e-2", "--epochs", "20", "--cache-dir",
-                             str(root / "cache"), "--gallery", "false", "--run-name", head]) == 0
+                             str(root / "cache"), "--gallery", "false", "--run-name", head,
+                             "--precision", "float32"]) == 0
         client = mlflow.MlflowClient()
         found = {r.info.run_name: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
         yield {"uri": uri, "root": root, "runs": found, "client": client}
