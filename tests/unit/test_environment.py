@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from clip_aesthetics.environment import interpreter_env
+from helpers import new_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +28,7 @@ def test_mlflow_run_with_an_interpreter_lacking_the_dependencies_says_how_to_fix
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
-    env.update(PATH=f"{bare / 'bin'}:/usr/bin:/bin", MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    env.update(PATH=f"{bare / 'bin'}:/usr/bin:/bin", MLFLOW_TRACKING_URI=new_store(tmp_path / "mlflow.db"))
     done = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local",
                            "-P", f"clip={tiny_clip}", "-P", f"ava_dir={sample_ava}"],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from clip_aesthetics.cli import app as cli
+from helpers import new_store
 
 
 
@@ -131,8 +132,9 @@ def test_score_from_another_folder_names_the_store_and_version_it_used(store, tm
 
 def test_score_without_a_registered_model_says_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'empty.db'}")
+    uri = new_store(tmp_path / "empty.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
     mlflow.MlflowClient().search_experiments()  # the store exists, but holds no registered model
     (tmp_path / "a.png").write_bytes(b"")
     assert cli.main(["score", str(tmp_path / "a.png")]) == 2

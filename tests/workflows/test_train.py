@@ -16,6 +16,7 @@ from scipy import stats
 from clip_aesthetics.cli import app as cli
 from clip_aesthetics.data.ava import read_ava
 from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_SKIPPED
+from helpers import new_store
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 6
@@ -117,7 +118,7 @@ def test_missing_ava_txt_names_the_path(tmp_path, tiny_clip, tracking_uri, capsy
 @pytest.mark.slow
 def test_mlflow_run_entry_point(sample_ava, tiny_clip, tmp_path):
     """`mlflow run . -P ...` as a user types it, against a private tracking store."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=uri, HF_HUB_OFFLINE="1")
     command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local",

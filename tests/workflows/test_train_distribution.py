@@ -14,6 +14,7 @@ from clip_aesthetics.cli import app as cli
 from clip_aesthetics.data.sample_data import write_sample_ratings, write_sample_votes
 from clip_aesthetics.heads.distribution import emd, true_std
 from clip_aesthetics.scoring.uris import load_scorer
+from helpers import new_store
 
 VOTES = ",".join(f"c{k}" for k in range(1, 11))
 STD_SPEARMAN_FLOOR = 0.5  # predicted against voted std on the held-out images (0.79 when written)
@@ -31,7 +32,7 @@ def runs(votes, tiny_clip, tmp_path_factory):
     train and score in bfloat16 on a CPU with native bfloat16, and the float32 ONNX export (compared with the
     PyTorch scorer below) would then differ from it by bfloat16's rounding, not by the export's."""
     root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)

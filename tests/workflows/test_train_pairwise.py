@@ -14,6 +14,7 @@ from clip_aesthetics.data.sample_data import write_sample_pairs
 from clip_aesthetics.data.tables import LabelsError
 from clip_aesthetics.scoring.uris import load_scorer
 from clip_aesthetics.settings import DataSettings
+from helpers import new_store
 
 PAIR_ACCURACY_FLOOR = 0.75  # held-out pairs, 10% of labels flipped (so at most about 0.9); 0.84 when written
 RANK_FLOOR = 0.8  # Spearman of its scores against the scores the preferences were generated from; 0.92 then
@@ -30,7 +31,7 @@ def pairs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_pairs(pairs, tiny_clip, tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
