@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from clip_aesthetics.cli import app
+from clip_aesthetics.cli.commands import ClipAesthetics
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -72,13 +73,13 @@ def mlflow_run(command: str) -> tuple[str, list[str]] | None:
 
 def cli_problem(args: list[str]) -> str:
     """Why these arguments do not parse as a clip-aesthetics command, or ""."""
-    args = app.with_repeated_models(app.with_explicit_booleans(app.with_backbone_alias(args)))
+    args = app.as_parsed(args)
     if not args or args[0] in ("-h", "--help"):
         return ""
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            app.ClipAesthetics(_cli_parse_args=args)
+            ClipAesthetics(_cli_parse_args=args)
     except SystemExit as exit_:
         return "" if exit_.code == 0 else stderr.getvalue().strip().splitlines()[-1]
     except ValidationError as error:

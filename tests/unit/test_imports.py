@@ -111,3 +111,36 @@ def test_every_built_in_table_entry_is_defined_in_the_package_it_extends():
             module = ref.partition(":")[0].removeprefix("clip_aesthetics.")
             assert module.split(".")[0] == TABLE_HOMES[name], f"{name}[{entry!r}] = {ref}"
             assert table.get(entry) is not None
+
+
+def modules_importing(library: str) -> set[str]:
+    """Modules of the package whose source imports `library` anywhere (at the top or inside a function)."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(name == library or name.startswith(library + ".") for name in names):
+                found.add(module_name(path))
+    return found
+
+
+def test_mlflow_is_imported_only_by_the_tracking_edge_the_workflows_and_the_model_formats():
+    # "" is the package itself: `clip_aesthetics.load(uri, tracking_uri)` sets the store before loading
+    model_formats = {"", "scoring.model", "scoring.onnx_model", "scoring.requests", "scoring.uris"}
+    importers = modules_importing("mlflow")
+    assert {"tracking.runs", "workflows.export", "scoring.model"} <= importers, "the scan found too little"
+    stray = sorted(m for m in importers if m.split(".")[0] not in ("tracking", "workflows") and m not in model_formats)
+    assert stray == [], "MLflow belongs to tracking/, workflows/ and the model formats"
+
+
+def test_transformers_is_imported_only_by_the_backbones_package():
+    importers = modules_importing("transformers")
+    assert importers, "the scan found no importer of transformers at all"
+    assert sorted(m for m in importers if m.split(".")[0] != "backbones") == []
+
+
+def test_no_module_is_over_300_lines():
+    # a module a newcomer reads in one sitting; split by concern past this (settings/, cli/commands.py show how)
+    long = {module_name(p) or "__init__": n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}

@@ -223,10 +223,10 @@ def evaluate_step(command) -> None:
     results = evaluate_models(uris, labelled, data, command.cache_dir, command.experiment, command.eval_split,
                               command.run_name, command.gallery, command.num_workers)
     if len(results) > 1:
+        from clip_aesthetics.reports.tables import as_text
         from clip_aesthetics.workflows.evaluate import leaderboard, unmeasured
 
-        with _pandas_display():
-            print(leaderboard(results).drop(columns=["note"]).to_string(index=False))
+        print(as_text(leaderboard(results).drop(columns=["note"])))
         missing = unmeasured(results)
         if missing:
             from clip_aesthetics.errors import EvaluationIncomplete
@@ -234,10 +234,6 @@ def evaluate_step(command) -> None:
             raise EvaluationIncomplete(f"{len(missing)} of {len(results)} model(s) not measured (the others are in "
                                        "the leaderboard): " + "; ".join(f"{r.uri}: {r.note.removeprefix('not measured: ')}"
                                                                         for r in missing))
-
-
-def _pandas_display():
-    return pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4)
 
 
 def register_step(command) -> None:

@@ -69,6 +69,15 @@ def child_names(grid: list[tuple[str, TrainSettings]], sweep: SweepSettings) -> 
     return names
 
 
+def sweep_step(command) -> None:
+    """`sweep`: the grid as child runs of one parent run; prints the children, best first."""
+    from clip_aesthetics.reports.tables import as_text
+
+    children = run_sweep(command.part(SweepSettings), command.part(DataSettings), command.part(EmbedSettings),
+                         command.part(TrainSettings), command.part(TrackingSettings), command.clip_revision)
+    print(as_text(summarise(children).drop(columns=["run_id"])))
+
+
 def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, train: TrainSettings,
               track: TrackingSettings, clip_revision: str = "main") -> list[Child]:
     grid = sweep.grid(train)
