@@ -235,3 +235,54 @@ def test_a_new_engine_scores_shards_through_the_cli(trained_store, sample_ava, t
 def test_an_unknown_engine_is_refused_before_any_work(capsys):
     assert cli.main(["score", "x.jpg", "--engine", "dask"]) == 2
     assert "engine='dask' is not an engine; expected one of local, spark" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- an export runtime
+
+def _copy_runtime(written: list):
+    """A runtime that re-saves the PyTorch scorer computing in float32 (a stand-in for, say, TorchScript)."""
+    from clip_aesthetics.errors import UserError
+    from clip_aesthetics.scoring.model import AestheticScorer, log_model, write_artifacts
+    from clip_aesthetics.scoring.onnx_export import torch_float32
+    from clip_aesthetics.scoring.runtime import Runtime
+
+    def check(quantize):
+        if quantize != "none":
+            raise UserError(f"--quantize {quantize}: the copy format has float32 weights only")
+
+    def write(scorer, folder, quantize, spec_doc):
+        written.append(folder)
+        return write_artifacts(folder, scorer.head.state_dict(), {**spec_doc, "precision": "float32"})
+
+    return Runtime("copy", check=check, reference=torch_float32, write=write, log=log_model, packages=("torch",),
+                   scorer=lambda artifacts: AestheticScorer().load(artifacts, device="cpu"))
+
+
+def test_a_new_export_runtime_exports_measures_registers_and_scores_through_the_cli(trained_store, sample_ava, tmp_path,
+                                                                                   monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    written = []
+    with extensions.RUNTIMES.registered("copy", _copy_runtime(written)):
+        assert cli.main(["export", "--model", trained_store["model"], "--format", "copy", "--quantize", "int8"]) == 2
+        assert "the copy format has float32 weights only" in capsys.readouterr().err and written == []
+        assert cli.main(["export", "--model", trained_store["model"], "--format", "copy", "--model-name",
+                         "extension-copy"]) == 0
+    assert "registered extension-copy version 1 (alias float32)" in capsys.readouterr().out and len(written) == 1
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("extension-copy", "float32")
+    run = client.get_run(version.run_id)
+    assert version.tags["runtime"] == "copy" and run.data.params["torch"] == torch.__version__
+    assert run.data.metrics["fidelity_n_images"] >= 3 and run.data.metrics["fidelity_max_abs_diff"] < 1e-5
+    out = tmp_path / "scores.csv"
+    assert cli.main(["score", str(sample_ava / "image"), "--model", "models:/extension-copy@float32", "--out",
+                     str(out), "--num-workers", "0"]) == 0
+    scores = pd.read_csv(out, keep_default_na=False)
+    ok = scores["error"] == ""
+    images = [Path(p).read_bytes() for p in scores.loc[ok, "path"]]
+    direct = mlflow.pyfunc.load_model(trained_store["model"]).predict(pd.DataFrame({"image": images}))
+    assert ok.sum() >= 10 and np.allclose(pd.to_numeric(scores.loc[ok, "score"]), direct["score"], atol=1e-5)
+
+
+def test_an_unknown_export_format_is_refused_before_any_work(capsys):
+    assert cli.main(["export", "--model", "models:/clip-aesthetics@champion", "--format", "tflite"]) == 2
+    assert "format='tflite' is not an export format; expected one of onnx" in capsys.readouterr().err

@@ -54,8 +54,13 @@ def log_scorer(name: str, head_state: dict, spec_doc: dict, clip_folder: Path | 
                model_id: str | None = None) -> str:
     """Log the scorer (in the active run, or as the given logged model); returns its model URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = write_artifacts(Path(tmp), head_state, spec_doc, clip_folder)
-        return mlflow.pyfunc.log_model(name=name, model_id=model_id, **_pyfunc(artifacts)).model_uri
+        return log_model(write_artifacts(Path(tmp), head_state, spec_doc, clip_folder), name, model_id)
+
+
+def log_model(artifacts: dict[str, str], name: str = MODEL_NAME, model_id: str | None = None) -> str:
+    """Log the scorer whose files `write_artifacts` wrote (in the active run, or as the given logged model);
+    returns its model URI."""
+    return mlflow.pyfunc.log_model(name=name, model_id=model_id, **_pyfunc(artifacts)).model_uri
 
 
 def save_scorer(path: Path, head_state: dict, spec_doc: dict, clip_folder: Path | None = None) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -190,20 +189,5 @@ def torch_float32(scorer):
     return scorer
 
 
-def fidelity(reference: np.ndarray, exported: np.ndarray, score_range: tuple[float, float]) -> dict[str, float]:
-    """How closely the exported model's scores follow the reference's on the same images."""
-    from scipy.stats import spearmanr
-
-    ok = np.isfinite(reference) & np.isfinite(exported)
-    if ok.sum() < 3:
-        raise UserError(f"only {int(ok.sum())} calibration image(s) scored by both models: at least 3 are needed "
-                        "to measure the export's fidelity (pass --calibration DIR with more images)")
-    difference = np.abs(reference[ok] - exported[ok])
-    rho = float(spearmanr(reference[ok], exported[ok]).statistic)
-    return {"max_abs_diff": float(difference.max()), "mean_abs_diff": float(difference.mean()),
-            "max_abs_diff_of_range": float(difference.max() / (score_range[1] - score_range[0])),
-            "spearman": rho, "n_images": int(ok.sum())}
-
-
 ONNX = Runtime("onnx", check=check, reference=torch_float32, write=write_export, scorer=scorer,
-               fidelity=fidelity, log="clip_aesthetics.scoring.onnx_model:log_model")
+               log="clip_aesthetics.scoring.onnx_model:log_model", packages=("onnxruntime",))

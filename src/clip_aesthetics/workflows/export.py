@@ -107,7 +107,8 @@ def export_step(settings) -> None:
         with mlflow.start_run(experiment_id=experiment, run_name=f"export-{settings.format}-{weights}") as run:
             mlflow.log_params({"source_model_uri": settings.model, "format": settings.format, "weights": weights,
                                "execution_provider": exported.device, "calibration": calibration[:500],
-                               "accept_fidelity": floor, "onnxruntime": importlib.metadata.version("onnxruntime")})
+                               "accept_fidelity": floor,
+                               **{package: importlib.metadata.version(package) for package in runtime.packages}})
             mlflow.log_metrics({f"fidelity_{k}": float(v) for k, v in figures.items()} |
                                {"export_seconds": export_seconds})
             tags = {"runtime": settings.format, "weights": weights, "source_model_uri": settings.model,
