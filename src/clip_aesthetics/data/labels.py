@@ -162,15 +162,22 @@ def from_ava(data) -> Labelled:
 
 # ---------------------------------------------------------------- the table -> Labelled
 
-def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "", score_column: str = "",
-                vote_columns: list[str] | None = None, score_range: tuple[float, float] | None = None,
-                threshold: float | None = None, memo: ContentIds | None = None) -> Labelled:
-    """Read and check a labels table; nothing is embedded. Refuses bad input naming file, line and value."""
-    path = Path(path)
-    tables = locate_table(path)
-    vote_columns = vote_columns or []
-    rows_image, rows_score, rows_split, rows_place, rows_root, rows_votes = [], [], [], [], [], []
-    has_split = False
+@dataclass
+class _TableRows:
+    """Every row of a labels table's files, read and checked cell by cell, in file order."""
+
+    image: list = field(default_factory=list)  # the image cell as written: a path, bytes or {bytes, path}
+    score: list = field(default_factory=list)
+    split: list = field(default_factory=list)
+    place: list = field(default_factory=list)  # file:line (or row), for messages
+    root: list = field(default_factory=list)  # the folder the row's image paths are relative to
+    votes: list = field(default_factory=list)  # vote counts per rating, with vote_columns
+    has_split: bool = False
+
+
+def _read_rows(tables: list, image_dir: Path | None, image_column: str, score_column: str,
+               vote_columns: list[str]) -> _TableRows:
+    rows_of = _TableRows()
     for table_path, folder_split in tables:
         rows = read_table(table_path)
         if len(rows.frame) == 0:
@@ -185,38 +192,35 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
         else:
             target = find_column(rows, score_column, SCORE_COLUMNS, "score", "score_column", table_path)
         split_column = next((c for c in rows.frame.columns if str(c).lower() == "split"), None)
-        has_split = has_split or bool(folder_split) or split_column is not None
+        rows_of.has_split = rows_of.has_split or bool(folder_split) or split_column is not None
         for index, place in enumerate(rows.where):
             record = rows.frame.iloc[index]
             if vote_columns:
                 counts = [count_in(record[c], place, c) for c in vote_columns]
                 total = sum(counts)  # Python integers: exact however many votes, then one rounding
                 score = sum(k * c for k, c in enumerate(counts, start=1)) / total if total else float("nan")
-                rows_votes.append(counts)
+                rows_of.votes.append(counts)
             else:
                 score = number_in(record[target], place, target)
-            split = split_in(record, split_column, folder_split, place)
-            rows_image.append(record[column])
-            rows_score.append(score)
-            rows_split.append(split)
-            rows_place.append(place)
-            rows_root.append(root)
-    if has_split and any(s == "" for s in rows_split):
-        first = rows_place[rows_split.index("")]
+            rows_of.image.append(record[column])
+            rows_of.score.append(score)
+            rows_of.split.append(split_in(record, split_column, folder_split, place))
+            rows_of.place.append(place)
+            rows_of.root.append(root)
+    if rows_of.has_split and any(s == "" for s in rows_of.split):
+        first = rows_of.place[rows_of.split.index("")]
         raise LabelsError(f"{first}: no split, while other rows have one; give every row a split or none")
-    declared = score_range
-    scores = np.asarray(rows_score, dtype=np.float64)
-    if declared is not None:
-        outside = np.flatnonzero((scores < declared[0]) | (scores > declared[1]))
-        if len(outside):
-            k = int(outside[0])
-            raise LabelsError(f"{rows_place[k]}: score {scores[k]:g} lies outside score_range={declared[0]:g},"
-                              f"{declared[1]:g} ({len(outside)} row(s) outside in all)")
-    memo = memo or ContentIds(None)
+    return rows_of
+
+
+def _keyed_by_content(rows: _TableRows, scores: np.ndarray, memo: ContentIds) -> tuple[list, dict, list, list]:
+    """(kept rows, image_id -> source, skipped rows, kept rows' votes): each image keyed by its content, once; a
+    row without a usable image set aside with its reason; the same image labelled twice alike kept once, labelled
+    differently refused."""
     first_of: dict[int, int] = {}  # content id -> the row that keeps it
     names: dict[int, str] = {}
     kept, sources, skipped, kept_votes = [], {}, [], []
-    for k, (value, root, place) in enumerate(zip(rows_image, rows_root, rows_place, strict=True)):
+    for k, (value, root, place) in enumerate(zip(rows.image, rows.root, rows.place, strict=True)):
         name, source, reason = image_source(value, root, place)
         if reason is None and not np.isfinite(scores[k]):
             reason = "no votes"
@@ -231,18 +235,38 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
             continue
         first = first_of.get(image_id)
         if first is not None:
-            if scores[first] != scores[k] or rows_split[first] != rows_split[k]:
+            if scores[first] != scores[k] or rows.split[first] != rows.split[k]:
                 raise LabelsError(f"{place}: image {name!r} is the same image as {names[image_id]!r} at "
-                                  f"{rows_place[first]}, labelled differently (score {scores[first]:g} "
-                                  f"{rows_split[first]} there, {scores[k]:g} {rows_split[k]} here)")
-            skipped.append((image_id, name, f"the same image as {names[image_id]!r} at {rows_place[first]} "
+                                  f"{rows.place[first]}, labelled differently (score {scores[first]:g} "
+                                  f"{rows.split[first]} there, {scores[k]:g} {rows.split[k]} here)")
+            skipped.append((image_id, name, f"the same image as {names[image_id]!r} at {rows.place[first]} "
                             f"({place})"))
             continue
         first_of[image_id], names[image_id], sources[image_id] = k, name, source
-        kept.append((image_id, name, scores[k], rows_split[k]))
-        if rows_votes:
-            kept_votes.append(rows_votes[k])
+        kept.append((image_id, name, scores[k], rows.split[k]))
+        if rows.votes:
+            kept_votes.append(rows.votes[k])
     memo.save()
+    return kept, sources, skipped, kept_votes
+
+
+def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "", score_column: str = "",
+                vote_columns: list[str] | None = None, score_range: tuple[float, float] | None = None,
+                threshold: float | None = None, memo: ContentIds | None = None) -> Labelled:
+    """Read and check a labels table; nothing is embedded. Refuses bad input naming file, line and value."""
+    path = Path(path)
+    tables = locate_table(path)
+    vote_columns = vote_columns or []
+    rows = _read_rows(tables, image_dir, image_column, score_column, vote_columns)
+    declared = score_range
+    scores = np.asarray(rows.score, dtype=np.float64)
+    if declared is not None:
+        outside = np.flatnonzero((scores < declared[0]) | (scores > declared[1]))
+        if len(outside):
+            k = int(outside[0])
+            raise LabelsError(f"{rows.place[k]}: score {scores[k]:g} lies outside score_range={declared[0]:g},"
+                              f"{declared[1]:g} ({len(outside)} row(s) outside in all)")
+    kept, sources, skipped, kept_votes = _keyed_by_content(rows, scores, memo or ContentIds(None))
     frame = pd.DataFrame(kept, columns=["image_id", "image", "score", "split"])
     frame["image_id"] = frame["image_id"].astype(np.int64)
     frame["score"] = frame["score"].astype(np.float64)
@@ -260,8 +284,8 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
                          index=pd.Index(frame["image_id"], name="image_id"), columns=vote_columns) \
         if vote_columns else None
     return Labelled("table", table_name, path.resolve(), _digest(frame, votes), frame, sources, declared, threshold,
-                    skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]), given_split=has_split,
-                    votes=votes)
+                    skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]),
+                    given_split=rows.has_split, votes=votes)
 
 
 def _digest(frame: pd.DataFrame, votes: pd.DataFrame | None = None) -> str:
