@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -61,9 +62,30 @@ def calibration_sources(settings, source_run) -> tuple[list, str]:
     return sources, f"{len(sources)} test image(s) of run {source_run.info.run_id} ({labelled.name})"
 
 
+@dataclass
+class Source:
+    """The model being exported: its URI's registered version and training run (where there are), its files."""
+
+    found: tuple | None  # (registered name, version) when the URI names a registered version
+    run_id: str
+    run: object | None  # the training (or import) run, whose test images calibrate the export
+    spec_doc: dict
+    scorer: object
+
+    @property
+    def described(self) -> str:
+        if self.found:
+            return f" (version {self.found[1].version} of {self.found[0]}, run {self.run_id})"
+        return f" (run {self.run_id})" if self.run_id else ""
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"source_run_id": self.run_id, **({"source_model": self.found[0], "source_version":
+                                                  str(self.found[1].version)} if self.found else {})}
+
+
 def export_step(settings) -> None:
     from clip_aesthetics.scoring.files import DEFAULT_STORE, check_store
-    from clip_aesthetics.scoring.uris import download_model, load_scorer, read_spec, registered_version
 
     if settings.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
@@ -71,24 +93,14 @@ def export_step(settings) -> None:
     runtime = RUNTIMES.get(settings.format)
     runtime.check(settings.quantize)
     check_store(settings.model, os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE))
-    found = registered_version(settings.model)
-    run_id = found[1].run_id if found else (settings.model.removeprefix("runs:/").split("/", 1)[0]
-                                            if settings.model.startswith("runs:/") else "")
-    client = mlflow.MlflowClient()
-    source_run = client.get_run(run_id) if run_id else None
-    name = settings.model_name or f"{found[0] if found else 'clip-aesthetics'}-{settings.format}"
-    folder = download_model(settings.model)  # once: its spec and the scorer both come from this copy
-    spec_doc = read_spec(folder)
-    source = load_scorer(folder)
-    if getattr(source, "runtime", "torch") != "torch":
-        origin = source_run.data.params.get("source_model_uri", "") if source_run else ""
-        raise UserError(f"{settings.model} is already an export ({source.runtime}): export its source model"
-                        + (f", {origin}" if origin else ""))
-    sources, calibration = calibration_sources(settings, source_run)  # after the refusals: it reads a dataset
-    reference = runtime.reference(source)  # the source, computing in float32 on the CPU
+    source = _source(settings.model)
+    name = settings.model_name or f"{source.found[0] if source.found else 'clip-aesthetics'}-{settings.format}"
+    sources, calibration = calibration_sources(settings, source.run)  # after the refusals: it reads a dataset
+    reference = runtime.reference(source.scorer)  # the source, computing in float32 on the CPU
+    weights = "float32" if settings.quantize == "none" else settings.quantize
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        artifacts = runtime.write(reference, Path(tmp) / "export", settings.quantize, spec_doc)
+        artifacts = runtime.write(reference, Path(tmp) / "export", settings.quantize, source.spec_doc)
         export_seconds = time.perf_counter() - started
         exported = runtime.scorer(artifacts)
         expected = reference.score(sources)["score"].to_numpy()
@@ -96,39 +108,65 @@ def export_step(settings) -> None:
         got = exported.score(sources)["score"].to_numpy()
         figures = runtime.fidelity(expected, got, reference.score_range)
         figures["seconds_per_image"] = (time.perf_counter() - started) / max(1, len(sources))
-        weights = "float32" if settings.quantize == "none" else settings.quantize
         floor = settings.accept_fidelity or MIN_SPEARMAN
         verdict = _verdict(figures, weights, floor)
         _report(figures, calibration, weights, verdict)
         if settings.out:
             _copy_out(artifacts, Path(settings.out))
-        experiment = source_run.info.experiment_id if source_run else mlflow.set_experiment("clip-aesthetics")\
-            .experiment_id
-        with mlflow.start_run(experiment_id=experiment, run_name=f"export-{settings.format}-{weights}") as run:
-            mlflow.log_params({"source_model_uri": settings.model, "format": settings.format, "weights": weights,
-                               "execution_provider": exported.device, "calibration": calibration[:500],
-                               "accept_fidelity": floor,
-                               **{package: importlib.metadata.version(package) for package in runtime.packages}})
-            mlflow.log_metrics({f"fidelity_{k}": float(v) for k, v in figures.items()} |
-                               {"export_seconds": export_seconds})
-            tags = {"runtime": settings.format, "weights": weights, "source_model_uri": settings.model,
-                    "source_run_id": run_id, **({"source_model": found[0], "source_version": str(found[1].version)}
-                                                if found else {})}
-            mlflow.set_tags(tags)
-            logged = runtime.log_model(artifacts)
-            if verdict:
-                mlflow.set_tag("not_registered", verdict)
-                raise NotRegistered(f"{verdict}: logged in run {run.info.run_id}, not registered")
-        version = mlflow.register_model(logged, name, tags=tags)
-        description = (f"{settings.format} export ({weights}) of {settings.model}"
-                       + (f" (version {found[1].version} of {found[0]}, run {run_id})" if found else
-                          f" (run {run_id})" if run_id else "")
-                       + f". Fidelity on {calibration}: max |score difference| {figures['max_abs_diff']:.3g} "
+        params = {"source_model_uri": settings.model, "format": settings.format, "weights": weights,
+                  "execution_provider": exported.device, "calibration": calibration[:500], "accept_fidelity": floor,
+                  **{package: importlib.metadata.version(package) for package in runtime.packages}}
+        metrics = {f"fidelity_{k}": float(v) for k, v in figures.items()} | {"export_seconds": export_seconds}
+        tags = {"runtime": settings.format, "weights": weights, "source_model_uri": settings.model, **source.tags}
+        logged, run_id = _log(runtime, artifacts, source, f"export-{settings.format}-{weights}", params, metrics,
+                              tags, verdict)
+        description = (f"{settings.format} export ({weights}) of {settings.model}{source.described}. Fidelity on "
+                       f"{calibration}: max |score difference| {figures['max_abs_diff']:.3g} "
                        f"({figures['max_abs_diff_of_range']:.2g} of the score range), Spearman "
-                       f"{figures['spearman']:.6f} against the source in float32. Export run {run.info.run_id}.")
-        client.update_model_version(name, version.version, description)
-        client.set_registered_model_alias(name, weights, version.version)
-    print(f"registered {name} version {version.version} (alias {weights}): models:/{name}@{weights}")
+                       f"{figures['spearman']:.6f} against the source in float32. Export run {run_id}.")
+        version = _register(logged, name, weights, tags, description)
+    print(f"registered {name} version {version} (alias {weights}): models:/{name}@{weights}")
+
+
+def _source(model_uri: str) -> Source:
+    """The model to export, downloaded once (its spec and the scorer both come from this copy); an export refused."""
+    from clip_aesthetics.scoring.uris import download_model, load_scorer, read_spec, registered_version
+
+    found = registered_version(model_uri)
+    run_id = found[1].run_id if found else (model_uri.removeprefix("runs:/").split("/", 1)[0]
+                                            if model_uri.startswith("runs:/") else "")
+    run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+    folder = download_model(model_uri)
+    scorer = load_scorer(folder)
+    if getattr(scorer, "runtime", "torch") != "torch":
+        origin = run.data.params.get("source_model_uri", "") if run else ""
+        raise UserError(f"{model_uri} is already an export ({scorer.runtime}): export its source model"
+                        + (f", {origin}" if origin else ""))
+    return Source(found, run_id, run, read_spec(folder), scorer)
+
+
+def _log(runtime, artifacts: dict, source: Source, run_name: str, params: dict, metrics: dict, tags: dict,
+         verdict: str) -> tuple[str, str]:
+    """The export as a run of its own, in the source's experiment: (its model URI, the run's id); a verdict
+    against it is tagged and raised once it is logged."""
+    experiment = source.run.info.experiment_id if source.run else mlflow.set_experiment("clip-aesthetics").experiment_id
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(tags)
+        logged = runtime.log_model(artifacts)
+        if verdict:
+            mlflow.set_tag("not_registered", verdict)
+            raise NotRegistered(f"{verdict}: logged in run {run.info.run_id}, not registered")
+    return logged, run.info.run_id
+
+
+def _register(logged: str, name: str, alias: str, tags: dict, description: str) -> str:
+    version = mlflow.register_model(logged, name, tags=tags)
+    client = mlflow.MlflowClient()
+    client.update_model_version(name, version.version, description)
+    client.set_registered_model_alias(name, alias, version.version)
+    return version.version
 
 
 def _verdict(figures: dict, weights: str, floor: float) -> str:
