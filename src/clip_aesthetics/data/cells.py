@@ -82,6 +82,13 @@ class ContentIds:
         self.changed = True
         return value
 
+    def key(self, source: Path | bytes) -> tuple[int | None, str | None]:
+        """(the content id of an image source, None), or (None, why its file cannot be read)."""
+        try:
+            return (content_id(source) if isinstance(source, bytes) else self.of(source)), None
+        except OSError as error:
+            return None, f"unreadable file: {error.strerror or error}"
+
     def save(self) -> None:
         if not (self.path and self.changed):
             return

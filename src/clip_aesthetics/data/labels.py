@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from clip_aesthetics.data import ava
-from clip_aesthetics.data.cells import ContentIds, content_id, count_in, image_source, number_in
+from clip_aesthetics.data.cells import ContentIds, count_in, image_source, number_in
 from clip_aesthetics.settings.values import parse_range, parse_votes
 from clip_aesthetics.data.tables import (SCORE_COLUMNS, LabelsError, find_column, split_in,
                                           find_image_column, locate_table, read_table)
@@ -226,10 +226,7 @@ def _keyed_by_content(rows: _TableRows, scores: np.ndarray, memo: ContentIds) ->
             reason = "no votes"
         image_id = None
         if reason is None:
-            try:
-                image_id = content_id(source) if isinstance(source, bytes) else memo.of(source)
-            except OSError as error:
-                reason = f"unreadable file: {error.strerror or error}"
+            image_id, reason = memo.key(source)
         if reason is not None:
             skipped.append((-1 if image_id is None else image_id, name, f"{reason} ({place})"))
             continue

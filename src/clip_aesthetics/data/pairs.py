@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clip_aesthetics.data.cells import ContentIds, content_id, image_source
+from clip_aesthetics.data.cells import ContentIds, image_source
 from clip_aesthetics.data.tables import LabelsError, find_column, locate_table, read_table, split_in
 
 PAIR_COLUMNS = ("image_a", "image_b")
@@ -84,10 +84,7 @@ def read_pairs(path: Path, image_dir: Path | None = None, preference_column: str
             for side, column in zip("ab", columns, strict=True):
                 name, source, why = image_source(record[column], root, place)
                 if why is None:
-                    try:
-                        image_id = content_id(source) if isinstance(source, bytes) else memo.of(source)
-                    except OSError as error:
-                        why = f"unreadable file: {error.strerror or error}"
+                    image_id, why = memo.key(source)
                 if why is not None:
                     reason = f"image_{side} {name!r}: {why}"
                     break
