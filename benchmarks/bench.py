@@ -423,7 +423,7 @@ def bench_training(work: Path, quick: bool) -> dict:
     """The 4 x 5 grid: the project's train (evaluation and MLflow logging included) vs the seed's loop."""
     import mlflow
 
-    from clip_aesthetics.workflows.steps import log_epoch
+    from clip_aesthetics.workflows.train import log_epoch
     from clip_aesthetics.heads.training import train_and_evaluate
 
     grids = [synthetic.dataset(seed) for seed in (0, 1)]  # stand-ins for the B/16 and B/32 caches

@@ -20,7 +20,7 @@ class EmbedCommand(TrackingSettings, DatasetSettings, EmbedSettings, BackboneSet
     """Embed every AVA image with the backbone into the cache (resumable; a complete cache does no work)."""
 
     def cli_cmd(self) -> None:
-        from clip_aesthetics.workflows.steps import embed_step
+        from clip_aesthetics.workflows.embed import embed_step
 
         report = embed_step(self)
         print(f"embeddings for {report.n_images} images in {report.cache.root}")
@@ -30,7 +30,7 @@ class TrainCommand(TrackingSettings, TrainSettings, DataSettings, CacheSettings,
     """Train and evaluate a head on the cached embeddings of one backbone (run `embed` first)."""
 
     def cli_cmd(self) -> None:
-        from clip_aesthetics.workflows.steps import train_step
+        from clip_aesthetics.workflows.train import train_step
 
         train_step(self, embed_first=False)
 
@@ -39,7 +39,7 @@ class MainCommand(TrackingSettings, TrainSettings, DataSettings, EmbedSettings, 
     """Embed (or reuse the cache), then train and evaluate: one cell of the seed grid as one MLflow run."""
 
     def cli_cmd(self) -> None:
-        from clip_aesthetics.workflows.steps import train_step
+        from clip_aesthetics.workflows.train import train_step
 
         train_step(self, embed_first=True)
 
@@ -57,7 +57,7 @@ class RegisterCommand(TrackingSettings, RegisterSettings):
     """Register the best finished run as a self-contained model; alias it champion if it beats the current one."""
 
     def cli_cmd(self) -> None:
-        from clip_aesthetics.workflows.steps import register_step
+        from clip_aesthetics.workflows.register import register_step
 
         register_step(self)
 
@@ -135,7 +135,7 @@ class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings):
         return self
 
     def cli_cmd(self) -> None:
-        from clip_aesthetics.workflows.steps import evaluate_step
+        from clip_aesthetics.workflows.evaluate import evaluate_step
 
         evaluate_step(self)
 

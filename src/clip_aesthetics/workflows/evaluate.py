@@ -1,10 +1,10 @@
-"""Any scorer model (a training run's, a registered version, an imported published head) x any labelled dataset ->
-an MLflow run of its metrics; several models side by side as children of one parent, with a leaderboard.
+"""`evaluate`: any scorer model (a training run's, a registered version, an imported published head, an export) x
+any labelled dataset -> an MLflow run of its metrics; several models side by side as children of one parent, with a
+leaderboard.
 
-Each image is embedded once per backbone, precision and decoding, in the same cache training uses: a model
-evaluated on the data it was trained on finds its embeddings there and reproduces its run's numbers exactly.
-A model on another scale than the data is measured on ranks only (Spearman; Pearson, which a linear map
-from its scale to the data's does not change), never compared in absolute terms.
+The images are scored through the shared embedding cache (scoring/cached.py), so a model evaluated on the data it
+was trained on reproduces its run's numbers exactly; the metrics, on ranks only for a model on another scale than
+the data's, or pairwise accuracy on a pair table, come from heads/evaluation.py.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from clip_aesthetics.reports import gallery as gallery_module
-from clip_aesthetics.heads import metrics
-from clip_aesthetics.reports import plots
-from clip_aesthetics.tracking import runs as tracking
-from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_to_cache
+from clip_aesthetics.data.labels import Labelled, read_dataset
+from clip_aesthetics.data.splits import check_split
+from clip_aesthetics.embedding.pipeline import dataset_split
 from clip_aesthetics.errors import UserError
-from clip_aesthetics.errors import non_finite_reason
-from clip_aesthetics.heads.head import predict_scores, prepare
-from clip_aesthetics.data.labels import Labelled
-from clip_aesthetics.embedding.pipeline import dataset_split, open_cache, to_embed
+from clip_aesthetics.heads import metrics
+from clip_aesthetics.heads.evaluation import measure, measure_pairs, same_scale
+from clip_aesthetics.reports import gallery as gallery_module
+from clip_aesthetics.reports import plots
+from clip_aesthetics.scoring.cached import score_images
+from clip_aesthetics.settings import DataSettings
+from clip_aesthetics.tracking import runs as tracking
 from clip_aesthetics.scoring.uris import download_model, load_scorer, registered_version
 
-RANK_METRICS = ("spearman", "pearson")
 SCALE_TAG = "scale_mismatch"
 
 
@@ -53,79 +53,12 @@ def pairs_of(labelled: Labelled, data, part: str) -> pd.DataFrame | None:
     return labelled.pairs if part == "all" else dataset_split(labelled, data).pairs[part]
 
 
-def measure_pairs(pairs: pd.DataFrame, ids: np.ndarray, scores: np.ndarray) -> tuple[dict, str]:
-    """Pairwise accuracy of any model's scores on pairs whose two images it scored (ties excluded; a predicted tie
-    counts half); no log-loss, which would need the model's scores as logits."""
-    from clip_aesthetics.heads.pairwise import pair_metrics
-
-    position = pd.Index(ids)
-    a, b = position.get_indexer(pairs["a_id"]), position.get_indexer(pairs["b_id"])
-    ok = (a >= 0) & (b >= 0)
-    ok[ok] = np.isfinite(scores[a[ok]]) & np.isfinite(scores[b[ok]])
-    preference = pairs["preference"].to_numpy(np.float64)[ok]
-    values = pair_metrics("eval", scores[a[ok]] - scores[b[ok]], preference, logloss=False)
-    values.update({"eval_pairs": float(ok.sum()), "eval_pairs_decided": float(np.sum(preference != 0.5))})
-    note = (f"pairwise accuracy on {int(np.sum(preference != 0.5))} pairs with a preference (ties excluded; chance "
-            f"is 0.5), {int((~ok).sum())} pair(s) without two scored images left out")
-    return values, note
-
-
 def images_of(labelled: Labelled, data, part: str) -> pd.DataFrame:
     """image_id, score of the split `part` (train, val, test) or of every image (`all`)."""
     if part == "all":
         return labelled.frame[["image_id", "score"]].reset_index(drop=True)
     frame = getattr(dataset_split(labelled, data), part)
     return frame.rename(columns={"mean_score": "score"})[["image_id", "score"]]
-
-
-def score_images(scorer, labelled: Labelled, ids: np.ndarray, cache_dir, num_workers: int = -1):
-    """(scores aligned with ids, NaN where the image failed; reasons by id) through the shared embedding cache, or,
-    for a scorer that computes no embedding of its own (an exported model), image by image on its runtime."""
-    from clip_aesthetics.backbones.families import BackboneSource
-
-    if not getattr(scorer, "uses_embedding_cache", True):
-        frame = scorer.score([labelled.sources[int(i)] for i in ids], num_workers)
-        return frame["score"].to_numpy(dtype=float), {int(i): e for i, e in zip(ids, frame["error"]) if e}
-
-    source = BackboneSource(scorer.clip_info["model_id"], scorer.clip_info["revision"], None)
-    precision = str(scorer.dtype).removeprefix("torch.")
-    cache = open_cache(cache_dir, source, labelled.images, precision, scorer.decoding, scorer.model.embedding_dim)
-    todo = to_embed(cache, [(int(i), labelled.sources[int(i)]) for i in ids], labelled.images)
-    if todo:
-        batch = batch_for(scorer.device)
-        embed_to_cache(cache, todo, scorer.model, scorer.processor, scorer.dtype, batch,
-                       default_workers(num_workers), 4096, progress=True, decoding=scorer.decoding)
-    cached = cache.load()
-    rows = pd.Index(cached.ids).get_indexer(ids)
-    scores = np.full(len(ids), np.nan)
-    ok = rows >= 0
-    if ok.any():
-        features = prepare(cached.embeddings[rows[ok]].astype(np.float32), scorer.spec.embed_norm)
-        scores[ok] = predict_scores(scorer.head, scorer.spec, features)
-    reasons = cached.failures.set_index("image_id")["reason"]
-    failed = {int(i): str(reasons.get(int(i), "no embedding")) for i in ids[~ok]}
-    for i, value in zip(ids[ok], scores[ok], strict=True):
-        if not np.isfinite(value):  # never measured as a number: the image's error says why
-            failed[int(i)] = non_finite_reason(value)
-    scores[~np.isfinite(scores)] = np.nan
-    return scores, failed
-
-
-def same_scale(model_range, data_range) -> bool:
-    return tuple(map(float, model_range)) == tuple(map(float, data_range))
-
-
-def measure(true: np.ndarray, pred: np.ndarray, model_range, data_range, threshold: float) -> tuple[dict, str]:
-    """The metrics of one model on one set, and how they were computed (for the run's description)."""
-    values = metrics.evaluate("eval", true, pred, threshold)
-    if same_scale(model_range, data_range):
-        return values, f"on the data's {data_range[0]:g}-{data_range[1]:g} scale, accuracy at {threshold:g}"
-    kept = {k: v for k, v in values.items() if k.rsplit("_", 1)[-1] in RANK_METRICS}
-    note = (f"the model scores on a {model_range[0]:g}-{model_range[1]:g} scale and the data on "
-            f"{data_range[0]:g}-{data_range[1]:g}: evaluated on ranks only. eval_spearman as is; eval_pearson after a "
-            "linear least-squares map of the model's scores onto the data's scale (Pearson is unchanged by it); "
-            "no MSE, MAE or accuracy, which would compare numbers on different scales")
-    return kept, note
 
 
 def model_id_of(uri: str) -> str | None:
@@ -283,3 +216,30 @@ def _log_disagreement(results: list[Evaluated], labelled: Labelled) -> None:
         r.name: r.predictions for r in results if r.predictions is not None})  # the unmeasured have none
     if page is not None:
         tracking.log_text(page.decode(), "gallery/compare.html")
+
+
+def evaluate_step(command) -> None:
+    """`evaluate`: models x one labelled dataset -> a run per model (children of one parent for several)."""
+    uris = [u.strip() for u in command.models.split(",") if u.strip()]
+    data = command.part(DataSettings)
+    labelled = read_dataset(data, command.cache_dir)
+    if command.pairs and labelled.pairs is None:
+        from clip_aesthetics.data.tables import LabelsError
+
+        raise LabelsError(f"--pairs {command.pairs}: not a pair table (it needs the columns image_a and image_b, and "
+                          "a preference); a table of scores is --labels")
+    if labelled.pairs is not None:
+        check_split(labelled, dataset_split(labelled, data))
+    results = evaluate_models(uris, labelled, data, command.cache_dir, command.experiment, command.eval_split,
+                              command.run_name, command.gallery, command.num_workers)
+    if len(results) > 1:
+        from clip_aesthetics.reports.tables import as_text
+
+        print(as_text(leaderboard(results).drop(columns=["note"])))
+        missing = unmeasured(results)
+        if missing:
+            from clip_aesthetics.errors import EvaluationIncomplete
+
+            raise EvaluationIncomplete(f"{len(missing)} of {len(results)} model(s) not measured (the others are in "
+                                       "the leaderboard): " + "; ".join(f"{r.uri}: {r.note.removeprefix('not measured: ')}"
+                                                                        for r in missing))

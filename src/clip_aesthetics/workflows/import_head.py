@@ -9,7 +9,7 @@ from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
 from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
 from clip_aesthetics.tracking import runs as tracking
-from clip_aesthetics.workflows.steps import clip_params
+from clip_aesthetics.workflows.embed import clip_params
 
 
 def import_head_step(command) -> None:

@@ -24,7 +24,8 @@ from clip_aesthetics.settings import DataSettings, EmbedSettings, SweepSettings,
 from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.engines import embedder
 from clip_aesthetics.embedding.pipeline import EmbedReport, embed_dataset
-from clip_aesthetics.workflows.steps import checked_dataset, clip_params, train_and_log
+from clip_aesthetics.workflows.embed import clip_params
+from clip_aesthetics.workflows.train import checked_dataset, train_and_log
 from clip_aesthetics.heads.training import SELECTION_METRIC, backbone_label, default_run_name
 
 

@@ -1,7 +1,8 @@
-"""Entry-point steps -> MLflow runs: each opens its run, calls the pure code, and logs what it returned.
+"""`main` and `train`: one cell of the grid (a backbone's cached embeddings + a head) -> one MLflow run.
 
-With sweep.py (the sweep step) this is the tracking edge: pipeline, embed, head, training and metrics
-return numbers and arrays and log nothing. CLIP is resolved once per step into a BackboneSource.
+The run holds the parameters as asked and as resolved, the dataset, per-epoch metrics (step=epoch) and checkpoints,
+the kept epoch's best_* metrics, the test predictions, plots, the test gallery and the scorer model. Training
+itself (heads/training.py) returns numbers and logs nothing.
 """
 
 from __future__ import annotations
@@ -11,27 +12,19 @@ import time
 import numpy as np
 import pandas as pd
 
-from clip_aesthetics.reports import plots
-from clip_aesthetics.tracking import runs as tracking
-from clip_aesthetics.reports import gallery as gallery_module
-from clip_aesthetics.backbones.families import BackboneSource, describe, resolve_backbone
-from clip_aesthetics.settings import DatasetSettings, CacheSettings, DataSettings, EmbedSettings, RegisterSettings, TrainSettings
+from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.data.labels import Labelled, read_dataset
 from clip_aesthetics.data.splits import check_split, split_table
-from clip_aesthetics.engines import embedder
-from clip_aesthetics.embedding.pipeline import EmbedReport, dataset_split, embed_dataset, load_dataset, locate_cache
+from clip_aesthetics.embedding.pipeline import EmbedReport, dataset_split, load_dataset, locate_cache
+from clip_aesthetics.heads.training import TrainResult, default_run_name, train_and_evaluate
+from clip_aesthetics.reports import gallery as gallery_module
+from clip_aesthetics.reports import plots
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
 from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
+from clip_aesthetics.settings import CacheSettings, DataSettings, EmbedSettings, TrainSettings
+from clip_aesthetics.tracking import runs as tracking
 from clip_aesthetics.tracking.runs import DEGENERATE_TAG, SELECTION_TAG
-from clip_aesthetics.heads.training import TrainResult, backbone_label, default_run_name, train_and_evaluate
-
-
-def embed_step(command) -> EmbedReport:
-    """`embed`: fill the cache for one backbone, as one run."""
-    source = resolve_backbone(command.clip, command.clip_revision)
-    labelled = read_dataset(command.part(DatasetSettings), command.cache_dir)  # refused before a run opens
-    with tracking.run(command.experiment, command.run_name or f"embed-{backbone_label(command.clip)}"):
-        return embed_and_log(labelled, command.part(EmbedSettings), command.clip, source)
+from clip_aesthetics.workflows.embed import clip_params, embed_and_log
 
 
 def train_step(command, embed_first: bool) -> None:
@@ -96,23 +89,6 @@ def run_warnings(result: TrainResult) -> list[str]:
 
 def _number(value: float) -> str:
     return f"{value:.4f}" if np.isfinite(value) else "undefined"
-
-
-def embed_and_log(labelled: Labelled, embed: EmbedSettings, clip: str, source: BackboneSource) -> EmbedReport:
-    report = embed_dataset(labelled, embed, source, elsewhere=embedder(embed.engine))
-    print(f"precision: {report.precision_reason}")
-    tracking.log_params({"clip": clip, **clip_params(source), "device": report.device,
-                         "precision_reason": report.precision_reason})
-    rate = report.n_processed / report.seconds if report.n_processed and report.seconds > 0 else 0.0
-    tracking.log_metrics({"embed_images_processed": report.n_processed, "embed_seconds": report.seconds,
-                          "embed_images_per_second": rate, "embed_shards_set_aside": len(report.cache.set_aside)})
-    return report
-
-
-def clip_params(source: BackboneSource) -> dict[str, str]:
-    """What was actually used: `clip`/`clip_revision` are as asked, these as resolved (hub commit or fingerprint),
-    with what else decides an embedding (family, embedding kind and size, input size, activation, processor)."""
-    return {"clip_model_id": source.model_id, "clip_resolved_revision": source.revision, **describe(source)}
 
 
 def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings,
@@ -204,54 +180,3 @@ def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
             "extra_outputs": list(HEADS.get(result.spec.kind).extra_outputs),
             "decoding": report.decoding,
             "clip": {"model_id": report.source.model_id, "revision": report.source.revision}}
-
-
-def evaluate_step(command) -> None:
-    """`evaluate`: models x one labelled dataset -> a run per model (children of one parent for several)."""
-    from clip_aesthetics.workflows.evaluate import evaluate_models
-
-    uris = [u.strip() for u in command.models.split(",") if u.strip()]
-    data = command.part(DataSettings)
-    labelled = read_dataset(data, command.cache_dir)
-    if command.pairs and labelled.pairs is None:
-        from clip_aesthetics.data.tables import LabelsError
-
-        raise LabelsError(f"--pairs {command.pairs}: not a pair table (it needs the columns image_a and image_b, and "
-                          "a preference); a table of scores is --labels")
-    if labelled.pairs is not None:
-        check_split(labelled, dataset_split(labelled, data))
-    results = evaluate_models(uris, labelled, data, command.cache_dir, command.experiment, command.eval_split,
-                              command.run_name, command.gallery, command.num_workers)
-    if len(results) > 1:
-        from clip_aesthetics.reports.tables import as_text
-        from clip_aesthetics.workflows.evaluate import leaderboard, unmeasured
-
-        print(as_text(leaderboard(results).drop(columns=["note"])))
-        missing = unmeasured(results)
-        if missing:
-            from clip_aesthetics.errors import EvaluationIncomplete
-
-            raise EvaluationIncomplete(f"{len(missing)} of {len(results)} model(s) not measured (the others are in "
-                                       "the leaderboard): " + "; ".join(f"{r.uri}: {r.note.removeprefix('not measured: ')}"
-                                                                        for r in missing))
-
-
-def register_step(command) -> None:
-    """`register`: the best finished run -> a registered version whose source run is that training run.
-
-    The run to register is chosen before the step's own run opens: a refusal leaves nothing behind."""
-    from clip_aesthetics.tracking.registry import register
-    from clip_aesthetics.tracking.selection import choose
-
-    settings = command.part(RegisterSettings)
-    chosen = choose(settings)
-    for passed in chosen.passed_over:
-        print(f"not a candidate: run {passed}")
-    with tracking.run(command.experiment, command.run_name or "register"):
-        done = register(settings, chosen)
-        tracking.log_params({"source_run_id": done.run_id, "metric": command.metric, "model_name": command.model_name})
-        tracking.set_tags({"registered_version": done.version, "alias": done.alias,
-                           "registered_model_id": done.model_id})
-    what = "registered as" if done.created else "was already"
-    print(f"run {done.run_id} ({command.metric} {done.metric_value:.4f}) {what} {command.model_name} "
-          f"version {done.version}, alias {done.alias or '(none)'}")
