@@ -1,1 +1,1 @@
-"""Embeddings -> scores: head kinds, fitting, published heads, metrics and selection."""
+"""Embeddings -> scores: head kinds, fitting, published heads, metrics (training and evaluation) and selection."""

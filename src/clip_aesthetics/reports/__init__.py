@@ -1,1 +1,1 @@
-"""Galleries and plots: pure, returning bytes or figures."""
+"""Galleries, plots and printed tables: pure, returning bytes, figures or text."""
