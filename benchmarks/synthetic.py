@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from clip_aesthetics.embedding.pipeline import Dataset
+    from clip_aesthetics.embedding.features import Dataset
 
 
 AVA_ROWS, SEED_TRAIN = 255_530, 229_971
@@ -30,7 +30,7 @@ def embeddings_and_scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def dataset(seed: int, val_fraction: float = 0.05) -> Dataset:
     """The seed split's sizes: 229,971 train (of which val_fraction is val) and 25,559 test."""
-    from clip_aesthetics.embedding.pipeline import Dataset, SplitFeatures  # here: the GPU script needs none of it
+    from clip_aesthetics.embedding.features import Dataset, SplitFeatures  # here: the GPU script needs none of it
 
     x, y = embeddings_and_scores(AVA_ROWS, seed)
     n_val = round(SEED_TRAIN * val_fraction)
@@ -46,7 +46,7 @@ def dataset(seed: int, val_fraction: float = 0.05) -> Dataset:
 def full_size_cache(folder: Path) -> tuple[Path, Path, Path]:
     """An AVA folder with 255,530 labelled rows and a complete float16 cache of 512-d embeddings."""
     from clip_aesthetics.backbones.families import resolve_backbone, save_random_clip
-    from clip_aesthetics.embedding.pipeline import cache_for
+    from clip_aesthetics.embedding.filling import cache_for
 
     ava, cache_dir = folder / "ava", folder / "cache"
     (ava / "image").mkdir(parents=True, exist_ok=True)

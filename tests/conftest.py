@@ -17,6 +17,7 @@ if _WORKERS > 1:
 # 24 s). What the jobs compute is the same. A value you set wins.
 os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
+
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -56,10 +57,21 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(item.path.name, str(item.path))))
 
 
+def pytest_configure(config):
+    """precision=auto depends on the CPU (float32, or bfloat16 where this machine measures it faster), so no test may
+    rely on what it picks here: every command the suite runs, in this process and in the ones it starts (`mlflow run`,
+    servers, Spark executors), computes in `--precision` (float32 by default) unless a test asks for another.
+    `pytest --precision bfloat16` runs the whole suite in bfloat16 (emulated where the CPU has no native bfloat16), as
+    on a machine whose auto picks it; the tests that compare paths run in both anyway; the tests of auto clear it."""
+    os.environ["CLIP_AESTHETICS_PRECISION"] = config.getoption("precision")
+
+
 def pytest_addoption(parser):
     parser.addoption("--cpu-bf16", choices=("machine", "native", "emulated"), default="machine",
                      help="answer of the native-bfloat16 CPU detection inside the test process: this machine's, or "
                           "forced, to run the suite as on a CPU of the other kind (tests that force it themselves win)")
+    parser.addoption("--precision", choices=("float32", "bfloat16"), default="float32",
+                     help="what every command computes in unless a test asks otherwise (pytest_configure)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,11 +80,44 @@ def cpu_bf16(request):
     if forced == "machine":
         yield
         return
-    from clip_aesthetics.embedding import embed
+    from clip_aesthetics.embedding import precision
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(embed, "native_bfloat16", lambda: forced == "native")
+        patch.setattr(precision, "native_bfloat16", lambda: forced == "native")
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def precision_timings(tmp_path_factory):
+    """Where precision=auto keeps its measurements during the tests: never the user's ~/.cache."""
+    from clip_aesthetics.embedding import precision
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "TIMINGS", tmp_path_factory.mktemp("precision") / "timings.json")
+        yield
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch, tmp_path):
+    """precision=auto as on a CPU a test describes: `native` bfloat16 or not, bfloat16 measured at `speed` x
+    float32's speed (the forward is not timed for real). Returns the list of model sizes timed, in order."""
+    from clip_aesthetics.embedding import precision
+
+    timed: list[str] = []
+
+    def make(native: bool, speed: float = 0.59) -> list[str]:
+        monkeypatch.delenv("CLIP_AESTHETICS_PRECISION", raising=False)
+        monkeypatch.setattr(precision, "native_bfloat16", lambda: native)
+        monkeypatch.setattr(precision, "TIMINGS", tmp_path / "precision-timings.json")
+
+        def fake(model, processor) -> dict[str, float]:
+            timed.append(precision.size_of_model(model))
+            return {"float32": 1.0, "bfloat16": 1.0 / speed}
+
+        monkeypatch.setattr(precision, "time_forward", fake)
+        return timed
+
+    return make
 
 
 @pytest.fixture(scope="session")

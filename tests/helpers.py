@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from clip_aesthetics.data.labels import read_dataset
-from clip_aesthetics.embedding.pipeline import EmbedReport, embed_dataset
+from clip_aesthetics.embedding.filling import EmbedReport, embed_dataset
 
 
 def embed_named(data, embed, source, progress: bool = False) -> EmbedReport:

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import seed_baseline  # noqa: E402
 import synthetic  # noqa: E402
 
-from clip_aesthetics.embedding.pipeline import Dataset, SplitFeatures  # noqa: E402
+from clip_aesthetics.embedding.features import Dataset, SplitFeatures  # noqa: E402
 
 
 def test_synthetic_scores_look_like_ava_and_follow_the_embeddings():

@@ -63,12 +63,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
-def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, photos, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, photos, tmp_path, monkeypatch, precision):
+    """The same files, in the CLI's batches and in Spark's partitions (three, so in other batches), in either
+    precision (forced, whatever this machine's CPU): the same rows, scores and percentiles."""
     monkeypatch.chdir(trained["root"])
     assert cli.main(["score", str(photos), "--model", trained["model"], "--out", str(tmp_path / "cli.csv"),
-                     "--num-workers", "0"]) == 0
-    assert cli.main(["score", str(photos), "--model", trained["model"], "--engine", "spark",
-                     "--out", str(tmp_path / "spark.parquet"), "--gallery", str(tmp_path / "spark.html")]) == 0
+                     "--num-workers", "0", "--precision", precision]) == 0
+    assert cli.main(["score", str(photos), "--model", trained["model"], "--engine", "spark", "--spark-partitions", "3",
+                     "--out", str(tmp_path / "spark.parquet"), "--gallery", str(tmp_path / "spark.html"),
+                     "--precision", precision]) == 0
     assert "16 input(s): 14 scored, 2 not" in (tmp_path / "spark.html").read_text(), "the gallery counts every row"
     local = pd.read_csv(tmp_path / "cli.csv", keep_default_na=False).set_index("path")
     distributed = pd.read_parquet(tmp_path / "spark.parquet")
@@ -81,7 +85,7 @@ def test_spark_scores_one_row_per_file_like_the_cli(spark_session, trained, phot
     assert distributed.loc[str(photos / "truncated.jpg"), "error"].startswith("truncated")
     ok = local["error"] == ""
     np.testing.assert_allclose(distributed.loc[ok, "score"].astype(float), local.loc[ok, "score"].astype(float),
-                               atol=1e-5)
+                               atol=1e-5 if precision == "float32" else 1e-4)
     assert list(distributed.columns) == ["path", "score", "percentile", "error"]
     np.testing.assert_allclose(distributed.loc[ok, "percentile"].astype(float),
                                local.loc[ok, "percentile"].astype(float), atol=1e-9)

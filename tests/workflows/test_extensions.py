@@ -213,7 +213,7 @@ def test_a_new_engine_scores_shards_through_the_cli(trained_store, sample_ava, t
 
     used = []
 
-    def score_inputs(todo, model_folder, out, job, image_column=""):
+    def score_inputs(todo, model_folder, out, job, image_column="", precision="auto"):
         scorer = load_scorer(model_folder)
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda path: used.append(score_input(scorer, path, out, image_column, job=job)), todo))

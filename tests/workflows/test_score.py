@@ -22,15 +22,13 @@ from helpers import new_store
 NAME = "clip-aesthetics"
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native-bf16-cpu", "emulated-bf16-cpu"])
-def test_the_registered_model_scores_with_the_decoding_and_precision_it_was_trained_with(store, monkeypatch, native):
-    """A run trained with reduced decoding in what precision=auto picks (bfloat16 on a CPU that computes it
-    natively, float32 elsewhere: the detection is forced either way, whatever this machine's CPU) is registered;
-    the registered, self-contained model records both and scores with them: its scores are the run's test
+@pytest.mark.parametrize("native", [True, False], ids=["amx-cpu", "emulated-bf16-cpu"])
+def test_the_registered_model_scores_with_the_decoding_and_precision_it_was_trained_with(store, fake_cpu, native):
+    """A run trained with reduced decoding in what precision=auto picks (bfloat16 on a CPU that measures it faster,
+    float32 where bfloat16 is emulated: faked either way, whatever this machine's CPU) is registered; the registered,
+    self-contained model records both and, on the same CPU, scores with them: its scores are the run's test
     predictions."""
-    from clip_aesthetics.embedding import embed
-
-    monkeypatch.setattr(embed, "native_bfloat16", lambda: native)
+    fake_cpu(native=native, speed=2.0)
     client = mlflow.MlflowClient()
     precision = "bfloat16" if native else "float32"
     name = f"reduced-{precision}"
@@ -44,7 +42,7 @@ def test_the_registered_model_scores_with_the_decoding_and_precision_it_was_trai
     version = client.get_model_version_by_alias(name, "champion")
     assert version.run_id == run.info.run_id
     scorer = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
-    assert (scorer.decoding, scorer.precision, scorer.dtype) == ("reduced", precision, getattr(torch, precision))
+    assert (scorer.decoding, scorer.precision, scorer.compute_precision) == ("reduced", precision, precision)
     predictions = pd.read_csv(client.download_artifacts(run.info.run_id, "predictions/test.csv", str(store["root"])))
     paths = [store["ava"] / "image" / f"{i}.jpg" for i in predictions["image_id"]]
     scores = scorer.score_paths(paths, num_workers=0)["score"].to_numpy()

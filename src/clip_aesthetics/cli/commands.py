@@ -89,8 +89,8 @@ class ImportHeadCommand(TrackingSettings, RevisionSettings):
     bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="precision of the backbone weights copied into the registered model; auto = float16")
     reference: str = Field("", description="a folder of images (say, a sample of what you will score) whose scores "
-                           "become the model's reference: each score's percentile is the share of them scoring "
-                           "lower; empty = none (percentiles stay empty)")
+                           "become the model's reference: each score's percentile is where it falls among "
+                           "theirs (mid-rank); empty = none (percentiles stay empty)")
 
     @field_validator("reference")
     @classmethod

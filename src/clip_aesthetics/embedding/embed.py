@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -33,14 +33,6 @@ def batch_for(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 32
 
 
-def native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere it is emulated, and slow."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # a torch build without these probes
-        return False
-
-
 def avx512_cpu() -> bool:
     """Whether this CPU has AVX512 (torch's kernels then use it for the forward's matrix products)."""
     try:
@@ -59,34 +51,6 @@ def decode_beside_forward(device: torch.device) -> bool:
     against 0.896 between. So: between forwards on AVX512 CPUs, beside elsewhere.
     """
     return device.type != "cpu" or not avx512_cpu()
-
-
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """`auto`: float16 on CUDA; bfloat16 on CPUs with native bfloat16 (about 2x the float32 forward, scores
-    unchanged to Spearman 0.9999: benchmarks/RESULTS.md); float32 elsewhere."""
-    return precision_choice(precision, device)[0]
-
-
-def precision_choice(precision: str, device: torch.device) -> tuple[torch.dtype, str]:
-    """The dtype of the forward and why: two machines given `auto` may differ, and the user sees why."""
-    if precision != "auto":
-        return getattr(torch, precision), f"{precision} (as asked)"
-    if device.type == "cuda":
-        return torch.float16, "float16 (precision=auto on a CUDA GPU)"
-    if device.type == "cpu" and native_bfloat16():
-        return torch.bfloat16, "bfloat16 (precision=auto: this CPU computes bfloat16 natively, AVX512-BF16 or AMX)"
-    return torch.float32, (f"float32 (precision=auto on {device.type}: no native bfloat16 here, emulated it would be "
-                           "slower)")
-
-
-def scoring_dtype(recorded: str | None, device: torch.device) -> torch.dtype:
-    """The precision a model was trained with (recorded in it), unless this device cannot run it well:
-    float16 on any CPU and bfloat16 on a CPU without native bfloat16 are emulated, many times slower."""
-    if recorded is None:
-        return pick_dtype("auto", device)
-    if device.type == "cpu" and (recorded == "float16" or (recorded == "bfloat16" and not native_bfloat16())):
-        return torch.float32
-    return getattr(torch, recorded)
 
 
 DECODINGS = ("full", "reduced")

@@ -14,9 +14,11 @@ class Engine:
 
     - `start()`: refuse early, before any work, what the engine needs and lacks (Spark: pyspark, Java);
     - `embed_missing(cache_root, todo, folder, precision, batch_size, shard_size, decoding) -> model loads`, or None
-      when this process embeds (embedding/pipeline.py);
-    - `score_inputs(todo, model_folder, out, job, image_column)`: one part per shard or table (scoring/curate.py);
-    - `score_files(inputs, model_uri, out, partitions) -> {scored, failed, model_loads}`, writing a parquet folder
+      when this process embeds (embedding/filling.py);
+    - `score_inputs(todo, model_folder, out, job, image_column, precision)`: one part per shard or table
+      (scoring/curate.py);
+    - `score_files(inputs, model_uri, out, partitions, precision) -> {scored, failed, model_loads}`, writing a
+      parquet folder
       itself, or None when this process scores files into a table that an output writer (extensions.SCORE_OUTPUTS)
       writes.
     """

@@ -30,9 +30,6 @@ from clip_aesthetics.engines import Engine
 from clip_aesthetics.errors import ScoringInputError, UserError
 from clip_aesthetics.images.decode import IMAGE_SUFFIXES
 
-def result_schema(columns: list[str]) -> str:
-    """The Spark schema of `path` and a scorer's answer (requests.output_columns)."""
-    return ", ".join(["path string", *(f"{c} {'string' if c == 'error' else 'double'}" for c in columns)])
 IMAGE_PATTERN = "(?i)\\.(" + "|".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)) + ")$"
 ROWS_PER_BATCH = 256  # images per Arrow batch handed to the scorer: bounds an executor's memory
 _loaded: dict[tuple, object] = {}  # in each executor Python process: (what, where, device) -> loaded model
@@ -153,12 +150,15 @@ def _task_device(default: str = "auto"):
     return pick_device(default)
 
 
-def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: int = 0) -> dict[str, int]:
+def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: int = 0,
+                precision: str | None = None) -> dict[str, int]:
     """Score every image file under `inputs` (paths or URIs Spark reads) with `model_uri`; write parquet at `out`.
 
     One row per file, empty files included (Spark's binaryFile skips 0-byte files; they are added back
     with the error "empty file"). Returns counts: scored, failed, model_loads.
     """
+    from pyspark.errors import AnalysisException
+
     from clip_aesthetics.scoring.files import check_spark_output
     from clip_aesthetics.scoring.requests import output_columns
     from clip_aesthetics.scoring.uris import download_model, read_spec
@@ -166,16 +166,13 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     check_spark_output(out, list(inputs))  # the overwrite below deletes `out` first: never an input
     local_model = download_model(model_uri)  # once, on the driver
     columns = output_columns(read_spec(local_model))
-    schema = result_schema(columns)
-    out_parent = str(Path(out.removeprefix("file:")).parent) if _on_this_filesystem(out) else ""
-    if out_parent:
+    schema = ", ".join(["path string", *(f"{c} {'string' if c == 'error' else 'double'}" for c in columns)])
+    if out_parent := str(Path(out.removeprefix("file:")).parent) if _on_this_filesystem(out) else "":
         Path(out_parent).mkdir(parents=True, exist_ok=True)
     check_shared(spark, list(inputs), [out_parent] if out_parent else [], "inputs and --out")
     shipped = _shipped(spark, local_model)
     loads = spark.sparkContext.accumulator(0)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ROWS_PER_BATCH))
-    from pyspark.errors import AnalysisException
-
     try:
         files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(list(inputs))
         listed = sorted(_same_form(p) for p in files.inputFiles() if re.search(IMAGE_PATTERN, p))
@@ -189,7 +186,7 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
     present = {row.path for row in images.select("path").collect()}
 
     def score_partition(batches):
-        scorer = _scorer(shipped, loads)
+        scorer = _scorer(shipped, loads, precision)
         for batch in batches:
             scored = scorer.predict(None, pd.DataFrame({"image": batch["content"].tolist()}))
             yield pd.concat([pd.DataFrame({"path": batch["path"].to_numpy()}),
@@ -207,7 +204,7 @@ def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: 
 
 
 def score_inputs(spark, paths: list[str], model_folder: str, out: str, image_column: str = "",
-                 job: dict | None = None) -> int:
+                 job: dict | None = None, precision: str | None = None) -> int:
     """Score webdataset shards or tables of image bytes (scoring/curate.py) with the model saved in `model_folder`: one task
     per input, each writing that input's part of `out` atomically, the model loaded once per executor process.
     Returns the model loads. On a cluster `out` and the inputs must be on a filesystem every executor sees
@@ -222,7 +219,7 @@ def score_inputs(spark, paths: list[str], model_folder: str, out: str, image_col
         from clip_aesthetics.scoring.curate import score_input
 
         given, absolute = task
-        score_input(_scorer(shipped, loads), given, Path(out), image_column, source=absolute, job=job)
+        score_input(_scorer(shipped, loads, precision), given, Path(out), image_column, source=absolute, job=job)
 
     spark.sparkContext.parallelize(tasks, len(tasks)).foreach(score_one)
     return loads.value
@@ -233,14 +230,14 @@ def _same_form(uri: str) -> str:
     return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
 
 
-def _scorer(shipped: str, loads):
-    """The scorer, loaded once per executor Python process (and per GPU)."""
+def _scorer(shipped: str, loads, precision: str | None = None):
+    """The scorer, loaded once per executor process (and per GPU), in the `precision` the driver was asked."""
     device = _task_device()
-    key = ("scorer", shipped, str(device))
+    key = ("scorer", shipped, str(device), precision)
     if key not in _loaded:
         from clip_aesthetics.scoring.uris import load_scorer
 
-        scorer = load_scorer(_open(shipped))
+        scorer = load_scorer(_open(shipped), precision)
         _loaded[key] = scorer.to(device)
         loads.add(1)
     return _loaded[key]
@@ -292,9 +289,9 @@ def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads,
 SPARK = Engine(
     "Apache Spark tasks (the session spark-submit or your platform provides, else local[*])",
     start=lambda: session(),
-    score_inputs=lambda todo, folder, out, job, image_column="": score_inputs(session(), todo, folder, str(out),
-                                                                               image_column, job),
+    score_inputs=lambda todo, folder, out, job, image_column="", precision=None: score_inputs(
+        session(), todo, folder, str(out), image_column, job, precision),
     embed_missing=embed_missing,
-    score_files=lambda inputs, model_uri, out, partitions=0: score_files(session(), inputs, model_uri, str(out),
-                                                                         partitions),
+    score_files=lambda inputs, model_uri, out, partitions=0, precision=None: score_files(
+        session(), inputs, model_uri, str(out), partitions, precision),
 )

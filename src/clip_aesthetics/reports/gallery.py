@@ -55,7 +55,7 @@ def card(row: Row, extra: str = "", show_score: bool = True) -> str:
     scores = "" if not show_score else (
         f'<b class="pred">{row.score:.2f}</b>' if np.isfinite(row.score) else "<b>no score</b>")
     if row.percentile is not None and np.isfinite(row.percentile):
-        scores += f' <span class="pct" title="percentile: share of the reference scoring lower">p{row.percentile:.0f}</span>'
+        scores += f' <span class="pct" title="percentile: where the score falls among the reference scores">p{row.percentile:.0f}</span>'
     if row.true is not None and np.isfinite(row.true):
         scores += f' <span class="true">true {row.true:.2f}</span>'
     return (f'<figure data-key="{html.escape(row.key, quote=True)}" data-score="{row.score:.6f}">{thumbnail(row)}'

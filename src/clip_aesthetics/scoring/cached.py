@@ -12,7 +12,7 @@ import pandas as pd
 
 from clip_aesthetics.data.labels import Labelled
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_to_cache
-from clip_aesthetics.embedding.pipeline import open_cache, to_embed
+from clip_aesthetics.embedding.filling import open_cache, to_embed
 from clip_aesthetics.errors import non_finite_reason
 from clip_aesthetics.heads.head import predict_scores, prepare
 

@@ -169,11 +169,13 @@ def not_done(paths: list[str], out: Path) -> list[str]:
     return [p for p in paths if not part_path(out, p).exists()]
 
 
-def score_here(todo: list[str], model_folder: str, out: Path, job: dict, image_column: str = "") -> None:
+def score_here(todo: list[str], model_folder: str, out: Path, job: dict, image_column: str = "",
+               precision: str | None = None) -> None:
     """Score the inputs one after the other in this process, with the model saved in `model_folder`."""
     from clip_aesthetics.scoring.uris import load_scorer
 
-    scorer = load_scorer(model_folder)
+    scorer = load_scorer(model_folder, precision)
+    print(f"precision: {scorer.precision_reason}")
     for number, path in enumerate(todo, start=1):
         rows = score_input(scorer, path, out, image_column, job=job)
         print(f"[{number}/{len(todo)}] {path}: {rows} row(s)", file=sys.stderr, flush=True)

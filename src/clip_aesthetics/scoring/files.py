@@ -131,7 +131,7 @@ def refuse_an_input(out: Path, paths: list[Path]) -> None:
                                 "scores a file of their own, e.g. scores.csv")
 
 
-def score_files(paths: list[Path], model_uri: str, num_workers: int = -1) -> pd.DataFrame:
+def score_files(paths: list[Path], model_uri: str, num_workers: int = -1, precision: str | None = None) -> pd.DataFrame:
     """Image files (as collect_images lists them, checked by the caller) -> path, score, percentile, error per file (and
     what the model's head kind adds, e.g. score_std)."""
     from clip_aesthetics.scoring.uris import describe_model, load_scorer
@@ -139,7 +139,8 @@ def score_files(paths: list[Path], model_uri: str, num_workers: int = -1) -> pd.
     from clip_aesthetics.environment import STARTED
 
     print(f"model: {describe_model(model_uri)}")
-    scorer = load_scorer(model_uri)
+    scorer = load_scorer(model_uri, precision)
+    print(f"precision: {scorer.precision_reason}")
     first = scorer.score_paths(paths[:1], num_workers=0)  # the cold start a user waits for, measured on its own
     print(f"first score {time.perf_counter() - STARTED:.1f} s after the command started (imports, loading the "
           f"model, one image)")

@@ -20,18 +20,21 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from clip_aesthetics.backbones.families import BackboneSource, load_backbone, resolve_backbone
-from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_sources, pick_device, scoring_dtype
+from clip_aesthetics.embedding import precision as precisions
+from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_sources, pick_device
 from clip_aesthetics.errors import non_finite_reason
 from clip_aesthetics.heads.head import HeadSpec, build_head, head_extras, predict_scores, prepare
 from clip_aesthetics.images.decode import load_rgb
 from clip_aesthetics.scoring.reference import annotate, of_spec
-from clip_aesthetics.scoring.requests import decode_value, dispatch, example_png, signature_for
+from clip_aesthetics.scoring.requests import announce, decode_value, dispatch, example_png, signature_for
 from clip_aesthetics.scoring.uris import HEAD_FILE, SPEC_FILE
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole package: copied into every model
 SCORER_ENTRY = PACKAGE_DIR / "scorer_entry.py"  # models-from-code: this file builds the pyfunc at load time
 RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
 MODEL_NAME = "model"  # the scorer every training run logs (it refers to the CLIP checkpoint, not carrying it)
+
+
 def write_artifacts(folder: Path, head_state: dict, spec_doc: dict, clip_folder: Path | None = None) -> dict[str, str]:
     """The scorer's files in `folder`, as the artifacts dict the model is logged with (and `load` reads)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,9 +95,14 @@ class AestheticScorer(PythonModel):
     uses_embedding_cache = True  # evaluate embeds its images into the shared cache, then applies the head
 
     def load_context(self, context) -> None:
-        self.load(context.artifacts)
+        """MLflow's load, in the precision of the load's model_config, else of the process's
+        CLIP_AESTHETICS_PRECISION setting (a served model, say), else auto; load_scorer applies a user's choice."""
+        from clip_aesthetics.settings.scoring import requested_precision
 
-    def load(self, artifacts: dict[str, str], device: str = "auto") -> AestheticScorer:
+        self.load(context.artifacts, precision=requested_precision(context.model_config))
+        announce(self)
+
+    def load(self, artifacts: dict[str, str], device: str = "auto", precision: str = "auto") -> AestheticScorer:
         doc = json.loads(Path(artifacts["scorer_spec"]).read_text())
         self.spec = HeadSpec(**doc["head"])
         self.clip_info = doc["clip"]
@@ -112,22 +120,37 @@ class AestheticScorer(PythonModel):
                     f"the CLIP folder {source.model_id} changed since training (fingerprint {source.revision}, "
                     f"trained with {self.clip_info['revision']}); scores would not match the trained head"
                 )
-        self.device = pick_device(device)
-        self.precision = doc.get("precision")  # as at training; older models have none: the device's choice
+        self.precision = doc.get("precision")  # what its embeddings were computed in at training (None: imported)
+        # what it scores in when precision=auto: a published head as its authors computed it (float32)
+        self.default_precision = doc.get("scoring_precision") or "auto"
         self.decoding = doc.get("decoding", "full")  # as at training; older models decoded in full
-        self.dtype = scoring_dtype(self.precision, self.device)
-        self.model, self.processor = load_backbone(source, self.device)
+        device = pick_device(device)
+        self.model, self.processor = load_backbone(source, device)
         if self.model.embedding_dim != self.spec.in_dim:
             raise RuntimeError(f"backbone {source.model_id} gives {self.model.embedding_dim}-d embeddings but the "
                                f"head was trained on {self.spec.in_dim}-d ones")
+        return self.to(device, precision)
+
+    def to(self, device, precision: str | None = None) -> AestheticScorer:
+        """Move the backbone to `device` (a GPU Spark assigned a task, say) and compute in `precision` (auto: the
+        model's default, or the device's choice; see embedding/precision.py); None keeps the precision asked
+        before."""
+        self.device = torch.device(device)
+        self.model = self.model.to(self.device)
+        self.requested_precision = precision or getattr(self, "requested_precision", "auto")
+        asked = self.requested_precision if self.requested_precision != "auto" else self.default_precision
+        choice = precisions.choose(asked, self.device, recorded=self.precision,
+                                   size=precisions.size_of_model(self.model), load=lambda: (self.model, self.processor))
+        if asked != self.requested_precision:  # a published head, as its authors computed it
+            choice = precisions.Choice(choice.dtype, f"{choice.name} (precision=auto: a published head scores as its "
+                                                     "authors computed it)")
+        self.dtype, self.precision_reason = choice.dtype, choice.reason
         return self
 
-    def to(self, device) -> AestheticScorer:
-        """Move the CLIP to `device` (a GPU Spark assigned a task, say), in that device's precision."""
-        self.device = torch.device(device)
-        self.dtype = scoring_dtype(self.precision, self.device)
-        self.model = self.model.to(self.device)
-        return self
+    @property
+    def compute_precision(self) -> str:
+        """The precision the backbone's forward runs in now (float32, bfloat16, float16)."""
+        return str(self.dtype).removeprefix("torch.")
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """`image` column (bytes or base64) -> DataFrame(score, percentile, error); `path` only outside a server.

@@ -21,7 +21,7 @@ from clip_aesthetics.errors import non_finite_reason
 from clip_aesthetics.images.decode import ImageError, crop_long_side, load_any, load_rgb
 from clip_aesthetics.images.pixels import ModelPixels
 from clip_aesthetics.scoring.reference import annotate, of_spec
-from clip_aesthetics.scoring.requests import decode_value, dispatch
+from clip_aesthetics.scoring.requests import announce, decode_value, dispatch
 
 BATCH = 32  # images per ONNX Runtime call
 
@@ -31,7 +31,7 @@ def providers_for(device: str = "auto") -> list[str]:
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
-    wants_gpu = str(device) == "auto" or str(device).startswith("cuda")
+    wants_gpu = str(device) == "auto" or str(device).lower().startswith("cuda")  # cuda:1, CUDAExecutionProvider
     if wants_gpu and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
@@ -45,6 +45,7 @@ class OnnxScorer(PythonModel):
 
     def load_context(self, context) -> None:
         self.load(context.artifacts)
+        announce(self)
 
     def load(self, artifacts: dict[str, str], device: str = "auto") -> OnnxScorer:
         self.graph = str(artifacts["graph"])
@@ -61,15 +62,23 @@ class OnnxScorer(PythonModel):
         spec = json.loads(Path(artifacts["scorer_spec"]).read_text()) if "scorer_spec" in artifacts else {}
         self.clip_info = spec.get("clip", {"model_id": "", "revision": ""})
         self.reference = of_spec(spec)  # the source's: what `percentile` compares with
+        self.weights = str(self.preprocess.get("weights", "float32"))
         return self.to(device)
 
-    def to(self, device) -> OnnxScorer:
-        """Score on `device` (auto: a CUDA GPU when ONNX Runtime has one, else the CPU)."""
+    def to(self, device, precision: str | None = None) -> OnnxScorer:
+        """Score on `device` (auto: a CUDA GPU when ONNX Runtime has one, else the CPU). The graph computes in the
+        precision it was exported in, whatever `precision` asks (a PyTorch model's setting)."""
         import onnxruntime
 
         self.session = onnxruntime.InferenceSession(self.graph, providers=providers_for(str(device)))
         self.device = self.session.get_providers()[0]
+        asked = "" if precision in (None, "auto", "float32") else f"; {precision} asked, which applies to PyTorch models"
+        self.precision_reason = f"float32 (an ONNX export with {self.weights} weights computes as it was exported{asked})"
         return self
+
+    @property
+    def compute_precision(self) -> str:
+        return "float32" if self.weights == "float32" else f"{self.weights} weights, float32 activations"
 
     @property
     def score_range(self) -> tuple[float, float]:

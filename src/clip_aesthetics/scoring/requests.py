@@ -65,6 +65,19 @@ def decode_value(value, min_short: int | None = None):
     return decode_rgb(image_bytes(value), min_short=min_short)
 
 
+def served() -> bool:
+    """Whether this process is MLflow's scoring server (`mlflow models serve`), which sets this variable."""
+    return os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
+
+
+def announce(scorer) -> None:
+    """A served model says, in the server's log, what it computes in and why."""
+    if served():
+        import sys
+
+        print(f"clip-aesthetics: the served model scores in {scorer.precision_reason}", file=sys.stderr, flush=True)
+
+
 def bad_request(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
@@ -76,17 +89,17 @@ def dispatch(scorer, model_input) -> pd.DataFrame:
     a server answers with, as HTTP 400) says what was wrong.
     """
     frame = pd.DataFrame(model_input)
-    served = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
+    in_server = served()
     if len(frame) == 0:
         # (MLflow drops columns outside the signature first, so a request with only unknown columns lands here)
         raise bad_request("the request holds no rows with an `image` column: send one row per image, "
                           "e.g. {\"dataframe_records\": [{\"image\": \"<base64>\"}]}")
-    if "image" in frame.columns and (served or frame["image"].notna().any()):
+    if "image" in frame.columns and (in_server or frame["image"].notna().any()):
         return scorer.score_bytes(list(frame["image"]))
     if "path" in frame.columns:
-        if served:
+        if in_server:
             raise bad_request("the served model accepts only an `image` column of base64 images, not `path` "
                               "(a server does not read files named by its clients)")
         return scorer.score_paths(list(frame["path"]))
     raise bad_request(f"expected an `image` column (encoded image bytes, base64 in JSON)"
-                      f"{'' if served else ' or a `path` column'}, got columns {list(frame.columns)}")
+                      f"{'' if in_server else ' or a `path` column'}, got columns {list(frame.columns)}")

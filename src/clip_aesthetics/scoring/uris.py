@@ -18,13 +18,19 @@ HEAD_FILE, SPEC_FILE = "head.pt", "scorer.json"  # a PyTorch scorer's head and i
 GRAPH_FILE = "model.onnx"  # an export's graph (scoring/onnx_export.py)
 
 
-def load_scorer(model_uri: str):
-    """The scorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...): an AestheticScorer, or the
-    OnnxScorer of an export (then neither torch nor transformers is imported)."""
+def load_scorer(model_uri: str, precision: str | None = None):
+    """The scorer behind a pyfunc URI (models:/name@alias, runs:/..., models:/m-...): an AestheticScorer computing
+    in `precision` (None: the process's CLIP_AESTHETICS_PRECISION, else auto: see embedding/precision.py), or the
+    OnnxScorer of an export (then neither torch nor transformers is imported, and the export computes in the
+    precision it was exported in)."""
     from clip_aesthetics.errors import UserError
 
     try:
-        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        scorer = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        # loaded in the process's own setting (CLIP_AESTHETICS_PRECISION, else auto): models logged before this
+        # option take no load-time configuration, so the choice is applied after
+        return scorer if precision in (None, getattr(scorer, "requested_precision", "auto")) else \
+            scorer.to(scorer.device, precision)
     except MlflowException as error:
         raise ScoringInputError(
             f"cannot load model {model_uri!r} from tracking store {mlflow.get_tracking_uri()}: {error.message} "

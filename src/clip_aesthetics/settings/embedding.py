@@ -47,7 +47,18 @@ class EngineSettings(Settings):
     spark_partitions: int = Field(0, ge=0, description="Spark tasks to split the images into; 0 = Spark's choice")
 
 
-class CacheSettings(Settings):
+class PrecisionSettings(Settings):
+    """What the backbone's forward computes in, when embedding for training and when scoring."""
+
+    precision: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="dtype of the backbone's forward; auto = float16 on cuda; on a CPU with native bfloat16 "
+        "the faster of float32 and bfloat16 as measured there (once per machine and model size), float32 elsewhere; "
+        "a published head scores in float32. The choice and its reason are printed and logged. Also "
+        "CLIP_AESTHETICS_PRECISION, which a served model reads"
+    )
+
+
+class CacheSettings(PrecisionSettings):
     """Which embedding cache: what `train` needs to find the one `embed` wrote."""
 
     cache_dir: Path = Field(
@@ -56,10 +67,6 @@ class CacheSettings(Settings):
         "and decoding",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda when available")
-    precision: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="dtype of the CLIP forward; auto = float16 on cuda, bfloat16 on CPUs that compute it "
-        "natively (AVX512-BF16, AMX), float32 elsewhere (the choice and its reason are printed and logged)"
-    )
     decoding: Literal["full", "reduced"] = Field(
         "full", description="full: every image decoded whole, as CLIP's own preprocessing does; reduced: JPEGs "
         "at least twice CLIP's input size are decoded at 1/2, 1/4 or 1/8 size (DCT scaling), 2-4x less decoding "

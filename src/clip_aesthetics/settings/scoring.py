@@ -6,11 +6,18 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from clip_aesthetics.settings.embedding import EngineSettings
+from clip_aesthetics.settings.embedding import EngineSettings, PrecisionSettings
 from clip_aesthetics.settings.values import optional_number
 
 
-class ScoreSettings(EngineSettings):
+def requested_precision(model_config: dict | None = None) -> str:
+    """The precision a model loaded by MLflow computes in: its load's model_config (load_scorer passes the user's
+    choice), else this process's CLIP_AESTHETICS_PRECISION (a served model, a notebook), else auto."""
+    asked = (model_config or {}).get("precision")
+    return str(asked) if asked else PrecisionSettings().precision
+
+
+class ScoreSettings(EngineSettings, PrecisionSettings):
     model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
     gallery: str = Field("", description="also write an HTML page of the scored images by score bucket, with the "
                          "histogram, top, bottom and failures (self-contained); empty = none")

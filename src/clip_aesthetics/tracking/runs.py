@@ -1,6 +1,6 @@
 """Params, metrics, tables, figures, datasets and notes -> MLflow runs: the run-tracking edge's one MLflow wrapper.
 
-The workflows (workflows/: one module per entry point) call these; nothing below them (pipeline, embed, head, training, metrics)
+The workflows (workflows/: one module per entry point) call these; nothing below them (filling, embed, head, training, metrics)
 logs anything. The scorer model's files are the scorer module's; the registry's calls are registry.py's.
 """
 

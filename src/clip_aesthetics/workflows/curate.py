@@ -18,7 +18,7 @@ from clip_aesthetics.scoring.samples import is_shard
 def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "local", image_column: str = "",
                   min_score: float | None = None, top_fraction: float | None = None,
                   min_percentile: float | None = None, write_shards: Path | None = None,
-                  gallery: Path | None = None, fresh: bool = False) -> dict:
+                  gallery: Path | None = None, fresh: bool = False, precision: str | None = None) -> dict:
     """Score, summarise and select; prints what it did, returns the summary."""
     from clip_aesthetics.scoring.reference import describe as reference_line, of_spec
     from clip_aesthetics.scoring.uris import describe_model, download_model, model_identity, read_spec, score_range_of
@@ -39,7 +39,7 @@ def curate_inputs(paths: list[str], model_uri: str, out: Path, engine: str = "lo
         print(f"resuming: {len(paths) - len(todo)} of {len(paths)} input(s) already have a complete part in {out}, "
               "scored by the same model with the same options")
     if todo:
-        where.score_inputs(todo, folder, out, job, image_column)
+        where.score_inputs(todo, folder, out, job, image_column, precision)
     frame = curate.read_parts(out, paths)
     score_range = score_range_of(folder)
     summary = curation_report.write_summary(frame, out, score_range, reference)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from clip_aesthetics.backbones.families import BackboneSource, describe, resolve_backbone
 from clip_aesthetics.data.labels import Labelled, read_dataset
-from clip_aesthetics.embedding.pipeline import EmbedReport, embed_dataset
+from clip_aesthetics.embedding.filling import EmbedReport, embed_dataset
 from clip_aesthetics.engines import embedder
 from clip_aesthetics.heads.training import backbone_label
 from clip_aesthetics.settings import DatasetSettings, EmbedSettings

@@ -18,7 +18,7 @@ import pandas as pd
 
 from clip_aesthetics.data.labels import Labelled, read_dataset
 from clip_aesthetics.data.splits import check_split
-from clip_aesthetics.embedding.pipeline import dataset_split
+from clip_aesthetics.embedding.features import dataset_split
 from clip_aesthetics.errors import UserError
 from clip_aesthetics.heads import metrics
 from clip_aesthetics.heads.evaluation import measure, measure_pairs, same_scale

@@ -50,7 +50,7 @@ def _files_here(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
     refuse_an_input(out, paths)
     writer_for(out)  # a format no writer has: refused before any work
     check_store(settings.model, store)
-    frame = score_files(paths, settings.model, settings.num_workers)
+    frame = score_files(paths, settings.model, settings.num_workers, settings.precision)
     write_scores(frame, out)
     if settings.gallery:
         write_gallery(frame, Path(settings.gallery))
@@ -74,7 +74,7 @@ def _files_elsewhere(settings: ScoreSettings, store: str, inputs: list[str]) -> 
     where.start()  # first: without what the engine needs nothing else matters
     check_store(settings.model, store)
     print(f"model: {describe_model(settings.model)}")
-    done = where.score_files(inputs, settings.model, out, settings.spark_partitions)
+    done = where.score_files(inputs, settings.model, out, settings.spark_partitions, settings.precision)
     if settings.gallery:  # from the parquet the engine wrote; files on this machine's filesystem show as thumbnails
         import pandas as pd
 
@@ -113,4 +113,5 @@ def _curate(settings: ScoreSettings, store: str, paths: list[str]) -> None:
                   min_percentile=float(settings.min_percentile) if settings.min_percentile.strip() else None,
                   top_fraction=settings.top_fraction or None,
                   write_shards=Path(settings.write_shards) if settings.write_shards else None,
-                  gallery=Path(settings.gallery) if settings.gallery else None, fresh=settings.fresh)
+                  gallery=Path(settings.gallery) if settings.gallery else None, fresh=settings.fresh,
+                  precision=settings.precision)

@@ -23,7 +23,7 @@ from clip_aesthetics.tracking.runs import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
 from clip_aesthetics.settings import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
 from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.engines import embedder
-from clip_aesthetics.embedding.pipeline import EmbedReport, embed_dataset
+from clip_aesthetics.embedding.filling import EmbedReport, embed_dataset
 from clip_aesthetics.workflows.embed import clip_params
 from clip_aesthetics.workflows.train import checked_dataset, train_and_log
 from clip_aesthetics.heads.training import SELECTION_METRIC, backbone_label, default_run_name

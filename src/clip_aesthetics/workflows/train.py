@@ -15,7 +15,8 @@ import pandas as pd
 from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.data.labels import Labelled, read_dataset
 from clip_aesthetics.data.splits import check_split, split_table
-from clip_aesthetics.embedding.pipeline import EmbedReport, dataset_split, load_dataset, locate_cache
+from clip_aesthetics.embedding.features import dataset_split, load_dataset
+from clip_aesthetics.embedding.filling import EmbedReport, locate_cache
 from clip_aesthetics.heads.training import TrainResult, default_run_name, train_and_evaluate
 from clip_aesthetics.reports import gallery as gallery_module
 from clip_aesthetics.reports import plots
@@ -143,7 +144,8 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
     for figure in figures.values():
         plots.close(figure)
     reference = make_reference(result.test_pred, f"this model's predictions on the {len(dataset.test.ids)} test "
-                               f"images of {labelled.name}", dataset.test.scores)
+                               f"images of {labelled.name}", dataset.test.scores, result.spec.score_range,
+                               report.precision)
     tracking.log_params({"percentile_reference": reference_line(reference)})
     log_scorer(MODEL_NAME, result.best_state, {**scorer_spec(result, report),
                                                **({REFERENCE_KEY: reference.to_doc()} if reference else {})})

@@ -9,7 +9,7 @@ import torch
 
 from clip_aesthetics.embedding import embed as embed_module
 from clip_aesthetics.data import ava
-from clip_aesthetics.embedding import pipeline
+from clip_aesthetics.embedding import features, filling
 from clip_aesthetics.data.ava import read_ava
 from clip_aesthetics.settings import DataSettings, EmbedSettings
 from clip_aesthetics.backbones.families import BackboneUnavailableError, load_backbone, resolve_backbone
@@ -70,7 +70,7 @@ def test_second_embed_does_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypat
     def no_model(*_):
         raise AssertionError("the model was loaded although every image is cached")
 
-    monkeypatch.setattr(pipeline, "load_backbone", no_model)
+    monkeypatch.setattr(filling, "load_backbone", no_model)
     assert embed_named(data, embed, clip).n_processed == 0
 
 
@@ -80,7 +80,7 @@ def test_interrupted_embed_resumes_without_recomputing_finished_shards(ava_copy,
     count_forwards(monkeypatch, fail_after=5)
     with pytest.raises(KeyboardInterrupt):
         embed_named(data, embed, clip)
-    cache = pipeline.cache_for(embed.cache_dir, clip, ava_copy / "image", "float32")
+    cache = filling.cache_for(embed.cache_dir, clip, ava_copy / "image", "float32")
     assert len(cache.shards()) == 2, "two full shards of 32 were written before the kill"
     done = len(cache.answers())
     assert done >= 64 and not list(cache.root.glob(".*.tmp")), "no half-written shard is left behind"
@@ -150,7 +150,7 @@ def test_a_repaired_image_is_embedded_and_its_old_failure_forgotten(ava_copy, ti
 def test_failures_that_still_fail_do_no_clip_work(ava_copy, tiny_clip, tmp_path, monkeypatch):
     data, embed, clip = settings(ava_copy, tiny_clip, tmp_path / "cache")
     embed_named(data, embed, clip)
-    monkeypatch.setattr(pipeline, "load_backbone", lambda *_: pytest.fail("model loaded for images that still fail"))
+    monkeypatch.setattr(filling, "load_backbone", lambda *_: pytest.fail("model loaded for images that still fail"))
     assert embed_named(data, embed, clip).n_processed == 0
 
 
@@ -188,8 +188,8 @@ def test_train_never_reads_a_damaged_shard(ava_copy, tiny_clip, tmp_path):
     payload = bytearray(shard.read_bytes())
     payload[len(payload) // 2] ^= 0x01
     shard.write_bytes(bytes(payload))
-    with pytest.raises(pipeline.DatasetError, match="run `clip-aesthetics embed` again"):
-        pipeline.load_dataset(DataSettings(ava_dir=ava_copy), pipeline.EmbeddingCache(cache.root))
+    with pytest.raises(features.DatasetError, match="run `clip-aesthetics embed` again"):
+        features.load_dataset(DataSettings(ava_dir=ava_copy), features.EmbeddingCache(cache.root))
 
 
 def test_a_damaged_manifest_is_rewritten_by_embed_and_named_by_train(ava_copy, tiny_clip, tmp_path):
@@ -237,7 +237,10 @@ def test_half_precision_embeddings_leave_the_model_in_float32(tiny_clip, dtype):
 def test_auto_precision_completes_an_existing_cache_instead_of_starting_over(sample_ava, tiny_clip, tmp_path,
                                                                             monkeypatch, native):
     """A float32 cache made before bfloat16 became the CPU default is reused by precision=auto: no CLIP work."""
-    monkeypatch.setattr(embed_module, "native_bfloat16", lambda: native)
+    from clip_aesthetics.embedding import precision
+
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: native)
+    monkeypatch.delenv("CLIP_AESTHETICS_PRECISION")
     data, embed, clip = settings(sample_ava, tiny_clip, tmp_path / "cache", precision="float32")
     embed_named(data, embed, clip)
     seen = count_forwards(monkeypatch)
