@@ -13,12 +13,13 @@ keep = max(1, round(min(w, h) * prep["max_aspect"]))  # very long strips: their 
 if max(w, h) > keep:
     image = image.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep))
     w, h = image.size
+resample = Image.Resampling[px.get("resample", "bicubic").upper()]  # the processor's own filter
 if px["mode"] == "fixed":  # SigLIP: straight to height x width
-    image = image.resize((px["width"], px["height"]), Image.Resampling.BICUBIC)
+    image = image.resize((px["width"], px["height"]), resample)
 else:  # CLIP, DINOv2: short side to shortest_edge, then the centre crop
     s, c = px["shortest_edge"], px["crop_size"]
     size = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
-    image = image.resize(size, Image.Resampling.BICUBIC)
+    image = image.resize(size, resample)
     left, top = (size[0] - c) // 2, (size[1] - c) // 2
     image = image.crop((left, top, left + c, top + c))
 session = onnxruntime.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])

@@ -18,6 +18,8 @@ def embed_named(data, embed, source, progress: bool = False) -> EmbedReport:
 FAMILIES = {  # `backbones` fixture name -> (kind, options): one tiny random model of each supported family
     "clip768": ("clip", {"projection_dim": 768}),
     "siglip": ("siglip", {}),
+    "siglip2_fixres": ("siglip", {"resample": 2}),  # SigLIP 2 FixRes: a SigLIP model whose processor is bilinear
+    "siglip_nearest": ("siglip", {"resample": 0}),
     "siglip2_naflex": ("siglip2", {}),
     "dinov2": ("dinov2", {}),
     "dinov2_registers": ("dinov2", {"registers": 4}),

@@ -60,7 +60,8 @@ def scorer_of(folder: Path, tmp_path: Path, embed_norm: str, seed: int = 0) -> A
 
 
 @pytest.mark.parametrize("name, embed_norm", [("clip768", "l2"), ("siglip", "none"), ("dinov2", "l2"),
-                                              ("dinov2_registers", "none")])
+                                              ("dinov2_registers", "none"), ("siglip2_fixres", "none"),
+                                              ("siglip_nearest", "l2")])
 def test_each_familys_float32_export_scores_as_pytorch(backbones, name, embed_norm, tmp_path):
     from clip_aesthetics.scoring.onnx_model import OnnxScorer
 
@@ -79,6 +80,8 @@ def test_each_familys_float32_export_scores_as_pytorch(backbones, name, embed_no
     assert np.mean(difference < 1e-5) >= 0.5, difference
     doc = json.loads((tmp_path / "onnx" / "preprocess.json").read_text())
     assert doc["pixels"]["mode"] in ("short-crop", "fixed") and doc["input"]["dtype"] == "uint8"
+    filters = {"siglip2_fixres": "bilinear", "siglip_nearest": "nearest"}
+    assert doc["pixels"]["resample"] == filters.get(name, "bicubic"), "the processor's own filter, not bicubic"
 
 
 def test_naflex_is_refused_in_one_line(backbones, tmp_path):

@@ -242,10 +242,11 @@ def save_random_clip(folder: Path, size: str = "tiny", seed: int = 0, projection
 
 
 def save_random_backbone(folder: Path, kind: str, seed: int = 0, registers: int = 0, projection_dim: int = 16,
-                         **vision) -> Path:
+                         resample: int | None = None, **vision) -> Path:
     """A randomly initialised model and its processor saved with save_pretrained, no download: `kind` a family
-    (clip, siglip, siglip2 (NaFlex), dinov2, or any family with a random builder; tiny, for tests; `vision` overrides its sizes) or a named checkpoint's real size
-    (b32, b16, l14, siglip-so400m, dinov2-l; for benchmarks)."""
+    (clip, siglip, siglip2 (NaFlex), dinov2, or any family with a random builder; tiny, for tests; `vision`
+    overrides its sizes) or a named checkpoint's real size (b32, b16, l14, siglip-so400m, dinov2-l; for
+    benchmarks). `resample`: the processor's resize filter as Pillow numbers it (SigLIP 2 FixRes: 2, bilinear)."""
     torch.manual_seed(seed)
     tiny = kind not in REAL_SIZES
     if tiny:
@@ -263,6 +264,8 @@ def save_random_backbone(folder: Path, kind: str, seed: int = 0, registers: int 
                          f"{', '.join(REAL_SIZES)}") from None
     options = {"registers": registers} if registers else {}
     model, processor = row.build_random(vision, crop, tiny, **options)
+    if resample is not None:
+        processor.resample = resample
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return Path(folder)

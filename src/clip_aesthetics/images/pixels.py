@@ -2,7 +2,8 @@
 
 The processors of the supported families (CLIP, SigLIP, DINOv2; the Pil backend transformers uses without
 torchvision) do one of two things: short side to `shortest_edge`, centre crop (CLIP, DINOv2), or a resize to
-a fixed height x width (SigLIP); then 1/255 and mean/std. SigLIP 2 NaFlex processors (variable resolution
+a fixed height x width (SigLIP, SigLIP 2 FixRes); then 1/255 and mean/std. The resize uses the processor's own
+`resample` filter, any of Pillow's (bicubic for CLIP, SigLIP and DINOv2; bilinear for SigLIP 2 FixRes). SigLIP 2 NaFlex processors (variable resolution
 within a patch budget) are called as they are, their three outputs packed into one array per image. ModelPixels does the same steps itself, about 2x
 faster, and tests hold it equal to the processor. Split in two so that decoding workers do the image work and
 hand over 8-bit pixels (a quarter of the bytes), while 1/255 and mean/std run once per batch where the model
@@ -18,6 +19,8 @@ from PIL import Image
 SHORT_SIDE_AND_CROP = {"CLIPImageProcessor", "CLIPImageProcessorPil", "BitImageProcessor", "BitImageProcessorPil"}
 FIXED_SIZE = {"SiglipImageProcessor", "SiglipImageProcessorPil"}
 NAFLEX = {"Siglip2ImageProcessor", "Siglip2ImageProcessorPil"}  # called as they are; their output packed
+# Pillow's filters by the number a processor's `resample` holds, and by the name preprocess.json writes
+FILTERS = {int(f): f.name.lower() for f in Image.Resampling}
 
 
 class ModelPixels:
@@ -38,6 +41,7 @@ class ModelPixels:
             self.height, self.width = int(processor.size["height"]), int(processor.size["width"])
             self.short = max(self.height, self.width)  # reduced decoding keeps at least this short side
         if self.fast:
+            self.resample = Image.Resampling(int(processor.resample))
             self.scale = float(np.float32(processor.rescale_factor))
             self.mean = np.asarray(processor.image_mean, dtype=np.float32).reshape(1, 3, 1, 1)
             self.std = np.asarray(processor.image_std, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -48,7 +52,7 @@ class ModelPixels:
         if not self.fast:
             raise ValueError(f"{type(self.processor).__name__} is called as it is (mode {self.mode or 'processor'}): "
                              "its steps are not ones this project reproduces, so they cannot be described")
-        doc = {"mode": self.mode, "resample": "bicubic", "rescale_factor": self.scale,
+        doc = {"mode": self.mode, "resample": FILTERS[int(self.resample)], "rescale_factor": self.scale,
                "image_mean": self.mean.ravel().tolist(), "image_std": self.std.ravel().tolist()}
         if self.mode == "short-crop":
             doc.update(shortest_edge=self.short, crop_size=self.crop_side)
@@ -61,6 +65,10 @@ class ModelPixels:
         """The ModelPixels a `describe` output stands for, without the processor (or transformers)."""
         pixels = cls.__new__(cls)
         pixels.processor, pixels.mode, pixels.fast = None, doc["mode"], True
+        names = {name: number for number, name in FILTERS.items()}
+        if str(doc.get("resample", "bicubic")) not in names:
+            raise ValueError(f"resample {doc.get('resample')!r}: expected one of {', '.join(names)}")
+        pixels.resample = Image.Resampling(names[str(doc.get("resample", "bicubic"))])
         pixels.scale = float(doc["rescale_factor"])
         pixels.mean = np.asarray(doc["image_mean"], dtype=np.float32).reshape(1, 3, 1, 1)
         pixels.std = np.asarray(doc["image_std"], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -89,13 +97,13 @@ class ModelPixels:
             return self.processor(images=image, return_tensors="np")["pixel_values"][0]
         image = image.convert("RGB")
         if self.mode == "fixed":
-            return np.asarray(image.resize((self.width, self.height), resample=Image.Resampling.BICUBIC))
+            return np.asarray(image.resize((self.width, self.height), resample=self.resample))
         width, height = image.size
         if width <= height:
             size = (self.short, int(self.short * height / width))
         else:
             size = (int(self.short * width / height), self.short)
-        image = image.resize(size, resample=Image.Resampling.BICUBIC)
+        image = image.resize(size, resample=self.resample)
         left, top = (size[0] - self.crop_side) // 2, (size[1] - self.crop_side) // 2
         return np.asarray(image.crop((left, top, left + self.crop_side, top + self.crop_side)))
 
@@ -115,8 +123,11 @@ def _fast_mode(processor) -> str | None:
     size = getattr(processor, "size", None) or {}
     crop = getattr(processor, "crop_size", None) or {}
     steps = all(getattr(processor, f"do_{step}", False) for step in ("resize", "rescale", "normalize"))
-    bicubic = int(getattr(processor, "resample", -1)) == int(Image.Resampling.BICUBIC)
-    if not (steps and bicubic and len(getattr(processor, "image_mean", []) or []) == 3):
+    try:
+        pillow_filter = int(getattr(processor, "resample", -1)) in FILTERS
+    except (TypeError, ValueError):  # a torchvision InterpolationMode, say: the processor is called as it is
+        pillow_filter = False
+    if not (steps and pillow_filter and len(getattr(processor, "image_mean", []) or []) == 3):
         return None
     if (name in SHORT_SIDE_AND_CROP and getattr(processor, "do_center_crop", False) and size.get("shortest_edge")
             and not size.get("longest_edge") and crop.get("height") and crop.get("height") == crop.get("width")):

@@ -61,7 +61,8 @@ def test_the_embedding_of_each_family_equals_transformers_own(backbones, name):
     pixels = ModelPixels(processor)
     naflex = name == "siglip2_naflex"  # variable resolution: its processor is called as it is
     assert pixels.fast is not naflex, "the direct pixel path covers this family's processor"
-    expected_dim = {"clip768": 768, "siglip": 32, "siglip2_naflex": 32, "dinov2": 64, "dinov2_registers": 64}[name]
+    expected_dim = {"clip768": 768, "siglip": 32, "siglip2_fixres": 32, "siglip_nearest": 32, "siglip2_naflex": 32,
+                    "dinov2": 64, "dinov2_registers": 64}[name]
     assert model.embedding_dim == expected_dim
     for image in varied_images():
         if not naflex:
