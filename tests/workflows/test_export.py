@@ -173,3 +173,25 @@ def test_the_export_scores_in_a_fresh_process_without_torch(exported, sample_ava
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert abs(float(done.stdout.split()[-1]) - score) < 1e-4
+
+
+def test_a_bilinear_siglip2_fixres_model_exports_registers_and_scores_as_pytorch(backbones, sample_ava, tmp_path,
+                                                                                tracking_uri):
+    """SigLIP 2 FixRes checkpoints resize bilinearly: trained, exported and registered through the CLI, the export
+    scores the files as the PyTorch model does."""
+    assert cli.main(["main", "--clip", str(backbones["siglip2_fixres"]), "--ava-dir", str(sample_ava), "--cache-dir",
+                     str(tmp_path / "cache"), "--epochs", "2", "--lr", "0.003", "--num-workers", "0",
+                     "--gallery", "false"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    model = f"runs:/{run.info.run_id}/model"
+    assert cli.main(["export", "--model", model, "--model-name", "fixres"]) == 0
+    version = mlflow.MlflowClient().get_model_version_by_alias("fixres", "float32")
+    assert version.tags["runtime"] == "onnx"
+    photos = sorted((sample_ava / "image").glob("*.jpg"))[:10]
+    for uri, out in ((model, "torch.csv"), ("models:/fixres@float32", "onnx.csv")):
+        assert cli.main(["score", *map(str, photos), "--model", uri, "--out", str(tmp_path / out)]) == 0
+    torch_scores, onnx_scores = (pd.read_csv(tmp_path / n, keep_default_na=False) for n in ("torch.csv", "onnx.csv"))
+    ok = torch_scores["error"] == ""
+    assert ok.sum() >= 8 and onnx_scores["error"].tolist() == torch_scores["error"].tolist()
+    np.testing.assert_allclose(onnx_scores.loc[ok, "score"].astype(float), torch_scores.loc[ok, "score"].astype(float),
+                               atol=1e-3)
