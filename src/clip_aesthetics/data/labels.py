@@ -125,10 +125,11 @@ def read_dataset(data, cache_dir: Path | None = None) -> Labelled:
         return from_ava(data)
     from clip_aesthetics.data.pairs import is_pair_table, read_pairs
 
-    if is_pair_table(Path(data.labels).expanduser()):
+    columns = dict(image_a_column=getattr(data, "image_a_column", ""), image_b_column=getattr(data, "image_b_column", ""))
+    if is_pair_table(Path(data.labels).expanduser(), **columns):
         return Labelled(**read_pairs(Path(data.labels).expanduser(), image_dir=Path(data.image_dir).expanduser() if
                                      data.image_dir else None, preference_column=getattr(data, "preference_column", ""),
-                                     memo=ContentIds(cache_dir) if cache_dir else None))
+                                     memo=ContentIds(cache_dir) if cache_dir else None, **columns))
     return read_labels(Path(data.labels).expanduser(), image_dir=Path(data.image_dir).expanduser() if data.image_dir
                        else None, image_column=data.image_column, score_column=data.score_column,
                        vote_columns=parse_votes(data.vote_columns), score_range=parse_range(

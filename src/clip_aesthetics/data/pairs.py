@@ -1,11 +1,12 @@
 """A table of pairwise preferences -> a Labelled dataset of kind "pairs": which of two images people preferred.
 
-A pair table is any labels table (CSV, TSV, parquet, JSON Lines) with the columns `image_a` and `image_b` (paths
-or image bytes, like a labels table's image column) and a preference: `a`, `b` or `tie`; or a number from 0 to 1,
-the share of raters who preferred image_a (1: image_a, 0: image_b, 0.5: a tie, 0.7: 70% for image_a). Its
-column is found among PREFERENCE_COLUMNS, or named with `preference_column=`. Both image columns go through the
-same content-keyed cache as every labels table. A pair naming a missing or unreadable image, or the same image
-twice, is set aside with its reason; a preference this project cannot read is refused naming its line.
+A pair table is any labels table (CSV, TSV, parquet, JSON Lines, a JSON array) in one of the layouts of
+pair_layouts.py: this project's own (`image_a`, `image_b` and a preference: `a`, `b` or `tie`, or the share of
+raters who preferred image_a, 0 to 1), or any columns named with `image_a_column=`, `image_b_column=` and
+`preference_column=`, Pick-a-Pic's parquet and HPD v2's JSON as published. The image cells (paths or image bytes,
+like a labels table's image column) go through the same content-keyed cache as every labels table. A pair naming
+a missing or unreadable image, or the same image twice, or one its layout marks as unusable, is set aside with
+its reason; a preference this project cannot read is refused naming its line.
 """
 
 from __future__ import annotations
@@ -19,45 +20,26 @@ import numpy as np
 import pandas as pd
 
 from clip_aesthetics.data.cells import ContentIds, image_source
-from clip_aesthetics.data.tables import LabelsError, find_column, locate_table, read_table, split_in
+from clip_aesthetics.data.pair_layouts import layout_of
+from clip_aesthetics.data.tables import LabelsError, locate_table, read_table, split_in
 
-PAIR_COLUMNS = ("image_a", "image_b")
-PREFERENCE_COLUMNS = ("preference", "winner", "choice", "label", "prob_a", "p_a")
-WORDS = {"a": 1.0, "image_a": 1.0, "b": 0.0, "image_b": 0.0, "tie": 0.5, "draw": 0.5}
 PAIR_SCALE = (1.0, 10.0)  # the declared scale a pairwise head's scores are mapped onto (heads/pairwise.py)
 PAIR_TARGET = (1.5, 5.5)  # score = utility * 1.5 + 5.5 while training; the trained head fixes its own map
 
 
-def is_pair_table(path: Path) -> bool:
-    """Whether the labels table at `path` has the two image columns of a pair table."""
+def is_pair_table(path: Path, image_a_column: str = "", image_b_column: str = "") -> bool:
+    """Whether the labels table at `path` is a pair table: a layout of pair_layouts.py, or image columns named."""
+    if image_a_column or image_b_column:
+        return True
     try:
         rows = read_table(locate_table(Path(path))[0][0])
     except (LabelsError, IndexError):
         return False
-    columns = {str(c).lower() for c in rows.frame.columns}
-    return all(c in columns for c in PAIR_COLUMNS)
-
-
-def preference_in(value, place: str, column: str) -> float:
-    """a / b / tie, or the share of raters preferring image_a (0-1); anything else refused naming the line."""
-    if isinstance(value, str) and value.strip().lower() in WORDS:
-        return WORDS[value.strip().lower()]
-    number = None
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
-    if number is None or not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise LabelsError(f"{place}: preference {value!r} in column {column!r} is none of a, b, tie, or a number "
-                          "from 0 to 1 (the share of raters preferring image_a)")
-    return number
+    return layout_of(rows.frame.columns) is not None
 
 
 def read_pairs(path: Path, image_dir: Path | None = None, preference_column: str = "",
-               memo: ContentIds | None = None) -> dict:
+               memo: ContentIds | None = None, image_a_column: str = "", image_b_column: str = "") -> dict:
     """Read and check a pair table; nothing is embedded. Returns the fields of its labels.Labelled (kind "pairs")."""
     path = Path(path)
     memo = memo or ContentIds(None)
@@ -70,33 +52,23 @@ def read_pairs(path: Path, image_dir: Path | None = None, preference_column: str
         if len(rows.frame) == 0:
             raise LabelsError(f"{table_path}: the table holds no rows")
         root = Path(os.path.realpath(image_dir if image_dir is not None else rows.folder))
-        lowered = {str(c).lower(): c for c in rows.frame.columns}
-        columns = [lowered[c] for c in PAIR_COLUMNS]
-        preference = find_column(rows, preference_column, PREFERENCE_COLUMNS, "preference", "preference_column",
-                                 table_path)
-        split_column = lowered.get("split")
+        layout = layout_of(rows.frame.columns, image_a_column, image_b_column)
+        if layout is None:
+            raise LabelsError(f"{table_path}: not a pair table this project reads (image_a, image_b and a "
+                              "preference; Pick-a-Pic's or HPD's layout; or name its columns with image_a_column=, "
+                              "image_b_column=, preference_column=)")
+        read = layout.reader(rows, table_path, preference_column, image_a_column, image_b_column, root)
+        split_column = {str(c).lower(): c for c in rows.frame.columns}.get("split")
         has_split = has_split or bool(folder_split) or split_column is not None
         for index, place in enumerate(rows.where):
             record = rows.frame.iloc[index]
-            value = preference_in(record[preference], place, str(preference))
             split = split_in(record, split_column, folder_split, place)
-            ids, reason = [], None
-            for side, column in zip("ab", columns, strict=True):
-                name, source, why = image_source(record[column], root, place)
-                if why is None:
-                    image_id, why = memo.key(source)
-                if why is not None:
-                    reason = f"image_{side} {name!r}: {why}"
-                    break
-                ids.append(image_id)
-                names.setdefault(image_id, name)
-                sources.setdefault(image_id, source)
-            if reason is None and ids[0] == ids[1]:
-                reason = f"image_a and image_b are the same image ({names[ids[0]]!r})"
-            if reason is not None:
-                skipped.append((-1, f"{record[columns[0]]!s} vs {record[columns[1]]!s}"[:200], f"{reason} ({place})"))
-                continue
-            kept.append((ids[0], ids[1], value, split, place))
+            for pair in read(record, place):
+                ids, reason = _keyed(pair, root, place, memo, names, sources)
+                if reason is not None:
+                    skipped.append((-1, f"{_shown(pair.a)} vs {_shown(pair.b)}"[:200], f"{reason} ({place})"))
+                    continue
+                kept.append((ids[0], ids[1], pair.preference, split, place))
     memo.save()
     pairs = pd.DataFrame(kept, columns=["a_id", "b_id", "preference", "split", "place"])
     if len(pairs) == 0:
@@ -113,6 +85,29 @@ def read_pairs(path: Path, image_dir: Path | None = None, preference_column: str
                 sources={int(i): sources[int(i)] for i in used}, score_range=PAIR_SCALE,
                 threshold=sum(PAIR_SCALE) / 2, skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]),
                 given_split=has_split, pairs=pairs)
+
+
+def _shown(cell) -> str:
+    return f"<{len(cell)} bytes>" if isinstance(cell, (bytes, bytearray)) else str(cell)
+
+
+def _keyed(pair, root: Path, place: str, memo: ContentIds, names: dict, sources: dict):
+    """(content ids of the pair's two images, None), or (None, why the pair is set aside)."""
+    if pair.reason:
+        return None, pair.reason
+    ids = []
+    for side, cell in zip("ab", (pair.a, pair.b), strict=True):
+        name, source, why = image_source(cell, root, place)
+        if why is None:
+            image_id, why = memo.key(source)
+        if why is not None:
+            return None, f"image_{side} {name!r}: {why}"
+        ids.append(image_id)
+        names.setdefault(image_id, name)
+        sources.setdefault(image_id, source)
+    if ids[0] == ids[1]:
+        return None, f"image_a and image_b are the same image ({names[ids[0]]!r})"
+    return ids, None
 
 
 def _digest(pairs: pd.DataFrame) -> str:

@@ -16,8 +16,10 @@ from clip_aesthetics.errors import UserError
 
 IMAGE_COLUMNS = ("file_name", "image", "image_name", "image_path", "path", "filename", "file", "img", "jpg")
 SCORE_COLUMNS = ("score", "mos", "mean_score", "rating", "label")
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test",
+               "validation_unique": "val", "test_unique": "test"}  # the last two: Pick-a-Pic's split names
 METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+
 
 class LabelsError(UserError, ValueError):
     """The labels table cannot be used as given; the message names the file, the line or column, and the value."""

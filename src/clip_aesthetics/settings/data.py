@@ -27,9 +27,14 @@ class DatasetSettings(Settings):
                               "the first of file_name, image, image_name, image_path, path, filename found")
     score_column: str = Field("", description="the table's score column; empty = the first of score, mos, "
                               "mean_score, rating, label found (any case)")
-    preference_column: str = Field("", description="a pair table (columns image_a, image_b): its preference column "
-                                   "(a, b, tie, or the share preferring image_a, 0-1); empty = the first of "
-                                   "preference, winner, choice, label, prob_a, p_a")
+    preference_column: str = Field("", description="a pair table: its preference column (a, b, tie, or the share "
+                                   "preferring image a, 0-1); empty = the first of preference, winner, choice, "
+                                   "label, prob_a, p_a (Pick-a-Pic: label_0)")
+    image_a_column: str = Field("", description="a pair table in a layout of your own: the column of its first image "
+                                "(paths or bytes); with image_b_column. Empty: image_a, or a layout read as "
+                                "published (Pick-a-Pic's jpg_0 / image_0_uid, HPD's image_path)")
+    image_b_column: str = Field("", description="a pair table in a layout of your own: the column of its second "
+                                "image; with image_a_column")
     vote_columns: str = Field("", description="vote-count columns instead of a score, lowest rating first (c1..c5 "
                               "or c1,c2,c3,c4,c5): the score is their mean rating, as AVA's")
 
@@ -38,6 +43,12 @@ class DatasetSettings(Settings):
     def _check_votes(cls, value: str) -> str:
         parse_votes(value)
         return value
+
+    @model_validator(mode="after")
+    def _both_image_columns(self):
+        if bool(self.image_a_column) != bool(self.image_b_column):
+            raise ValueError("image_a_column and image_b_column name a pair table's two image columns: give both")
+        return self
 
 
 class DataSettings(DatasetSettings):
