@@ -112,9 +112,45 @@ def test_a_relu_chain_applies_the_activation_between_layers(backbones, ratings, 
                                                             relu=True), rtol=1e-5, atol=1e-5)
     ref = scorer.score_paths(sorted(folder.glob("*.jpg")), num_workers=0)["score"].dropna().to_numpy()
     assert len(ref) == 12 and scorer.reference.count == 12 and str(folder.resolve()) in scorer.reference.what
-    np.testing.assert_allclose(scored["percentile"], [np.mean(ref < s) * 100 for s in scored["score"]], atol=1e-9)
+    step = scorer.reference.resolution
+    grid = np.round(ref / step)
+    mid_rank = [(np.sum(grid < np.round(s / step)) + np.sum(grid == np.round(s / step)) / 2) / len(grid) * 100
+                for s in scored["score"]]
+    np.testing.assert_allclose(scored["percentile"], mid_rank, atol=1e-9)
     version = mlflow.MlflowClient().get_model_version_by_alias("relu", "champion")
-    assert "12 images in" in version.description
+    assert "12 images in" in version.description and "computed in float32" in version.description
+    # registered with its float32 weights, it scores in float32: the float32 computation exactly
+    assert "Fidelity to a float32 computation of the same head on the 12 reference images" in version.description
+    assert float(version.tags["fidelity_max_abs_diff"]) < 1e-6 and scorer.compute_precision == "float32"
+
+
+@pytest.mark.parametrize("bundle", ["auto", "float16"])
+def test_a_published_head_scores_in_float32_where_bfloat16_is_faster_and_says_its_fidelity(
+        backbones, ratings, tmp_path, tracking_uri, fake_cpu, bundle):
+    """On a CPU that measures bfloat16 faster (faked, whatever this machine's CPU), a published head still scores
+    as its authors computed it: float32, with the backbone's weights as published (float32 here); the version's
+    description says how far it is from a float32 computation on the reference images: nothing for auto, the
+    rounding of float16 weights when they are asked for."""
+    fake_cpu(native=True, speed=3.0)
+    state = published_state("improved-mlp", 768, seed=6)
+    torch.save(state, tmp_path / "sac+logos+ava1-l14-linearMSE.pth")
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    for path in sorted((ratings / "images").glob("*.jpg"))[:16]:
+        shutil.copy(path, folder / path.name)
+    name = f"improved-{bundle}"
+    assert cli.main(["import-head", str(tmp_path / "sac+logos+ava1-l14-linearMSE.pth"), "--clip",
+                     str(backbones["improved-mlp"]), "--model-name", name, "--bundle-dtype", bundle,
+                     "--reference", str(folder)]) == 0
+    version = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
+    assert version.tags["clip_dtype"] == ("float32" if bundle == "auto" else "float16")
+    scorer = load_scorer(f"models:/{name}@champion")
+    assert scorer.compute_precision == "float32" and "published head" in scorer.precision_reason
+    assert "Fidelity to a float32 computation" in version.description and "scoring in float32" in version.description
+    difference = float(version.tags["fidelity_max_abs_diff"])
+    assert difference < 1e-6 if bundle == "auto" else 0 < difference < 0.05
+    asked = load_scorer(f"models:/{name}@champion", "bfloat16")  # a user may still ask for bfloat16
+    assert asked.compute_precision == "bfloat16"
 
 
 def test_a_head_for_another_embedding_size_is_refused_with_both_shapes(backbones, tmp_path, tracking_uri, capsys):

@@ -150,6 +150,30 @@ def _fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+def stored_dtype(source: BackboneSource) -> str:
+    """The precision the checkpoint's floating-point weights are stored in (the most of them), read from the
+    safetensors header without loading them; a checkpoint in another format says it in config.json, else float32."""
+    import struct
+    from collections import Counter
+
+    weights = sorted(Path(source.folder).glob("*.safetensors"))
+    counts: Counter = Counter()
+    for path in weights:
+        with path.open("rb") as handle:
+            header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+        for name, tensor in header.items():
+            if name != "__metadata__" and tensor.get("dtype") in SAFETENSORS_DTYPES:
+                start, end = tensor["data_offsets"]
+                counts[SAFETENSORS_DTYPES[tensor["dtype"]]] += end - start
+    if counts:
+        return counts.most_common(1)[0][0]
+    config = read_config(source.folder)
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
 def embedding_dim(source: BackboneSource) -> int:
     """The embedding size, read from config.json without loading weights."""
     return family_of(source.folder).dim(read_config(source.folder))

@@ -87,7 +87,9 @@ class ImportHeadCommand(TrackingSettings, RevisionSettings):
                                                          "every published file except the improved predictor's reluMSE "
                                                          "ones (relu)")
     bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="precision of the backbone weights copied into the registered model; auto = float16")
+        "auto", description="precision of the backbone weights copied into the registered model; auto = as the "
+        "checkpoint publishes them (float32 for the published CLIP and SigLIP checkpoints), so that the head scores "
+        "as its authors computed it")
     reference: str = Field("", description="a folder of images (say, a sample of what you will score) whose scores "
                            "become the model's reference: each score's percentile is where it falls among "
                            "theirs (mid-rank); empty = none (percentiles stay empty)")

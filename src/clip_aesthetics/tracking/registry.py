@@ -111,7 +111,7 @@ def register_imported(run, name: str, facts: dict, dtype: str) -> tuple[str, str
     uri, _, spec_doc = bundle_scorer(run, dtype)
     tags = {"run_id": run.info.run_id, "clip_model_id": spec_doc["clip"]["model_id"],
             "clip_revision": spec_doc["clip"]["revision"], "imported": "true", "score_range": "1,10 (raw output)",
-            **facts, **{key: run.data.params[key] for key in BACKBONE_RECORD if key in run.data.params}}
+            "clip_dtype": spec_doc.get("clip_dtype", "float32"), **facts, **{key: run.data.params[key] for key in BACKBONE_RECORD if key in run.data.params}}
     version = str(mlflow.register_model(uri, name, tags=tags).version)
     client.update_model_version(name, version, description=(
         f"**Imported published head** `{facts['head_file']}` (sha256 `{facts['head_sha256']}`), layout "
@@ -119,7 +119,8 @@ def register_imported(run, name: str, facts: dict, dtype: str) -> tuple[str, str
         f"{facts['head_licence']}. Backbone `{spec_doc['clip']['model_id']}` at revision "
         f"`{spec_doc['clip']['revision']}` (bundled as {spec_doc.get('clip_dtype', 'float32')}); L2-normalised "
         "embeddings, the head's raw output as its authors' code returns it, on their scale (nominally AVA's 1-10, "
-        "not clipped). Not trained or measured by this project: `clip-aesthetics evaluate` measures it on your data. "
+        "not clipped), computed in float32 as its authors did unless a user asks otherwise (`--precision`). Not "
+        "trained or measured by this project: `clip-aesthetics evaluate` measures it on your data. "
         f"Each score comes with a `percentile`: {reference_line(of_spec(spec_doc))}."))
     registered = client.get_registered_model(name)
     if not registered.description:
@@ -215,7 +216,7 @@ def bundle_scorer(run, dtype: str) -> tuple[str, str, dict]:
     Returns (model URI, logged model id, its scorer.json). The training run's best-epoch metrics are
     linked to the new model, so its page in the UI shows them.
     """
-    from clip_aesthetics.backbones.families import load_backbone, resolve_backbone
+    from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, stored_dtype
 
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
                                          filter_string=f"source_run_id = '{run.info.run_id}' and name = '{MODEL_NAME}'")
@@ -227,7 +228,7 @@ def bundle_scorer(run, dtype: str) -> tuple[str, str, dict]:
         raise RegistryError(f"CLIP {source.model_id} changed since run {run.info.run_id} was trained "
                             f"(now {source.revision}, trained with {spec_doc['clip']['revision']})")
     model, processor = load_backbone(source, torch.device("cpu"))
-    model, dtype = _bundled_weights(model, dtype, spec_doc.get("precision"))
+    model, dtype = _bundled_weights(model, dtype, spec_doc.get("precision"), stored_dtype(source))
     spec_doc = {**spec_doc, "clip_dtype": dtype, "source_run_id": run.info.run_id}
     logged = mlflow.initialize_logged_model(name=BUNDLED_MODEL, source_run_id=run.info.run_id,
                                             experiment_id=run.info.experiment_id)
@@ -241,13 +242,15 @@ def bundle_scorer(run, dtype: str) -> tuple[str, str, dict]:
     return uri, logged.model_id, spec_doc
 
 
-def _bundled_weights(model, dtype: str, precision: str | None) -> tuple[torch.nn.Module, str]:
+def _bundled_weights(model, dtype: str, precision: str | None, stored: str = "float32") -> tuple[torch.nn.Module, str]:
     """The CLIP tower as it will be bundled, and how to describe it.
 
     `auto` for a model computed in float16/bfloat16: the transformer's matrix weights in that dtype (autocast
     rounds them to it anyway, so scoring sees the very numbers of training) and the rest (norms, embeddings,
     the final projection, which run in float32) unchanged: about half of float32's size, scores as at
-    training. `auto` for a float32 model: float16 throughout. Otherwise the whole tower in `dtype`.
+    training. `auto` for a float32 model: float16 throughout. `auto` for an imported head (no precision of its
+    own): the precision the checkpoint's weights were published in (`stored`), so it scores as its authors
+    computed it. Otherwise the whole tower in `dtype`.
     """
     if dtype == "auto" and precision in ("float16", "bfloat16"):
         half = getattr(torch, precision)
@@ -258,5 +261,6 @@ def _bundled_weights(model, dtype: str, precision: str | None) -> tuple[torch.nn
                     for parameter in module.parameters(recurse=False):
                         parameter.data = parameter.data.to(half)
         return model, f"{precision} matrices, float32 norms, embeddings and projection"
-    dtype = "float16" if dtype == "auto" else dtype
+    if dtype == "auto":
+        dtype = "float16" if precision else (stored if stored in ("float32", "float16", "bfloat16") else "float32")
     return model.to(getattr(torch, dtype)), dtype

@@ -1,15 +1,24 @@
 """`import-head`: a published head's weight file + its backbone -> an import run and a registered version, with
-the scores of a reference folder (when given) as what its percentiles compare with."""
+the scores of a reference folder (when given) as what its percentiles compare with, and the registered version's
+fidelity to a float32 computation on those images.
+
+A published head scores as its authors computed it: in float32 (`scoring_precision` in its scorer.json, what
+precision=auto then means for it), with the backbone's weights bundled in the precision they were published in.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
 from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
 from clip_aesthetics.tracking import runs as tracking
 from clip_aesthetics.workflows.embed import clip_params
+
+PUBLISHED_PRECISION = "float32"  # how the published heads' authors computed their scores
 
 
 def import_head_step(command) -> None:
@@ -24,6 +33,7 @@ def import_head_step(command) -> None:
     state, spec, facts = import_head(Path(command.path), embedding_dim(source), command.activation)
     print(f"{facts['head_file']}: {facts['head_layout']} head ({facts['head_layers']}), sha256 {facts['head_sha256']}")
     name = command.model_name
+    scored = None
     with tracking.run(command.experiment, command.run_name or f"import-{name}") as active:
         tracking.log_params({"clip": command.clip, **clip_params(source), **facts, "model_name": name,
                              "activation": command.activation, "embed_norm": "l2"})
@@ -31,9 +41,19 @@ def import_head_step(command) -> None:
         tracking.set_description(f"Imported `{facts['head_file']}` ({facts['head_layout']}, {facts['head_layers']}) "
                                  f"from {facts['head_origin']}; licence: {facts['head_licence']}.")
         spec_doc = {"head": spec.to_dict(), "best_epoch": 0, "precision": None, "decoding": "full",
+                    "scoring_precision": PUBLISHED_PRECISION,
                     "clip": {"model_id": source.model_id, "revision": source.revision}}
         if command.reference:
-            reference = reference_of_folder(Path(command.reference).expanduser(), state, spec_doc)
+            folder = Path(command.reference).expanduser()
+            scored = scores_of_folder(folder, state, spec_doc)
+            reference = make_reference(scored[1], f"the scores of the {int(np.isfinite(scored[1]).sum())} images "
+                                       f"in {folder.resolve()} (given at import)", score_range=spec.score_range,
+                                       precision=PUBLISHED_PRECISION)
+            if reference is None:
+                from clip_aesthetics.errors import ScoringInputError
+
+                raise ScoringInputError(f"reference={folder}: fewer than two of its {len(scored[0])} image(s) could "
+                                        "be scored")
             spec_doc[REFERENCE_KEY] = reference.to_doc()
             tracking.log_params({"percentile_reference": reference_line(reference)})
             print(reference_line(reference))
@@ -43,22 +63,49 @@ def import_head_step(command) -> None:
     what = "registered as" if created else "was already"
     print(f"{facts['head_file']} on {source.model_id} {what} {name} version {version}, alias {alias or '(none)'}: "
           f"models:/{name}/{version}")
+    if created:
+        print(record_fidelity(name, version, scored))
 
 
-def reference_of_folder(folder: Path, head_state: dict, spec_doc: dict):
-    """The scores of a folder's images by the model these files make: an imported head's reference."""
+def scores_of_folder(folder: Path, head_state: dict, spec_doc: dict) -> tuple[list[Path], np.ndarray]:
+    """(the folder's images, their scores) by the model these files make, in its own precision (float32)."""
     import tempfile
 
-    from clip_aesthetics.errors import ScoringInputError
     from clip_aesthetics.scoring.files import collect_images
     from clip_aesthetics.scoring.model import AestheticScorer, write_artifacts
 
     paths = collect_images([folder])
     with tempfile.TemporaryDirectory() as tmp:
-        scorer = AestheticScorer().load(write_artifacts(Path(tmp), head_state, spec_doc))
-        scored = scorer.score_paths(paths)
-    reference = make_reference(scored["score"], f"the scores of the {int(scored['score'].notna().sum())} images "
-                               f"in {folder.resolve()} (given at import)")
-    if reference is None:
-        raise ScoringInputError(f"reference={folder}: fewer than two of its {len(paths)} image(s) could be scored")
-    return reference
+        scorer = AestheticScorer().load(write_artifacts(Path(tmp), head_state, spec_doc), precision="auto")
+        return paths, scorer.score_paths(paths)["score"].to_numpy(dtype=float)
+
+
+def record_fidelity(name: str, version: str, scored: tuple[list[Path], np.ndarray] | None) -> str:
+    """How far the registered version (its bundled weights, in the precision it scores in) is from the float32
+    computation of the same head on the reference images; written into the version's description and tags.
+    Returns the line printed."""
+    from mlflow import MlflowClient
+
+    from clip_aesthetics.scoring.runtime import measure_fidelity
+    from clip_aesthetics.scoring.uris import load_scorer
+
+    client = MlflowClient()
+    described = client.get_model_version(name, version).description or ""
+    if scored is None:
+        line = ("Fidelity to a float32 computation: not measured (no --reference images to measure it on).")
+    else:
+        paths, expected = scored
+        scorer = load_scorer(f"models:/{name}/{version}", "auto")
+        got = scorer.score_paths(paths)["score"].to_numpy(dtype=float)
+        figures = measure_fidelity(expected, got, scorer.score_range)
+        spread = float(np.nanstd(expected))
+        share = figures["max_abs_diff"] / spread if spread > 0 else float("nan")
+        line = (f"Fidelity to a float32 computation of the same head on the {figures['n_images']} reference images, "
+                f"as registered (backbone weights bundled as "
+                f"{client.get_model_version(name, version).tags.get('clip_dtype', '?')}, scoring in "
+                f"{scorer.compute_precision}): max |score difference| {figures['max_abs_diff']:.3g} "
+                f"({share:.2%} of the scores' standard deviation), Spearman {figures['spearman']:.6f}.")
+        client.set_model_version_tag(name, version, "fidelity_max_abs_diff", f"{figures['max_abs_diff']:.6g}")
+        client.set_model_version_tag(name, version, "fidelity_spearman", f"{figures['spearman']:.6f}")
+    client.update_model_version(name, version, description=f"{described} {line}".strip())
+    return line
