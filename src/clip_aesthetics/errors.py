@@ -31,3 +31,7 @@ NON_FINITE = "the model gave a non-finite score ({value}): its weights or this i
 def non_finite_reason(value: float) -> str:
     """The error of an image whose score is NaN or infinite (never turned into a plausible score by clipping)."""
     return NON_FINITE.format(value=value)
+
+
+class ModelFolderError(ScoringInputError):
+    """A model's folder is damaged: a file missing, cut off or inconsistent; the message names the file."""

@@ -21,11 +21,19 @@ from servers import free_port, wait_until_serving
 NAME = "clip-aesthetics"
 
 
+def strict_json(text: str):
+    """JSON as a browser's JSON.parse reads it: NaN and Infinity are not JSON."""
+    def refuse(token: str):
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def post(url: str, payload: dict):
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
+            return response.status, strict_json(response.read().decode())
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
 
@@ -60,13 +68,15 @@ def test_served_model_answers_base64_images_and_refuses_paths(store, served_uri,
         assert 1 <= first["score"] <= 10 and first["error"] == "" and 0 <= first["percentile"] <= 100
         local = clip_aesthetics.load(served_uri, tracking_uri=store["uri"]).score([store["ava"] / "image" / "14.jpg"])
         assert first["percentile"] == pytest.approx(local["percentile"].iat[0], abs=1e-9), "as in one process"
-        assert all(row["score"] is None or row["score"] != row["score"] for row in bad)
+        assert all(row["score"] is None and row["percentile"] is None for row in bad), "null, not NaN"
         assert "not an image" in bad[0]["error"] and "no image in this row" in bad[1]["error"]
         assert "got int" in bad[2]["error"]
         for records, words in (([{"path": str(store["ava"] / "image" / "14.jpg")}], "not `path`"),
                                ([], "no rows"), ([{"picture": image}], "no rows with an `image` column")):
             status, body = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records})
             assert status == 400 and words in json.loads(body)["message"], body[:500]
+        log.flush()
+        assert "the served model scores in float32" in (tmp_path / "serve.log").read_text(), "its log names the precision"
     finally:
         server.terminate()
         try:

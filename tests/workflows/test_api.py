@@ -110,3 +110,18 @@ def test_importing_the_package_loads_nothing_heavy():
     code = "import sys, clip_aesthetics; print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_one_image_alone_is_one_row_and_an_odd_item_is_its_rows_error(trained_store, sample_ava, cli_scores):
+    scorer = clip_aesthetics.load(trained_store["model"], tracking_uri=trained_store["uri"])
+    path = next(p for p in sorted((sample_ava / "image").glob("*.jpg")) if cli_scores.loc[str(p), "error"] == "")
+    want = cli_scores.loc[str(path), "score"]
+    for alone in (str(path), path, path.read_bytes(), Image.open(path)):
+        got = scorer.score(alone)
+        assert len(got) == 1 and abs(got["score"].iat[0] - want) < 1e-6, type(alone)
+    mixed = scorer.score([str(path), None, 7, path])
+    assert len(mixed) == 4 and mixed["score"].notna().tolist() == [True, False, False, True]
+    assert "an item of type NoneType" in mixed["error"].iat[1] and "an item of type int" in mixed["error"].iat[2]
+    assert "a path (str or pathlib.Path), encoded image bytes or a PIL image" in mixed["error"].iat[1]
+    with pytest.raises(TypeError, match="score\\(\\) takes a path"):
+        scorer.score(7)

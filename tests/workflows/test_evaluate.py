@@ -241,3 +241,13 @@ def test_a_model_on_another_scale_is_evaluated_on_ranks_and_says_how(sample_ava,
     table = {json.loads(line)["file_name"]: json.loads(line)["rating"]
              for line in (ratings / "metadata.jsonl").read_text().splitlines()}
     assert predictions["score_true"].tolist() == [table[name] for name in predictions["image"]]
+
+
+def test_evaluating_a_run_without_a_model_says_so(sample_ava, tmp_path, tracking_uri, capsys):
+    with mlflow.start_run(run_name="no-model") as run:
+        mlflow.log_param("note", "an embed run, say")
+    assert cli.main(["evaluate", "--model", f"runs:/{run.info.run_id}/model", "--ava-dir", str(sample_ava),
+                     "--cache-dir", str(tmp_path / "cache")]) == 2
+    error = capsys.readouterr().err
+    assert f"run {run.info.run_id} (no-model) has no model named 'model': it logged no model" in error, error
+    assert "Failed to download artifacts" not in error

@@ -195,3 +195,113 @@ def test_a_bilinear_siglip2_fixres_model_exports_registers_and_scores_as_pytorch
     assert ok.sum() >= 8 and onnx_scores["error"].tolist() == torch_scores["error"].tolist()
     np.testing.assert_allclose(onnx_scores.loc[ok, "score"].astype(float), torch_scores.loc[ok, "score"].astype(float),
                                atol=1e-3)
+
+
+def test_an_export_never_replaces_a_good_one_in_out_unless_asked_and_accepted(exported, tmp_path, monkeypatch,
+                                                                              capsys):
+    monkeypatch.chdir(exported["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported["uri"])
+    mlflow.set_tracking_uri(exported["uri"])
+    files = tmp_path / "export"
+    files.mkdir()
+    for path in exported["files"].iterdir():  # the float32 export the fixture wrote with --out
+        (files / path.name).write_bytes(path.read_bytes())
+    before = {p.name: p.read_bytes() for p in files.iterdir()}
+    runs = len(mlflow.search_runs(search_all_experiments=True))
+    args = ["export", "--model", exported["model"], "--model-name", "out-test", "--out", str(files)]
+    assert cli.main(args) == 2
+    assert "already holds an export" in capsys.readouterr().err and "--replace" in capsys.readouterr().err + "--replace"
+    # asked to replace it, an int8 export refused for its fidelity still leaves the float32 one untouched
+    assert cli.main([*args, "--replace", "--quantize", "int8", "--accept-fidelity", "0.999999"]) == 2
+    assert "not registered" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in files.iterdir()} == before
+    (tmp_path / "a-file").write_text("mine")
+    assert cli.main([*args[:-1], str(tmp_path / "a-file")]) == 2
+    assert "is an existing file" in capsys.readouterr().err and (tmp_path / "a-file").read_text() == "mine"
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs + 1, "refused before any work: no run"
+    assert cli.main(["export", "--model", "runs:/0123456789abcdef0123456789abcdef/model"]) == 2
+    assert "no run '0123456789abcdef0123456789abcdef'" in capsys.readouterr().err
+
+
+def test_an_int8_export_whose_spearman_is_undefined_says_why_and_what_works(exported, sample_ava, tmp_path,
+                                                                           monkeypatch, capsys):
+    monkeypatch.chdir(exported["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported["uri"])
+    mlflow.set_tracking_uri(exported["uri"])
+    same = tmp_path / "same"
+    same.mkdir()
+    for k in range(5):  # one picture five times: every model scores them alike
+        (same / f"{k}.jpg").write_bytes((sample_ava / "image" / "14.jpg").read_bytes())
+    assert cli.main(["export", "--model", exported["model"], "--model-name", "undefined", "--quantize", "int8",
+                     "--calibration", str(same)]) == 2
+    error = capsys.readouterr().err
+    assert "undefined" in error and "scores all 5 calibration images alike" in error and "--calibration" in error
+    assert "nan" not in error.lower().replace("nanosecond", "")
+
+
+@pytest.mark.parametrize("rho, words", [(-0.3, "no better than chance"), (0.0, "no better than chance"),
+                                        (0.93417, "--accept-fidelity 0.9341 ")])
+def test_an_int8_verdict_suggests_only_what_the_flag_takes(rho, words):
+    from clip_aesthetics.workflows.export import _verdict
+
+    verdict = _verdict({"spearman": rho, "max_abs_diff_of_range": 0.0, "n_images": 10}, "int8", 0.995)
+    assert words in verdict + " "
+    assert rho > 0 or "--accept-fidelity" not in verdict, "never a value the flag refuses (it takes 0-1)"
+
+
+def damage(name: str):
+    """What a user's exported model folder can suffer, by name: each a function of its artifacts folder."""
+    import shutil
+
+    def cut(folder):
+        graph = folder / "model.onnx"
+        graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+
+    def edit(change):
+        def apply(folder):
+            doc = json.loads((folder / "preprocess.json").read_text())
+            change(doc)
+            (folder / "preprocess.json").write_text(json.dumps(doc))
+        return apply
+
+    return {"cut graph": cut, "no graph": lambda f: (f / "model.onnx").unlink(),
+            "not json": lambda f: (f / "preprocess.json").write_text("{'pixels': "),
+            "other size": edit(lambda d: (d["input"].update(height=48, width=48), d["pixels"].update(
+                {k: 48 for k in ("crop_size", "height", "width") if k in d["pixels"]}))),
+            "self-contradicting": edit(lambda d: d["input"].update(height=48)),
+            "reversed clip": edit(lambda d: d["output"].update(clip_to=list(reversed(d["output"]["clip_to"])))),
+            "no spec": lambda f: shutil.rmtree(f / "nothing", ignore_errors=True) or (f / "scorer.json").write_text("[1, 2]"),
+            }[name]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("cut graph", "model.onnx: not an ONNX graph ONNX Runtime can load"), ("no graph", "model.onnx: missing"),
+    ("not json", "preprocess.json: not valid JSON"), ("other size", "the graph takes input"),
+    ("self-contradicting", "disagrees with itself"), ("reversed clip", "clip_to [10.0, 1.0] is not a range (reversed"),
+    ("no spec", "scorer.json: holds a JSON list")])
+def test_a_damaged_export_folder_is_refused_in_one_line_naming_its_file(exported, sample_ava, tmp_path, monkeypatch,
+                                                                        capsys, name, words):
+    import shutil
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported["uri"])
+    mlflow.set_tracking_uri(exported["uri"])
+    folder = Path(shutil.copytree(mlflow.artifacts.download_artifacts("models:/exported@float32"), tmp_path / "m"))
+    damage(name)(folder / "artifacts")
+    assert cli.main(["score", str(sample_ava / "image" / "14.jpg"), "--model", str(folder), "--out",
+                     str(tmp_path / "s.csv")]) == 2
+    error = capsys.readouterr().err
+    assert words in error and len(error.strip().splitlines()) == 1, error
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_the_onnx_scorer_takes_one_image_alone_and_gives_an_odd_item_its_error(exported, sample_ava, monkeypatch):
+    from clip_aesthetics.scoring.uris import load_scorer
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported["uri"])
+    mlflow.set_tracking_uri(exported["uri"])
+    scorer = load_scorer("models:/exported@float32")
+    path = sample_ava / "image" / "14.jpg"
+    assert len(scorer.score(str(path))) == 1 and len(scorer.score(path.read_bytes())) == 1
+    mixed = scorer.score([path, None, 3.5])
+    assert mixed["score"].notna().tolist() == [True, False, False]
+    assert "an item of type NoneType" in mixed["error"].iat[1] and "an item of type float" in mixed["error"].iat[2]

@@ -159,3 +159,15 @@ def test_a_sweep_on_a_pair_table_names_its_best_child_by_val_pair_logloss(pairs,
     assert len(children) == 2 and parent.data.tags["best_run"] in children
     best = children[parent.data.tags["best_run"]].data.metrics["best_val_pair_logloss"]
     assert best == min(r.data.metrics["best_val_pair_logloss"] for r in children.values())
+
+
+def test_a_pair_table_of_ties_only_is_refused_before_any_run(pairs, tiny_clip, tmp_path, tracking_uri, capsys):
+    """Nothing to learn: every rater said "can't say". Trained anyway, its scores would be noise stretched onto 1-10."""
+    table = pd.read_csv(pairs / "pairs.csv").assign(preference="tie")
+    table.to_csv(pairs / "ties.csv", index=False)
+    assert cli.main(["main", "--clip", str(tiny_clip), "--labels", str(pairs / "ties.csv"), "--head", "pairwise",
+                     "--cache-dir", str(tmp_path / "cache")]) == 2
+    error = capsys.readouterr().err
+    assert "every one of the" in error and "training pairs is a tie: there is nothing to learn" in error
+    assert mlflow.MlflowClient().search_runs([e.experiment_id for e in mlflow.MlflowClient().search_experiments()]) \
+        == []

@@ -154,7 +154,10 @@ class ExportCommand(Settings):
                                                "1e-4 of the range; int8: dynamic int8 matrix products, faster on "
                                                "CPUs, registered only if its Spearman against the source holds")
     out: str = Field("", description="also copy the exported files (model.onnx, preprocess.json, scorer.json) into "
-                     "this folder, to score without MLflow or this project")
+                     "this folder, to score without MLflow or this project; written only once the export is "
+                     "accepted, into a new or empty folder")
+    replace: bool = Field(False, description="--out holds an earlier export: replace it (once the new one is "
+                          "accepted)")
     model_name: str = Field("", description="registered model name; empty = the source's name (or clip-aesthetics) "
                             "+ -onnx. The version gets the alias float32 or int8")
     calibration: str = Field("", description="a folder of images to measure the export on; empty = the source run's "

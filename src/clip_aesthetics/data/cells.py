@@ -16,16 +16,23 @@ import numpy as np
 from clip_aesthetics.data.tables import LabelsError
 
 
-def number_in(value, place: str, column: str) -> float:
+DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
+
+
+def number_in(value, place: str, column: str, decimal: str = ".") -> float:
+    """A finite number; with `decimal` "," (a `;`-separated table, as European spreadsheets export them) 5,5 is
+    5.5."""
     if isinstance(value, bool) or value is None:
         raise LabelsError(f"{place}: column {column!r} holds {value!r}, not a number")
     if isinstance(value, (int, float, np.integer, np.floating)):
         number = float(value)
     else:
         text = str(value).strip()
+        if decimal == "," and DECIMAL_COMMA.fullmatch(text):
+            text = text.replace(",", ".")
         try:
             number = float(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise LabelsError(f"{place}: column {column!r} holds {text!r}, not a number") from None
     if not math.isfinite(number):
         raise LabelsError(f"{place}: column {column!r} holds {value!r}: scores must be finite numbers")
@@ -33,22 +40,26 @@ def number_in(value, place: str, column: str) -> float:
 
 
 EXACT = 2**53  # beyond this a float is not an exact whole number
+MOST_VOTES = 2**63 - 1  # what a vote count is stored in (int64)
 
 
-def count_in(value, place: str, column: str) -> int:
-    """A vote count, exactly: integers of any size (as text or as integers), floats only while exact."""
+def count_in(value, place: str, column: str, decimal: str = ".") -> int:
+    """A vote count, exactly: integers (as text or as integers) up to 2^63 - 1, floats only while exact."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         number = int(value)
     elif isinstance(value, str) and re.fullmatch(r"\s*\+?\d+\s*", value):
         number = int(value)
     else:
-        real = number_in(value, place, column)
+        real = number_in(value, place, column, decimal)
         if real != int(real) or abs(real) > EXACT:
             raise LabelsError(f"{place}: vote count {column!r} is {value!r}; counts are whole numbers >= 0, and past "
                               "2^53 must be written as integers (a float that large is not exact)")
         number = int(real)
     if number < 0:
         raise LabelsError(f"{place}: vote count {column!r} is {value!r}; counts are whole numbers >= 0")
+    if number > MOST_VOTES:
+        raise LabelsError(f"{place}: vote count {column!r} is {value!r}, more than 2^63 - 1 votes: no real rating "
+                          "holds that many; the cell is damaged or holds another number")
     return number
 
 

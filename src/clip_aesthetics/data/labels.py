@@ -197,12 +197,12 @@ def _read_rows(tables: list, image_dir: Path | None, image_column: str, score_co
         for index, place in enumerate(rows.where):
             record = rows.frame.iloc[index]
             if vote_columns:
-                counts = [count_in(record[c], place, c) for c in vote_columns]
+                counts = [count_in(record[c], place, c, rows.decimal) for c in vote_columns]
                 total = sum(counts)  # Python integers: exact however many votes, then one rounding
                 score = sum(k * c for k, c in enumerate(counts, start=1)) / total if total else float("nan")
                 rows_of.votes.append(counts)
             else:
-                score = number_in(record[target], place, target)
+                score = number_in(record[target], place, target, rows.decimal)
             rows_of.image.append(record[column])
             rows_of.score.append(score)
             rows_of.split.append(split_in(record, split_column, folder_split, place))

@@ -47,11 +47,13 @@ def table_suffixes() -> list[str]:
 
 @dataclass
 class Rows:
-    """A table as read: its columns, a locator for each row (file:line or file: row N), its folder."""
+    """A table as read: its columns, a locator for each row (file:line or file: row N), its folder, and the decimal
+    mark of its numbers written as text ("," in a `;`-separated table: Excel's European export)."""
 
     frame: pd.DataFrame
     where: list[str]
     folder: Path
+    decimal: str = "."
 
 
 def locate_table(path: Path) -> list[tuple[Path, str]]:
@@ -117,7 +119,7 @@ def _read_delimited(path: Path, sep: str) -> Rows:
         raise LabelsError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     # Line numbers as an editor shows them; a quoted field spanning lines shifts the ones after it.
-    return Rows(frame, [f"{path}:{i + 2}" for i in range(len(frame))], path.parent)
+    return Rows(frame, [f"{path}:{i + 2}" for i in range(len(frame))], path.parent, "," if sep == ";" else ".")
 
 
 def _read_json(path: Path) -> Rows:

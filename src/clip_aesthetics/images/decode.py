@@ -72,11 +72,30 @@ def from_image(image: Image.Image, max_pixels: int = MAX_PIXELS, min_short: int 
         raise ImageError(f"unreadable image ({type(error).__name__}: {error})") from None
 
 
+ACCEPTED = "a path (str or pathlib.Path), encoded image bytes or a PIL image"
+
+
 def load_any(source, max_pixels: int = MAX_PIXELS, min_short: int | None = None) -> Image.Image:
-    """A path, encoded bytes or a PIL image -> an upright RGB image (the Python API's mixed inputs)."""
+    """A path, encoded bytes or a PIL image -> an upright RGB image (the Python API's mixed inputs); anything else
+    is that item's error, naming what is accepted."""
     if isinstance(source, Image.Image):
         return from_image(source, max_pixels, min_short)
+    if isinstance(source, str):
+        source = Path(source)
+    if not isinstance(source, (Path, bytes, bytearray, memoryview)):
+        raise ImageError(f"an item of type {type(source).__name__} ({str(source)[:40]!r}): expected {ACCEPTED}")
     return load_source(source, max_pixels, min_short)
+
+
+def as_items(images) -> list:
+    """The Python API's input as a list: one image (a path, bytes, a PIL image) is one item, never its characters
+    or bytes; a list, tuple or other iterable of them, as it is."""
+    if isinstance(images, (str, Path, bytes, bytearray, memoryview, Image.Image)):
+        return [images]
+    try:
+        return list(images)
+    except TypeError:
+        raise TypeError(f"score() takes {ACCEPTED}, or a list of them; got {type(images).__name__}") from None
 
 
 def _decode(open_image, max_pixels: int, min_short: int | None = None) -> Image.Image:

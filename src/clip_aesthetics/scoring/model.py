@@ -22,11 +22,12 @@ from mlflow.pyfunc import PythonModel
 from clip_aesthetics.backbones.families import BackboneSource, load_backbone, resolve_backbone
 from clip_aesthetics.embedding import precision as precisions
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_sources, pick_device
-from clip_aesthetics.errors import non_finite_reason
+from clip_aesthetics.errors import ModelFolderError, non_finite_reason
 from clip_aesthetics.heads.head import HeadSpec, build_head, head_extras, predict_scores, prepare
 from clip_aesthetics.images.decode import load_rgb
+from clip_aesthetics.scoring.model_checks import read_json, scale
 from clip_aesthetics.scoring.reference import annotate, of_spec
-from clip_aesthetics.scoring.requests import announce, decode_value, dispatch, example_png, signature_for
+from clip_aesthetics.scoring.requests import decode_value, dispatch, example_png, signature_for
 from clip_aesthetics.scoring.uris import HEAD_FILE, SPEC_FILE
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole package: copied into every model
@@ -82,6 +83,19 @@ def read_logged(artifact_location: str) -> tuple[dict, dict]:
     return head_state, spec_doc
 
 
+def _head_state(path) -> dict:
+    """The head's weights (tensors only), or one line saying why the file cannot be them."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path}: missing (the head's weights); the model folder is incomplete") from None
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        raise ModelFolderError(f"{path}: not the head's weights (cut off or damaged?): "
+                               f"{str(error).splitlines()[0][:160] if str(error) else type(error).__name__}") from None
+
+
 def set_model() -> None:
     """Called by scorer_entry.py when MLflow loads the model from code."""
     mlflow.models.set_model(AestheticScorer())
@@ -100,16 +114,20 @@ class AestheticScorer(PythonModel):
         from clip_aesthetics.settings.scoring import requested_precision
 
         self.load(context.artifacts, precision=requested_precision(context.model_config))
-        announce(self)
 
     def load(self, artifacts: dict[str, str], device: str = "auto", precision: str = "auto") -> AestheticScorer:
-        doc = json.loads(Path(artifacts["scorer_spec"]).read_text())
-        self.spec = HeadSpec(**doc["head"])
-        self.clip_info = doc["clip"]
+        doc = read_json(artifacts["scorer_spec"], "scorer.json")
+        try:
+            self.spec = HeadSpec(**doc["head"])
+            self.clip_info = {"model_id": doc["clip"]["model_id"], "revision": doc["clip"]["revision"]}
+        except (KeyError, TypeError) as error:
+            raise ModelFolderError(f"{artifacts['scorer_spec']}: lacks or garbles {error} (the head spec and the "
+                                   "backbone): not a scorer.json this project wrote, or a damaged one") from None
+        scale(self.spec.score_range, artifacts["scorer_spec"], "head.score_range")
         self.reference = of_spec(doc)  # what `percentile` compares with (None: models saved before it)
         self.extra_outputs = list(doc.get("extra_outputs", []))  # beside score: a distribution head's score_std
         self.head = build_head(self.spec)
-        self.head.load_state_dict(torch.load(artifacts["head"], map_location="cpu", weights_only=True))
+        self.head.load_state_dict(_head_state(artifacts["head"]))
         self.head.eval()
         if "clip" in artifacts:  # bundled into the model: no hub, no original folder needed
             source = BackboneSource(self.clip_info["model_id"], self.clip_info["revision"], Path(artifacts["clip"]))
@@ -190,15 +208,15 @@ class AestheticScorer(PythonModel):
                 errors[row[0]] = row[2]
         return annotate(pd.DataFrame({"score": scores, **extras, "error": errors}), self.reference)
 
-    def score(self, images: list, num_workers: int = -1) -> pd.DataFrame:
-        """Images -> DataFrame(score, percentile, error), one row per image, in order: each a path (str or Path), encoded bytes
-        or a PIL image, mixed as you like. `score` is on the model's scale (its `score_range`); an image that
-        cannot be scored gets NaN and the reason in `error`. The same embedding and head as every other path
-        (CLI, server, Spark); a PIL image is taken as it is in memory (decoded in full)."""
-        from clip_aesthetics.images.decode import load_any
+    def score(self, images, num_workers: int = -1) -> pd.DataFrame:
+        """Images -> DataFrame(score, percentile, error), one row per image, in order: each a path (str or Path),
+        encoded bytes or a PIL image, mixed as you like (one of them alone is one row). `score` is on the model's
+        scale (its `score_range`); an image that cannot be scored, or an item of another type, gets NaN and the
+        reason in `error`. The same embedding and head as every other path (CLI, server, Spark); a PIL image is
+        taken as it is in memory (decoded in full)."""
+        from clip_aesthetics.images.decode import as_items, load_any
 
-        sources = [Path(image) if isinstance(image, str) else image for image in images]
-        return self._score(sources, load_any, threads=True, workers=num_workers)
+        return self._score(as_items(images), load_any, threads=True, workers=num_workers)
 
     @property
     def score_range(self) -> tuple[float, float]:

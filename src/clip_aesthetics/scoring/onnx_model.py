@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from clip_aesthetics.errors import non_finite_reason
-from clip_aesthetics.images.decode import ImageError, crop_long_side, load_any, load_rgb
+from clip_aesthetics.errors import ModelFolderError, non_finite_reason
+from clip_aesthetics.images.decode import ImageError, as_items, crop_long_side, load_any, load_rgb
 from clip_aesthetics.images.pixels import ModelPixels
+from clip_aesthetics.scoring.model_checks import check_graph, check_preprocess, open_session, read_json, scale
 from clip_aesthetics.scoring.reference import annotate, of_spec
-from clip_aesthetics.scoring.requests import announce, decode_value, dispatch
+from clip_aesthetics.scoring.requests import decode_value, dispatch
 
 BATCH = 32  # images per ONNX Runtime call
 
@@ -45,21 +46,24 @@ class OnnxScorer(PythonModel):
 
     def load_context(self, context) -> None:
         self.load(context.artifacts)
-        announce(self)
 
     def load(self, artifacts: dict[str, str], device: str = "auto") -> OnnxScorer:
         self.graph = str(artifacts["graph"])
-        self.preprocess = json.loads(Path(artifacts["preprocess"]).read_text())
-        self.pixels = ModelPixels.described(self.preprocess["pixels"])
-        decode = self.preprocess["decode"]
-        self.decoding, self.min_short = decode["decoding"], decode["min_short_side"]
-        self.max_aspect = float(self.preprocess["max_aspect"])
+        self.preprocess = read_json(artifacts["preprocess"], "preprocess.json")
+        check_preprocess(self.preprocess, artifacts["preprocess"])
+        try:
+            self.pixels = ModelPixels.described(self.preprocess["pixels"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelFolderError(f"{artifacts['preprocess']}: its pixel steps cannot be read ({error})") from None
+        decode = self.preprocess.get("decode", {})
+        self.decoding, self.min_short = decode.get("decoding", "full"), decode.get("min_short_side")
+        self.max_aspect = float(self.preprocess.get("max_aspect", 8.0))
         output = self.preprocess["output"]
-        self.clip_to = tuple(output["clip_to"]) if output.get("clip_to") else None
-        self._score_range = tuple(output["score_range"])
+        self.clip_to = scale(output.get("clip_to"), artifacts["preprocess"], "output.clip_to")
+        self._score_range = scale(output["score_range"], artifacts["preprocess"], "output.score_range")
         self.extra_outputs = list(output.get("extra_outputs", []))  # a distribution head's score_std
         # the source's backbone (id, revision), as reports name it; the export itself needs neither
-        spec = json.loads(Path(artifacts["scorer_spec"]).read_text()) if "scorer_spec" in artifacts else {}
+        spec = read_json(artifacts["scorer_spec"], "scorer.json") if "scorer_spec" in artifacts else {}
         self.clip_info = spec.get("clip", {"model_id": "", "revision": ""})
         self.reference = of_spec(spec)  # the source's: what `percentile` compares with
         self.weights = str(self.preprocess.get("weights", "float32"))
@@ -68,9 +72,8 @@ class OnnxScorer(PythonModel):
     def to(self, device, precision: str | None = None) -> OnnxScorer:
         """Score on `device` (auto: a CUDA GPU when ONNX Runtime has one, else the CPU). The graph computes in the
         precision it was exported in, whatever `precision` asks (a PyTorch model's setting)."""
-        import onnxruntime
-
-        self.session = onnxruntime.InferenceSession(self.graph, providers=providers_for(str(device)))
+        self.session = open_session(self.graph, providers_for(str(device)))
+        check_graph(self.session, self.preprocess, self.graph, self.extra_outputs)
         self.device = self.session.get_providers()[0]
         asked = "" if precision in (None, "auto", "float32") else f"; {precision} asked, which applies to PyTorch models"
         self.precision_reason = f"float32 (an ONNX export with {self.weights} weights computes as it was exported{asked})"
@@ -95,9 +98,10 @@ class OnnxScorer(PythonModel):
     def score_bytes(self, images: list) -> pd.DataFrame:
         return self._score(list(images), decode_value)
 
-    def score(self, images: list, num_workers: int = -1) -> pd.DataFrame:
-        """Paths, encoded bytes or PIL images, mixed -> DataFrame(score, percentile, error), one row per image, in order."""
-        return self._score([Path(i) if isinstance(i, str) else i for i in images], load_any, num_workers)
+    def score(self, images, num_workers: int = -1) -> pd.DataFrame:
+        """Paths, encoded bytes or PIL images, mixed (one alone: one row) -> DataFrame(score, percentile, error), one
+        row per image, in order; an item of another type gets its error."""
+        return self._score(as_items(images), load_any, num_workers)
 
     def _pixels(self, load, source):
         try:

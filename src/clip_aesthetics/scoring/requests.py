@@ -71,10 +71,12 @@ def served() -> bool:
 
 
 def announce(scorer) -> None:
-    """A served model says, in the server's log, what it computes in and why."""
-    if served():
+    """A served model says once, in the server's log, what it computes in and why (at its first request: MLflow's
+    server marks itself after loading the model)."""
+    if served() and not getattr(scorer, "announced", False):
         import sys
 
+        scorer.announced = True
         print(f"clip-aesthetics: the served model scores in {scorer.precision_reason}", file=sys.stderr, flush=True)
 
 
@@ -90,12 +92,15 @@ def dispatch(scorer, model_input) -> pd.DataFrame:
     """
     frame = pd.DataFrame(model_input)
     in_server = served()
+    announce(scorer)
     if len(frame) == 0:
         # (MLflow drops columns outside the signature first, so a request with only unknown columns lands here)
         raise bad_request("the request holds no rows with an `image` column: send one row per image, "
                           "e.g. {\"dataframe_records\": [{\"image\": \"<base64>\"}]}")
     if "image" in frame.columns and (in_server or frame["image"].notna().any()):
-        return scorer.score_bytes(list(frame["image"]))
+        answer = scorer.score_bytes(list(frame["image"]))
+        # JSON has no NaN: a served row without a score answers null (JavaScript's JSON.parse refuses NaN)
+        return answer.astype(object).where(answer.notna(), None) if in_server else answer
     if "path" in frame.columns:
         if in_server:
             raise bad_request("the served model accepts only an `image` column of base64 images, not `path` "

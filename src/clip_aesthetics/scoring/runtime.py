@@ -23,7 +23,8 @@ def measure_fidelity(reference: np.ndarray, exported: np.ndarray, score_range: t
         raise UserError(f"only {int(ok.sum())} calibration image(s) scored by both models: at least 3 are needed "
                         "to measure the export's fidelity (pass --calibration DIR with more images)")
     difference = np.abs(reference[ok] - exported[ok])
-    rho = float(spearmanr(reference[ok], exported[ok]).statistic)
+    constant = np.ptp(reference[ok]) == 0 or np.ptp(exported[ok]) == 0  # no ranking to compare: undefined
+    rho = float("nan") if constant else float(spearmanr(reference[ok], exported[ok]).statistic)
     return {"max_abs_diff": float(difference.max()), "mean_abs_diff": float(difference.mean()),
             "max_abs_diff_of_range": float(difference.max() / (score_range[1] - score_range[0])),
             "spearman": rho, "n_images": int(ok.sum())}

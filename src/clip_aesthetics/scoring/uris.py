@@ -92,7 +92,24 @@ def download_model(model_uri: str) -> str:
         return mlflow.artifacts.download_artifacts(model_uri)
     except MlflowException as error:
         raise ScoringInputError(f"cannot find model {model_uri!r} in tracking store {mlflow.get_tracking_uri()}: "
-                                f"{error.message}") from error
+                                f"{_why_missing(model_uri) or error.message}") from error
+
+
+def _why_missing(model_uri: str) -> str:
+    """For runs:/RUN_ID/PATH: that the run does not exist, or what it holds instead of a model at PATH."""
+    if not model_uri.startswith("runs:/"):
+        return ""
+    run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return f"no run {run_id!r} there (copy the run id from the MLflow UI's run page)"
+    logged = [m.name for m in mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                                          filter_string=f"source_run_id = '{run_id}'")]
+    what = f"its logged models are {', '.join(logged)}" if logged else "it logged no model (not a training run, or " \
+        "one that failed before its model was logged)"
+    return f"run {run_id} ({run.info.run_name}) has no model named {path!r}: {what}"
 
 
 def read_spec(folder: str | Path) -> dict:

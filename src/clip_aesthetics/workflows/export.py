@@ -92,6 +92,9 @@ def export_step(settings) -> None:
         mlflow.set_tracking_uri(settings.tracking_uri)
     runtime = RUNTIMES.get(settings.format)
     runtime.check(settings.quantize)
+    out = Path(settings.out) if settings.out else None
+    if out is not None:
+        check_out(out, settings.replace)  # before any work: an --out that cannot take the export is no surprise later
     check_store(settings.model, os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE))
     source = _source(settings.model)
     name = settings.model_name or f"{source.found[0] if source.found else 'clip-aesthetics'}-{settings.format}"
@@ -109,10 +112,8 @@ def export_step(settings) -> None:
         figures = runtime.fidelity(expected, got, reference.score_range)
         figures["seconds_per_image"] = (time.perf_counter() - started) / max(1, len(sources))
         floor = settings.accept_fidelity or MIN_SPEARMAN
-        verdict = _verdict(figures, weights, floor)
+        verdict = _verdict(figures, weights, floor, expected, got)
         _report(figures, calibration, weights, verdict)
-        if settings.out:
-            _copy_out(artifacts, Path(settings.out))
         params = {"source_model_uri": settings.model, "format": settings.format, "weights": weights,
                   "execution_provider": exported.device, "calibration": calibration[:500], "accept_fidelity": floor,
                   **{package: importlib.metadata.version(package) for package in runtime.packages}}
@@ -120,12 +121,33 @@ def export_step(settings) -> None:
         tags = {"runtime": settings.format, "weights": weights, "source_model_uri": settings.model, **source.tags}
         logged, run_id = _log(runtime, artifacts, source, f"export-{settings.format}-{weights}", params, metrics,
                               tags, verdict)
+        if out is not None:  # only an accepted export reaches --out (a refused one raised above)
+            _copy_out(artifacts, out)
         description = (f"{settings.format} export ({weights}) of {settings.model}{source.described}. Fidelity on "
                        f"{calibration}: max |score difference| {figures['max_abs_diff']:.3g} "
                        f"({figures['max_abs_diff_of_range']:.2g} of the score range), Spearman "
                        f"{figures['spearman']:.6f} against the source in float32. Export run {run_id}.")
         version = _register(logged, name, weights, tags, description)
     print(f"registered {name} version {version} (alias {weights}): models:/{name}@{weights}")
+
+
+EXPORT_FILES = ("model.onnx", "preprocess.json", "scorer.json")  # what an export folder holds (onnx_export.py)
+
+
+def check_out(out: Path, replace: bool) -> None:
+    """Refuse, before any work, an --out the export cannot be copied into: a file, a folder holding other files,
+    or one holding an export already (replaced only with --replace)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file: the export is a folder of files (model.onnx, "
+                        "preprocess.json, scorer.json); give a folder name")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    foreign = [name for name in held if name not in EXPORT_FILES]
+    if foreign:
+        raise UserError(f"--out {out} already holds {foreign[0]!r}{f' and {len(foreign) - 1} more' if foreign[1:] else ''}"
+                        ", which no export wrote: give a new or empty folder")
+    if held and not replace:
+        raise UserError(f"--out {out} already holds an export ({', '.join(held)}): pass --replace to replace it once "
+                        "the new export is accepted, or give another folder")
 
 
 def _source(model_uri: str) -> Source:
@@ -135,9 +157,13 @@ def _source(model_uri: str) -> Source:
     found = registered_version(model_uri)
     run_id = found[1].run_id if found else (model_uri.removeprefix("runs:/").split("/", 1)[0]
                                             if model_uri.startswith("runs:/") else "")
-    run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+    try:
+        run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"--model {model_uri}: no run {run_id!r} in tracking store {mlflow.get_tracking_uri()}; copy "
+                        "the run id from the MLflow UI, or name a registered model (models:/NAME@ALIAS)") from None
     folder = download_model(model_uri)
-    scorer = load_scorer(folder)
+    scorer = load_scorer(folder, "float32")
     if getattr(scorer, "runtime", "torch") != "torch":
         origin = run.data.params.get("source_model_uri", "") if run else ""
         raise UserError(f"{model_uri} is already an export ({scorer.runtime}): export its source model"
@@ -169,15 +195,26 @@ def _register(logged: str, name: str, alias: str, tags: dict, description: str) 
     return version.version
 
 
-def _verdict(figures: dict, weights: str, floor: float) -> str:
+def _verdict(figures: dict, weights: str, floor: float, expected=None, got=None) -> str:
     """Why the export must not be registered, or "" when it may."""
     if weights == "float32" and figures["max_abs_diff_of_range"] > FLOAT32_TOLERANCE:
         return (f"the float32 export differs from the source by {figures['max_abs_diff']:.3g} "
                 f"({figures['max_abs_diff_of_range']:.2g} of the score range, more than {FLOAT32_TOLERANCE:g})")
-    if weights != "float32" and not figures["spearman"] >= floor:
-        return (f"the {weights} export's Spearman against the source is {figures['spearman']:.6f}, below "
-                f"{floor:g} (pass --accept-fidelity {np.floor(figures['spearman'] * 1e4) / 1e4:g} to register it)")
-    return ""
+    if weights == "float32" or figures["spearman"] >= floor:
+        return ""
+    rho = figures["spearman"]
+    if not np.isfinite(rho):
+        alike = [what for what, values in (("the source", expected), ("the export", got))
+                 if values is not None and np.nanmax(values) == np.nanmin(values)]
+        why = f"{' and '.join(alike) or 'one of them'} scores all {figures['n_images']} calibration images alike"
+        return (f"the {weights} export's Spearman against the source is undefined: {why}, so there is no ranking to "
+                "compare (pass --calibration DIR with images that score differently, or keep the float32 export)")
+    if rho <= 0:
+        return (f"the {weights} export's Spearman against the source is {rho:.6f}: it ranks the calibration images no "
+                "better than chance, so it is no substitute for the source; keep the float32 export (no --quantize)")
+    accept = max(np.floor(rho * 1e4) / 1e4, 1e-4)
+    return (f"the {weights} export's Spearman against the source is {rho:.6f}, below {floor:g} (pass "
+            f"--accept-fidelity {accept:g} to register it)")
 
 
 def _report(figures: dict, calibration: str, weights: str, verdict: str) -> None:
@@ -187,7 +224,11 @@ def _report(figures: dict, calibration: str, weights: str, verdict: str) -> None
 
 
 def _copy_out(artifacts: dict[str, str], out: Path) -> None:
+    """The export's files into `out`, each whole or not at all (an earlier export there replaced file by file)."""
+    from clip_aesthetics.atomic import atomic_path
+
     out.mkdir(parents=True, exist_ok=True)
     for path in artifacts.values():
-        shutil.copy2(path, out / Path(path).name)
+        with atomic_path(out / Path(path).name) as temporary:
+            shutil.copy2(path, temporary)
     print(f"wrote {', '.join(Path(p).name for p in artifacts.values())} to {out}")

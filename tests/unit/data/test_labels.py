@@ -224,6 +224,9 @@ BAD_TABLES = {  # name -> (file name, content, words the message must hold[, ext
     "tiny split": ("t.csv", "file_name,score,split\n" + "".join(
         f"images/photo_{k:04d}.jpg,{1 + k % 5},{'test' if k == 0 else 'train'}\n" for k in range(10)),
         ["t.csv", "test split holds 1 image"]),
+    "votes beyond int64": ("t.csv", "file_name,c1,c2,c3\n" + "".join(f"images/photo_{k:04d}.jpg,1,2,3\n" for k in
+                                                                     range(6)) + f"images/photo_0007.jpg,1,{10**19},3\n",
+                           ["t.csv:8", "'c2'", "more than 2^63 - 1 votes"], ["--vote-columns", "c1..c3"]),
     "unknown split": ("t.csv", "file_name,score,split\n" + "".join(
         f"images/photo_{k:04d}.jpg,{1 + k % 5},{'holdout' if k == 3 else 'train'}\n" for k in range(10)),
         ["t.csv:5", "'holdout'", "train, val (validation), test"]),
@@ -312,3 +315,23 @@ def test_an_imagefolder_with_split_subfolders_and_a_json_array_table(ratings, tm
     as_array = read_labels(array, image_dir=ratings)
     assert as_array.frame["image"].tolist() == [r["file_name"] for r in rows[:8]]
     assert as_array.frame["score"].tolist() == [r["rating"] for r in rows[:8]]
+
+
+def test_a_semicolon_table_with_decimal_commas_is_read_as_excel_exports_it(ratings, tmp_path):
+    """Excel's European export: `;` between columns, `,` as the decimal mark; the same ratings as the plain CSV."""
+    plain = pd.read_json(ratings / "metadata.jsonl", lines=True).rename(columns={"rating": "score"})
+    plain["score"] = plain["score"].round(2)  # as written: two decimals
+    plain.to_csv(tmp_path / "plain.csv", index=False)
+    european = plain.assign(score=plain["score"].map(lambda v: f"{v:.2f}".replace(".", ",")))
+    european.to_csv(tmp_path / "excel.csv", sep=";", index=False)
+    a = read_labels(tmp_path / "plain.csv", image_dir=ratings)
+    b = read_labels(tmp_path / "excel.csv", image_dir=ratings)
+    np.testing.assert_allclose(b.frame["score"], a.frame["score"], atol=1e-9)
+    assert b.digest == a.digest
+    # in a comma-separated table a quoted "5,5" stays ambiguous (5.5, or 55 with a thousands separator): refused
+    rows = [f"{p},{s}" for p, s in zip(plain["file_name"], plain["score"])]
+    rows[0] = f'{plain["file_name"].iat[0]},"{plain["score"].iat[0]:.1f}"'.replace('.', ',')
+    rows[0] = rows[0].replace(",jpg", ".jpg")  # the decimal comma in the score only
+    (tmp_path / "comma.csv").write_text("file_name,score\n" + "\n".join(rows) + "\n")
+    with pytest.raises(LabelsError, match=r"comma.csv:2: column 'score' holds '\d,\d', not a number"):
+        read_labels(tmp_path / "comma.csv", image_dir=ratings)
