@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip_aesthetics.embedding import embed as embed_module
+from clip_aesthetics.embedding import precision
 from clip_aesthetics.embedding.cache import EmbeddingCache
 from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_backbone
 from clip_aesthetics.embedding.embed import default_workers, embed_pixels, embed_to_cache
@@ -37,7 +37,7 @@ def bench_backbones(work: Path, quick: bool) -> dict:
     ava = write_sample_ava(work / "ava", max(n, 24), seed=4, size=(500, 400))
     paths = sorted((ava / "image").glob("*.jpg"))
     scores = _scores(ava)
-    dtypes = [torch.float32] + ([torch.bfloat16] if embed_module.native_bfloat16() else [])
+    dtypes = [torch.float32] + ([torch.bfloat16] if precision.native_bfloat16() else [])
     figures = {"backbone_images": n}
     for kind in KINDS:
         folder = save_random_backbone(work / kind, kind, seed=0)
@@ -90,11 +90,11 @@ def _peak_rss(folder: Path, paths: list[Path]) -> float:
     code = (
         "import json, resource, sys, torch\nfrom pathlib import Path\n"
         "from clip_aesthetics.embedding.cache import EmbeddingCache\nfrom clip_aesthetics.backbones.families import load_backbone, resolve_backbone\n"
-        "from clip_aesthetics.embedding.embed import embed_to_cache, pick_dtype\n"
+        "from clip_aesthetics.embedding.embed import embed_to_cache\n"
         "folder, paths, root = Path(sys.argv[1]), [Path(p) for p in json.loads(sys.argv[2])], Path(sys.argv[3])\n"
         "model, processor = load_backbone(resolve_backbone(str(folder)), torch.device('cpu'))\n"
         "cache = EmbeddingCache(root); cache.open({'embedding_dim': model.embedding_dim})\n"
-        "embed_to_cache(cache, list(enumerate(paths)), model, processor, pick_dtype('auto', torch.device('cpu')),"
+        "embed_to_cache(cache, list(enumerate(paths)), model, processor, torch.float32,"
         " 8, 0, 4096, progress=False)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     done = subprocess.run([sys.executable, "-c", code, str(folder), json.dumps([str(p) for p in paths]),

@@ -32,6 +32,7 @@ import seed_baseline  # noqa: E402
 import synthetic  # noqa: E402
 
 from clip_aesthetics.embedding import embed as embed_module  # noqa: E402
+from clip_aesthetics.embedding import precision  # noqa: E402
 from clip_aesthetics.data.ava import target_scale  # noqa: E402
 from clip_aesthetics.embedding.cache import EmbeddingCache  # noqa: E402
 from clip_aesthetics.settings import TrainSettings  # noqa: E402
@@ -89,7 +90,10 @@ def bench_embedding(work: Path, n_images: int) -> dict:
             seconds[name] += total
     # The model forward alone, on pre-decoded tensors: the ceiling that end-to-end embedding can approach.
     pixels = _pixels(processor, paths)
-    figures = {"embed_images": n_images, "embed_workers": default_workers(-1),
+    # what precision=auto picks here for this model, measured as it measures it (a fresh timings file)
+    auto = precision.choose("auto", torch.device("cpu"), size=precision.size_of_model(model),
+                            load=lambda: (model, processor), timings=work / "precision-timings.json")
+    figures = {"embed_images": n_images, "embed_workers": default_workers(-1), "embed_auto_precision": auto.reason,
                "embed_seed_seconds": seconds["seed"], "embed_project_seconds": seconds["float32"]}
     for name in rates:
         dtype = getattr(torch, name)
@@ -319,7 +323,6 @@ def bench_spark(work: Path, n_images: int) -> dict:
     """Spark local[2] against the single process on the same images: scoring files, embedding, and start-up."""
     from clip_aesthetics.engines import spark
     from clip_aesthetics.embedding.cache import EmbeddingCache
-    from clip_aesthetics.embedding.embed import pick_dtype
     from clip_aesthetics.scoring.model import save_scorer
 
     paths, clip, source, spec, head = _b32_setup(work, n_images, seed=2)
@@ -335,7 +338,7 @@ def bench_spark(work: Path, n_images: int) -> dict:
     cache = EmbeddingCache(work / "cache-local")
     cache.open({"embedding_dim": 512})
     started = time.perf_counter()
-    embed_to_cache(cache, items, model, processor, pick_dtype("float32", torch.device("cpu")), 32,
+    embed_to_cache(cache, items, model, processor, torch.float32, 32,
                    default_workers(-1), 4096, progress=False)
     local_embed = len(items) / (time.perf_counter() - started)
 
@@ -557,7 +560,7 @@ def main() -> None:
     parser.add_argument("--only", choices=TARGETS_SECTIONS + EXTRA_SECTIONS + ON_REQUEST, action="append")
     args = parser.parse_args()
     sections = args.only or TARGETS_SECTIONS + EXTRA_SECTIONS
-    native = "native bfloat16" if embed_module.native_bfloat16() else "no native bfloat16"
+    native = "native bfloat16" if precision.native_bfloat16() else "no native bfloat16"
     figures = {"date": date.today().isoformat(), "machine": f"{platform.machine()} "
                f"({torch.backends.cpu.get_cpu_capability()}, {native}), {os.cpu_count()} cores, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads", "quick": args.quick,

@@ -117,7 +117,7 @@ def render(f: dict, backbones: dict | None = None, runtimes: dict | None = None)
     ]
     if "embed_grid_speedup_vs_seed_bf16" in f:
         lines += [
-            f"In bfloat16 (what `precision=auto` picks on a CPU with native bfloat16) the forward runs "
+            f"In bfloat16 (what `precision=auto` picks on a CPU that measures it faster, as this one did) the forward runs "
             f"{f['embed_forward_images_per_second_bf16'] / f['embed_forward_images_per_second']:.1f}x faster than in "
             f"float32 and the embedding grid {f['embed_grid_speedup_vs_seed_bf16']:.1f}x faster than the seed-style "
             f"float32 baseline, while a trained head's scores keep a Spearman of "

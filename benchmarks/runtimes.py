@@ -24,7 +24,7 @@ import torch
 
 from clip_aesthetics.backbones.families import resolve_backbone, save_random_clip
 from clip_aesthetics.data.sample_data import write_sample_ava
-from clip_aesthetics.embedding import embed as embed_module
+from clip_aesthetics.embedding import precision
 from clip_aesthetics.heads.head import HeadSpec, build_head
 from clip_aesthetics.heads.metrics import spearman
 from clip_aesthetics.images.decode import crop_long_side, load_rgb
@@ -71,7 +71,7 @@ def bench_runtimes(work: Path, quick: bool) -> dict:
     n = 32 if quick else 96
     ava = write_sample_ava(work / "ava", n, seed=5, size=(500, 400))
     paths = sorted((ava / "image").glob("*.jpg"))[:n]
-    figures = {"runtime_images": len(paths), "runtime_native_bf16": embed_module.native_bfloat16()}
+    figures = {"runtime_images": len(paths), "runtime_native_bf16": precision.native_bfloat16()}
     for size in ("b32", "b16"):
         clip = save_random_clip(work / f"vit-{size}", size, seed=3)
         source = resolve_backbone(str(clip))
@@ -87,7 +87,7 @@ def bench_runtimes(work: Path, quick: bool) -> dict:
         reference = AestheticScorer().load(write_artifacts(work / f"{size}-torch", head.state_dict(), doc), "cpu")
         torch_model = save_scorer(work / f"{size}-torch-model", head.state_dict(), doc, clip)
         runtimes = {"torch_float32": (reference, torch.float32)}
-        if embed_module.native_bfloat16():
+        if precision.native_bfloat16():
             bf16 = AestheticScorer().load(write_artifacts(work / f"{size}-bf16", head.state_dict(),
                                                           {**doc, "precision": "bfloat16"}), "cpu")
             runtimes["torch_bfloat16"] = (bf16, torch.bfloat16)

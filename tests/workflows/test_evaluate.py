@@ -244,7 +244,8 @@ def test_a_model_on_another_scale_is_evaluated_on_ranks_and_says_how(sample_ava,
 
 
 def test_evaluating_a_run_without_a_model_says_so(sample_ava, tmp_path, tracking_uri, capsys):
-    with mlflow.start_run(run_name="no-model") as run:
+    experiment = mlflow.set_experiment("clip-aesthetics").experiment_id  # this store's, whatever ran before
+    with mlflow.start_run(run_name="no-model", experiment_id=experiment) as run:
         mlflow.log_param("note", "an embed run, say")
     assert cli.main(["evaluate", "--model", f"runs:/{run.info.run_id}/model", "--ava-dir", str(sample_ava),
                      "--cache-dir", str(tmp_path / "cache")]) == 2
