@@ -66,16 +66,18 @@ def decode_value(value, min_short: int | None = None):
 
 
 def served() -> bool:
-    """Whether this process is MLflow's scoring server (`mlflow models serve`), which sets this variable."""
+    """Whether this request is served by MLflow's scoring server (`mlflow models serve`), which sets this variable
+    (MLflow sets it too while it checks a model's input example as it logs it)."""
     return os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
 
 
 def announce(scorer) -> None:
     """A served model says once, in the server's log, what it computes in and why (at its first request: MLflow's
     server marks itself after loading the model)."""
-    if served() and not getattr(scorer, "announced", False):
-        import sys
+    import sys
 
+    # the server runs under uvicorn; logging a model only simulates serving, to check its input example
+    if served() and "uvicorn" in sys.modules and not getattr(scorer, "announced", False):
         scorer.announced = True
         print(f"clip-aesthetics: the served model scores in {scorer.precision_reason}", file=sys.stderr, flush=True)
 

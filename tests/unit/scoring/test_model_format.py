@@ -70,3 +70,33 @@ def test_evaluate_measures_the_2026_12_03_model_with_the_scores_it_gave_then(tmp
                                 "attributes.run_name LIKE 'evaluate-%'")
     assert abs(run.data.metrics["eval_spearman"] - 1.0) < 1e-9
     assert run.data.metrics["eval_mse"] < 1e-9
+
+
+LATEST = Path(__file__).resolve().parents[2] / "fixtures" / "registered-2026-12-08"
+
+
+def test_the_2026_12_08_model_scores_and_ranks_as_it_did_through_every_path(tmp_path, monkeypatch):
+    """Registered with percentiles the day before the way through the package was rebuilt: its scores and
+    percentiles are the same in this process, through the CLI (a table), and through shards (parts)."""
+    want = pd.read_csv(LATEST / "expected.csv", keep_default_na=False, na_values=[""])
+
+    def same(got: pd.DataFrame) -> None:
+        assert got["error"].fillna("").tolist() == want["error"].fillna("").tolist()
+        np.testing.assert_allclose(got["score"].to_numpy(float), want["score"].to_numpy(float), atol=1e-5)
+        np.testing.assert_allclose(got["percentile"].to_numpy(float), want["percentile"].to_numpy(float), atol=1e-9)
+
+    monkeypatch.chdir(LATEST)
+    same(mlflow.pyfunc.load_model(str(LATEST / "model")).predict(pd.DataFrame({"path": want["path"]})))
+    assert cli.main(["score", "images", "--model", str(LATEST / "model"), "--out", str(tmp_path / "cli.csv"),
+                     "--num-workers", "0", "--precision", "float32"]) == 0
+    same(pd.read_csv(tmp_path / "cli.csv", keep_default_na=False, na_values=[""]))
+    shard = tmp_path / "all.tar"
+    with tarfile.open(shard, "w") as tar:
+        for k, path in enumerate(want["path"]):
+            tar.add(LATEST / path, arcname=f"{k:03d}{Path(path).suffix}")
+    assert cli.main(["score", str(shard), "--model", str(LATEST / "model"), "--out", str(tmp_path / "parts"),
+                     "--precision", "float32"]) == 0
+    parts = pd.read_parquet(tmp_path / "parts").sort_values("key").reset_index(drop=True)
+    ok = want["error"].fillna("") == ""
+    np.testing.assert_allclose(parts.loc[ok.to_numpy(), "score"], want.loc[ok, "score"], atol=1e-5)
+    np.testing.assert_allclose(parts.loc[ok.to_numpy(), "percentile"], want.loc[ok, "percentile"], atol=1e-9)
