@@ -182,8 +182,7 @@ def _local_spark():
     from clip_aesthetics.engines import spark
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ["CLIP_AESTHETICS_SPARK_MASTER"] = "local[2]"
-    session = spark.session()
+    session = spark.session("local[2]")
     session.sparkContext.setLogLevel("ERROR")
     session.range(1).count()
     return session

@@ -31,13 +31,12 @@ def load(model_uri: str, tracking_uri: str | None = None, device: str | None = N
     """
     import sys
 
-    import mlflow
-
     from clip_aesthetics.scoring.uris import load_scorer
     from clip_aesthetics.settings.scoring import requested_precision
+    from clip_aesthetics.tracking.stores import use_store
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+    if tracking_uri:  # else MLflow's own choice, which a notebook may have set already
+        use_store(tracking_uri)
     asked = requested_precision({"precision": precision} if precision else None)
     scorer = load_scorer(model_uri, asked)
     if device:

@@ -12,7 +12,7 @@ group `clip_aesthetics.<table>` (e.g. `clip_aesthetics.heads`), and code (a test
 | `HEADS`              | `heads.kinds.HeadKind`                       | `--head`, `--heads`, a saved model      |
 | `BACKBONE_FAMILIES`  | `backbones.families.Family`                  | a checkpoint's config.json `model_type` |
 | `SCORE_INPUTS`       | `scoring.samples.InputReader`                | an input's suffix (`score`)             |
-| `SCORE_OUTPUTS`      | `scoring.outputs.OutputWriter`               | `--out`'s suffix (`score` of files)     |
+| `SCORE_OUTPUTS`      | `scoring.outputs.OutputWriter`               | `--out`'s suffix (`score`)              |
 | `LABELS_READERS`     | `data.tables.TableReader`                    | a labels table's suffix (`--labels`)    |
 | `ENGINES`            | `engines.Engine`                             | `--engine`                              |
 | `RUNTIMES`           | `scoring.runtime.Runtime`                    | `export --format`                       |
@@ -121,6 +121,7 @@ BACKBONE_FAMILIES = Table("backbone family", "backbones", {
 })
 
 SCORE_INPUTS = Table("score input format", "score_inputs", {
+    "files": "clip_aesthetics.scoring.image_files:IMAGE_FILES",
     "shard": "clip_aesthetics.scoring.shards:SHARDS",
     "table": "clip_aesthetics.scoring.byte_tables:TABLES",
 })

@@ -125,11 +125,14 @@ def test_spark_scores_with_an_onnx_export_like_one_process(spark_session, traine
 
 @pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
 def test_the_model_is_loaded_once_per_executor_process_not_per_partition(spark_session, trained, photos, tmp_path,
-                                                                          monkeypatch):
+                                                                          monkeypatch, capsys):
     monkeypatch.chdir(trained["root"])
-    done = spark.score_files(spark_session, [str(photos)], trained["model"], str(tmp_path / "s.parquet"), partitions=8)
-    assert done["scored"] == 14 and done["failed"] == 2
-    assert 1 <= done["model_loads"] <= 2, f"{done['model_loads']} loads for 8 partitions on 2 executor processes"
+    assert cli.main(["score", str(photos), "--model", trained["model"], "--engine", "spark", "--spark-partitions", "8",
+                     "--out", str(tmp_path / "s.parquet")]) == 0
+    printed = capsys.readouterr().out
+    loads = int(printed.split("model loaded ")[1].split(" ")[0])
+    assert "scored 14 image(s), 2 failed" in printed
+    assert 1 <= loads <= 2, f"{loads} loads for 8 partitions on 2 executor processes"
 
 
 @pytest.mark.usefixtures("trained_store")  # its store, in the environment and in MLflow
@@ -138,7 +141,7 @@ def test_spark_input_that_does_not_exist_is_one_line(spark_session, trained, tmp
     assert cli.main(["score", str(tmp_path / "nowhere"), "--model", trained["model"], "--engine", "spark",
                      "--out", str(tmp_path / "s.parquet")]) == 2
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and "Spark cannot read" in error[0] and "nowhere" in error[0]
+    assert len(error) == 1 and "no such file or folder" in error[0] and "nowhere" in error[0]
 
 
 def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(

@@ -259,7 +259,7 @@ HOSTILE = "<img src=x onerror=alert(1)>"  # an image named like markup
 
 def test_thumbnails_decode_in_a_browser_and_nothing_is_requested(sample_ava, tmp_path, page):
     """Headless Chromium (the module's browser): every thumbnail decoded, no dialog, no network request."""
-    from clip_aesthetics.scoring import files as scoring
+    from clip_aesthetics.scoring.curation_report import gallery_page
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -268,7 +268,7 @@ def test_thumbnails_decode_in_a_browser_and_nothing_is_requested(sample_ava, tmp
     shutil.copy(sample_ava / "image" / "15.jpg", folder / f"{HOSTILE}.jpg")
     frame = pd.DataFrame({"path": [str(p) for p in sorted(folder.iterdir())], "score": [3.0, 4.0, 6.0, 8.0],
                           "error": ["", "", "", ""]})
-    scoring.write_gallery(frame, tmp_path / "g.html")
+    (tmp_path / "g.html").write_bytes(gallery_page(frame, (1.0, 10.0)))
     fresh = page.context.browser.new_page()  # the module's browser (one Playwright per process), a page of its own
     requests, dialogs = [], []
     fresh.on("request", lambda r: requests.append(r.url))

@@ -203,33 +203,44 @@ def test_a_new_labels_table_format_trains_through_the_cli(sample_ava, tiny_clip,
 
 # ---------------------------------------------------------------- an engine
 
-def test_a_new_engine_scores_shards_through_the_cli(trained_store, sample_ava, tmp_path):
-    """An engine that scores each input in a thread of its own: chosen with --engine, used by the curation job."""
+def test_a_new_engine_scores_shards_and_files_through_the_cli(trained_store, sample_ava, tmp_path):
+    """An engine that scores each input in a thread of its own: chosen with --engine, given the job (its inputs,
+    its model's folder, its output), used for tables and for files alike."""
     from concurrent.futures import ThreadPoolExecutor
 
     from clip_aesthetics.engines import Engine
-    from clip_aesthetics.scoring.curate import score_input
+    from clip_aesthetics.scoring.curate import score_input, score_samples
+    from clip_aesthetics.scoring.samples import read_files
     from clip_aesthetics.scoring.uris import load_scorer
 
     used = []
 
-    def score_inputs(todo, model_folder, out, job, image_column="", precision="auto"):
-        scorer = load_scorer(model_folder)
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda path: used.append(score_input(scorer, path, out, image_column, job=job)), todo))
+    def score(job):
+        scorer = load_scorer(job.model_folder, job.precision)
+        if job.inputs.per_file:  # the rows, returned
+            used.append(len(job.inputs.files))
+            return score_samples(scorer, list(read_files(job.inputs.files)), num_workers=0)
+        with ThreadPoolExecutor(2) as pool:  # a part per input, written
+            list(pool.map(lambda path: used.append(score_input(scorer, path, job.output.parts, job=job.identity)),
+                          job.todo))
+        return None
 
     images = sorted((sample_ava / "image").glob("*.jpg"))[:6]
     tables = []
     for k in range(2):
         tables.append(tmp_path / f"part{k}.parquet")
         pd.DataFrame({"image": [p.read_bytes() for p in images[k * 3:(k + 1) * 3]]}).to_parquet(tables[-1])
-    with extensions.ENGINES.registered("threads", Engine("a thread per input", lambda: None, score_inputs)):
+    with extensions.ENGINES.registered("threads", Engine("a thread per input", lambda options: None, score)):
         assert cli.main(["score", *map(str, tables), "--model", trained_store["model"], "--engine", "threads", "--out",
                          str(tmp_path / "out")]) == 0
-    assert sorted(used) == [3, 3]
+        assert cli.main(["score", *map(str, images), "--model", trained_store["model"], "--engine", "threads", "--out",
+                         str(tmp_path / "files.csv")]) == 0
+    assert sorted(used) == [3, 3, 6]
     frame = pd.read_parquet(tmp_path / "out")
     direct = mlflow.pyfunc.load_model(trained_store["model"]).predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
     assert np.allclose(frame["score"], direct["score"], atol=1e-5)
+    files = pd.read_csv(tmp_path / "files.csv")
+    assert files["path"].tolist() == list(map(str, images)) and np.allclose(files["score"], direct["score"], atol=1e-5)
 
 
 def test_an_unknown_engine_is_refused_before_any_work(capsys):

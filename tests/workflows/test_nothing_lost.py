@@ -184,7 +184,7 @@ def test_a_huge_brace_pattern_is_expanded_lazily_and_refused_at_its_first_missin
     made = []
     braces = samples._braces
     monkeypatch.setattr(samples, "_braces", lambda text: (made.append(name) or name for name in braces(text)))
-    with pytest.raises(Exception, match=r"no such file: .*00000001\.tar \(from the pattern"):
+    with pytest.raises(Exception, match=r"no such file or folder: .*00000001\.tar \(from the pattern"):
         samples.expand([str(tmp_path / "{00000000..99999999}.tar")])
     assert sorted(set(made)) == [str(tmp_path / f"0000000{k}.tar") for k in (0, 1)], \
         "names made one at a time, up to the first missing one: not a hundred million first"

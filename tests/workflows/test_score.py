@@ -119,7 +119,7 @@ def test_score_from_another_folder_names_the_store_and_version_it_used(store, tm
     done = subprocess.run([sys.executable, "-m", "clip_aesthetics", "score", "14.jpg", "--tracking-uri", store["uri"],
                            "--num-workers", "0"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    version = mlflow.MlflowClient().get_model_version_by_alias(NAME, "champion")
+    version = mlflow.MlflowClient(store["uri"]).get_model_version_by_alias(NAME, "champion")
     assert f"models:/{NAME}@champion -> version {version.version} of {NAME}" in done.stdout
     assert store["uri"] in done.stdout and "scores: mean" in done.stdout
     assert "Downloading artifacts" not in done.stderr, "MLflow's per-file progress bars are off"
@@ -164,10 +164,15 @@ def test_scores_are_clipped_to_1_10_in_every_path(trained_store, sample_ava, tmp
         assert paths["score"].tolist() == [expected]
 
 
-def test_score_refuses_a_folder_as_output_before_any_work(trained_store, sample_ava, tmp_path, capsys):
+def test_score_refuses_a_folder_holding_other_files_as_output_before_any_work(trained_store, sample_ava, tmp_path,
+                                                                              capsys):
+    """A folder names a parquet dataset (one part per input, or the whole table); one holding what no score job
+    wrote is refused, saying how to write one table instead."""
+    (tmp_path / "notes.txt").write_text("mine")
     assert cli.main(["score", str(sample_ava / "image" / "14.jpg"), "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert f"--out {tmp_path} is a folder" in error and "scores.csv" in error
+    assert f"--out {tmp_path} already holds 'notes.txt'" in error and f"{tmp_path / 'scores.csv'}" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_score_with_a_run_model_whose_clip_folder_moved_is_one_line(trained_store, tiny_clip, sample_ava, tmp_path,

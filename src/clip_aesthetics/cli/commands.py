@@ -10,9 +10,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict
 
-from clip_aesthetics.settings import (BackboneSettings, CacheSettings, DatasetSettings, DataSettings, EmbedSettings,
-                                      RegisterSettings, RevisionSettings, ScoreSettings, Settings, SweepSettings,
-                                      TrackingSettings, TrainSettings)
+from clip_aesthetics.settings import (BackboneSettings, BundleSettings, CacheSettings, DatasetSettings, DataSettings,
+                                      EmbedSettings, RegisterSettings, RevisionSettings, ScoreSettings, Settings,
+                                      StoreSettings, SweepSettings, TrackingSettings, TrainSettings, WorkersSettings)
 from clip_aesthetics.settings.values import check_backbone, check_model_name
 
 
@@ -76,7 +76,7 @@ class ScoreCommand(ScoreSettings):
         score_step(self, self.inputs)
 
 
-class ImportHeadCommand(TrackingSettings, RevisionSettings):
+class ImportHeadCommand(TrackingSettings, RevisionSettings, BundleSettings):
     """Import a published aesthetic head (LAION's linear heads, the improved MLP, v2.5) and register it."""
 
     path: CliPositionalArg[str] = Field(description="the head's weight file as its authors publish it (.pth)")
@@ -86,10 +86,6 @@ class ImportHeadCommand(TrackingSettings, RevisionSettings):
     activation: Literal["none", "relu", "gelu"] = Field("none", description="between the head's layers: none for "
                                                          "every published file except the improved predictor's reluMSE "
                                                          "ones (relu)")
-    bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="precision of the backbone weights copied into the registered model; auto = as the "
-        "checkpoint publishes them (float32 for the published CLIP and SigLIP checkpoints), so that the head scores "
-        "as its authors computed it")
     reference: str = Field("", description="a folder of images (say, a sample of what you will score) whose scores "
                            "become the model's reference: each score's percentile is where it falls among "
                            "theirs (mid-rank); empty = none (percentiles stay empty)")
@@ -117,14 +113,13 @@ class ImportHeadCommand(TrackingSettings, RevisionSettings):
         import_head_step(self)
 
 
-class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings):
+class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings, WorkersSettings):
     """Measure models (any MLflow model URI: trained, registered, imported) on a labelled dataset, side by side."""
 
     models: str = Field(description="comma-separated model URIs (models:/NAME@champion, runs:/ID/model, ...); on the "
                         "CLI also --model URI, repeated")
     eval_split: Literal["test", "val", "train", "all"] = Field("test", description="which images: a split (as "
                                                                "split, val_fraction, test_fraction, seed make it), or all")
-    num_workers: int = Field(-1, ge=-1, description="image decoding workers; -1 = one per core")
     pairs: str = Field("", description="a pair table (image_a, image_b, preference) to measure the models on by "
                        "pairwise accuracy instead of labels= or AVA: any model, trained on scores or on pairs")
 
@@ -142,13 +137,11 @@ class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings):
         evaluate_step(self)
 
 
-class ExportCommand(Settings):
+class ExportCommand(StoreSettings):
     """Export a model (backbone and head) to ONNX, float32 or int8; measure it against the source; register it."""
 
     model: str = Field("models:/clip-aesthetics@champion", description="the model to export: any MLflow model URI "
                        "of a scorer (trained, registered or imported)")
-    tracking_uri: str = Field("", description="the MLflow tracking store holding the model (and where the export "
-                              "is logged and registered); empty = MLFLOW_TRACKING_URI, else ./mlflow.db")
     format: str = Field("onnx", description="the runtime to export to (onnx: ONNX Runtime, no torch needed to score)")
     quantize: Literal["none", "int8"] = Field("none", description="none: float32 weights, the source's scores to "
                                                "1e-4 of the range; int8: dynamic int8 matrix products, faster on "

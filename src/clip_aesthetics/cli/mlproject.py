@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clip_aesthetics.cli.commands import ClipAesthetics
+from clip_aesthetics.settings.values import as_text
 
 # MLproject entry point -> CLI subcommand. Settings that `mlflow run` decides itself are left out.
 ENTRY_POINTS = ["main", "embed", "train", "sweep", "register", "score", "import_head", "evaluate", "export"]  # CLI subcommands
@@ -23,11 +24,7 @@ def _parameter(name: str, field) -> str:
     kind = "float" if field.annotation in (int, float) else "string"
     if field.is_required():
         return f"      {name}: {{type: {kind}}}"
-    default = field.default
-    if isinstance(default, bool):
-        default = str(default).lower()
-    elif isinstance(default, Path):
-        default = str(default)
+    default = as_text(field.default)
     quoted = repr(str(default)).replace("'", '"') if kind == "string" else default
     return f"      {name}: {{type: {kind}, default: {quoted}}}"
 
@@ -54,8 +51,7 @@ REFERENCE_START, REFERENCE_END = "<!-- parameters:start -->", "<!-- parameters:e
 def _default_text(field) -> str:
     if field.is_required():
         return "(required)"
-    default = field.default
-    return str(default).lower() if isinstance(default, bool) else ("(empty)" if default == "" else str(default))
+    return as_text(field.default) or "(empty)"
 
 
 def reference_tables() -> str:

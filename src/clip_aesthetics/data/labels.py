@@ -23,7 +23,6 @@ import pandas as pd
 
 from clip_aesthetics.data import ava
 from clip_aesthetics.data.cells import ContentIds, count_in, image_source, number_in
-from clip_aesthetics.settings.values import parse_range, parse_votes
 from clip_aesthetics.data.tables import (SCORE_COLUMNS, LabelsError, find_column, split_in,
                                           find_image_column, locate_table, read_table)
 
@@ -132,13 +131,9 @@ def read_dataset(data, cache_dir: Path | None = None) -> Labelled:
                                      memo=ContentIds(cache_dir) if cache_dir else None, **columns))
     return read_labels(Path(data.labels).expanduser(), image_dir=Path(data.image_dir).expanduser() if data.image_dir
                        else None, image_column=data.image_column, score_column=data.score_column,
-                       vote_columns=parse_votes(data.vote_columns), score_range=parse_range(
-                           getattr(data, "score_range", "")), threshold=_threshold(getattr(data, "threshold", "")),
+                       vote_columns=list(data.vote_columns), score_range=getattr(data, "score_range", None),
+                       threshold=getattr(data, "threshold", None),
                        memo=ContentIds(cache_dir) if cache_dir else None)
-
-
-def _threshold(text: str) -> float | None:
-    return float(text) if str(text).strip() else None
 
 
 def from_ava(data) -> Labelled:
@@ -149,11 +144,11 @@ def from_ava(data) -> Labelled:
                           "score": voted["mean_score"].to_numpy(), "split": ""})
     sources = {image_id: ava.image_path(images, image_id, name)
                for image_id, name in zip(frame["image_id"].tolist(), frame["image"].tolist(), strict=True)}
-    declared = parse_range(getattr(data, "score_range", "")) or ava.SCORE_RANGE
-    if declared != ava.SCORE_RANGE:
-        raise LabelsError(f"score_range={data.score_range}: AVA's scale is {ava.SCORE_RANGE[0]:g}-"
+    declared = getattr(data, "score_range", None) or ava.SCORE_RANGE
+    if tuple(declared) != tuple(ava.SCORE_RANGE):
+        raise LabelsError(f"score_range={declared[0]:g},{declared[1]:g}: AVA's scale is {ava.SCORE_RANGE[0]:g}-"
                           f"{ava.SCORE_RANGE[1]:g}; score_range applies to a labels table (labels=)")
-    threshold = _threshold(getattr(data, "threshold", ""))
+    threshold = getattr(data, "threshold", None)
     folder = Path(data.ava_dir).resolve()
     votes = pd.DataFrame(voted[ava.VOTE_COLUMNS].to_numpy(np.int64), index=pd.Index(frame["image_id"], name="image_id"),
                          columns=ava.VOTE_COLUMNS)

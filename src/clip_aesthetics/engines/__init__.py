@@ -12,22 +12,20 @@ from typing import Callable
 class Engine:
     """What an engine does for the workflows.
 
-    - `start()`: refuse early, before any work, what the engine needs and lacks (Spark: pyspark, Java);
+    - `start(options)`: refuse early, before any work, what the engine needs and lacks (Spark: pyspark, Java), and
+      start it as the engine settings (`options`) say (Spark: spark_master);
+    - `score(job) -> rows or None`: run a score job (scoring/job.py): per-file inputs' rows returned, or written as
+      the output's parts; containers' parts written (resumable);
     - `embed_missing(cache_root, todo, folder, precision, batch_size, shard_size, decoding) -> model loads`, or None
       when this process embeds (embedding/filling.py);
-    - `score_inputs(todo, model_folder, out, job, image_column, precision)`: one part per shard or table
-      (scoring/curate.py);
-    - `score_files(inputs, model_uri, out, partitions, precision) -> {scored, failed, model_loads}`, writing a
-      parquet folder
-      itself, or None when this process scores files into a table that an output writer (extensions.SCORE_OUTPUTS)
-      writes.
+    - `writes_parts`: it writes per-file rows as a folder of parts itself (Spark) where the output format can be one.
     """
 
     description: str
-    start: Callable[[], None]
-    score_inputs: Callable
+    start: Callable
+    score: Callable
     embed_missing: Callable | None = None
-    score_files: Callable | None = None
+    writes_parts: bool = False
 
 
 def engine(name: str) -> Engine:
@@ -36,6 +34,10 @@ def engine(name: str) -> Engine:
     return ENGINES.get(name)
 
 
-def embedder(name: str) -> Callable | None:
-    """What embeds a dataset's missing images on engine `name` (into the same cache); None: this process does."""
-    return engine(name).embed_missing
+def embedder(options) -> Callable | None:
+    """What embeds a dataset's missing images on the engine `options` (the engine settings) name, started (into the
+    same cache); None: this process does."""
+    chosen = engine(options.engine)
+    if chosen.embed_missing is not None:
+        chosen.start(options)
+    return chosen.embed_missing

@@ -5,11 +5,10 @@ from __future__ import annotations
 from clip_aesthetics.engines import Engine
 
 
-def _score_inputs(todo: list[str], model_folder: str, out, job: dict, image_column: str = "",
-                  precision: str | None = None) -> None:
-    from clip_aesthetics.scoring.curate import score_here
+def _score(job):
+    from clip_aesthetics.scoring.job import score_here
 
-    score_here(todo, model_folder, out, job, image_column, precision)
+    return score_here(job)
 
 
-LOCAL = Engine("this process and its decoding workers", start=lambda: None, score_inputs=_score_inputs)
+LOCAL = Engine("this process and its decoding workers", start=lambda options: None, score=_score)

@@ -28,9 +28,7 @@ import pandas as pd
 
 from clip_aesthetics.engines import Engine
 from clip_aesthetics.errors import ScoringInputError, UserError
-from clip_aesthetics.images.decode import IMAGE_SUFFIXES
 
-IMAGE_PATTERN = "(?i)\\.(" + "|".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)) + ")$"
 ROWS_PER_BATCH = 256  # images per Arrow batch handed to the scorer: bounds an executor's memory
 _loaded: dict[tuple, object] = {}  # in each executor Python process: (what, where, device) -> loaded model
 
@@ -39,8 +37,9 @@ class SparkUnavailableError(UserError, RuntimeError):
     """pyspark or Java is missing; the message says what to install."""
 
 
-def session(app_name: str = "clip-aesthetics"):
-    """The Spark session the user's setup provides (spark-submit, a platform), else one on this machine's cores."""
+def session(master: str = "", app_name: str = "clip-aesthetics"):
+    """The Spark session the user's setup provides (spark-submit, a platform, one already started), else one at
+    `master` (the spark_master setting; empty: this machine's cores, local[*])."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -51,10 +50,11 @@ def session(app_name: str = "clip-aesthetics"):
     configured = (SparkSession.getActiveSession() or os.environ.get("PYSPARK_GATEWAY_PORT")
                   or os.environ.get("SPARK_MASTER") or os.environ.get("MASTER"))
     builder = SparkSession.builder.appName(app_name)
-    if not configured:  # a plain `clip-aesthetics ... --engine spark`: local mode on this machine
+    if not configured:  # a plain `clip-aesthetics ... --engine spark`: the master asked for, else local mode
         # Python workers must be this interpreter (its environment has the project), not `python3` on PATH.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = builder.master(os.environ.get("CLIP_AESTHETICS_SPARK_MASTER", "local[*]"))
+        builder = builder.master(master or "local[*]")
+        if not os.environ.get("PYSPARK_PYTHON"):
+            builder = builder.config("spark.pyspark.python", sys.executable)
     return builder.getOrCreate()
 
 
@@ -150,79 +150,83 @@ def _task_device(default: str = "auto"):
     return pick_device(default)
 
 
-def score_files(spark, inputs: list[str], model_uri: str, out: str, partitions: int = 0,
-                precision: str | None = None) -> dict[str, int]:
-    """Score every image file under `inputs` (paths or URIs Spark reads) with `model_uri`; write parquet at `out`.
+def score_job(spark, job) -> pd.DataFrame | None:
+    """A score job (scoring/job.py) on Spark tasks, each scoring samples with the same function as one process
+    (curate.score_samples), the model loaded once per executor process. Per-file inputs are listed and read by Spark
+    itself (binaryFile: local paths or any URI it reads), one row per file, written by Spark as the parquet folder
+    (or returned, for a one-file table); containers are one task each, writing its part. Returns the rows it
+    returns, else None (they are in the output's parts)."""
+    paths = list(job.inputs.given if job.inputs.per_file else job.inputs.containers)
+    parts = str(job.output.parts or "")  # the folder executors write into (its parent: Spark makes it)
+    written = str(Path(parts).parent) if job.inputs.per_file and parts else parts
+    check_shared(spark, paths, [written] if written and _on_this_filesystem(written) else [], "inputs and --out")
+    shipped = _shipped(spark, job.model_folder)
+    loads = spark.sparkContext.accumulator(0)
+    try:
+        if job.inputs.per_file:
+            return _score_files(spark, job, paths, shipped, loads)
+        _score_containers(spark, job, shipped, loads)
+        return None
+    finally:
+        job.counts["model_loads"] = loads.value
 
-    One row per file, empty files included (Spark's binaryFile skips 0-byte files; they are added back
-    with the error "empty file"). Returns counts: scored, failed, model_loads.
-    """
+
+def _score_files(spark, job, inputs: list[str], shipped: str, loads) -> pd.DataFrame | None:
     from pyspark.errors import AnalysisException
 
-    from clip_aesthetics.scoring.files import check_spark_output
+    from clip_aesthetics.scoring.curate import score_samples
     from clip_aesthetics.scoring.requests import output_columns
-    from clip_aesthetics.scoring.uris import download_model, read_spec
+    from clip_aesthetics.scoring.samples import reader_for, suffixes
+    from clip_aesthetics.scoring.uris import read_spec
 
-    check_spark_output(out, list(inputs))  # the overwrite below deletes `out` first: never an input
-    local_model = download_model(model_uri)  # once, on the driver
-    columns = output_columns(read_spec(local_model))
+    pattern = "(?i)(" + "|".join(re.escape(s) for s in sorted(set(suffixes(per_file=True)))) + ")$"
+    columns = output_columns(read_spec(job.model_folder))
     schema = ", ".join(["path string", *(f"{c} {'string' if c == 'error' else 'double'}" for c in columns)])
-    if out_parent := str(Path(out.removeprefix("file:")).parent) if _on_this_filesystem(out) else "":
-        Path(out_parent).mkdir(parents=True, exist_ok=True)
-    check_shared(spark, list(inputs), [out_parent] if out_parent else [], "inputs and --out")
-    shipped = _shipped(spark, local_model)
-    loads = spark.sparkContext.accumulator(0)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ROWS_PER_BATCH))
     try:
-        files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(list(inputs))
-        listed = sorted(_same_form(p) for p in files.inputFiles() if re.search(IMAGE_PATTERN, p))
+        files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(inputs)
+        listed = sorted(_same_form(p) for p in files.inputFiles() if re.search(pattern, p))
     except AnalysisException as error:  # a path that does not exist, a filesystem Spark is not set up for
         raise ScoringInputError(f"Spark cannot read {', '.join(inputs)}: {str(error).splitlines()[0]}") from None
     if not listed:
-        raise ScoringInputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {', '.join(inputs)}")
-    images = files.select("path", "content").filter(files.path.rlike(IMAGE_PATTERN))
-    if partitions:
-        images = images.repartition(partitions)
-    present = {row.path for row in images.select("path").collect()}
+        raise ScoringInputError(f"no file of the formats read ({', '.join(sorted(set(suffixes(True))))}) under "
+                                f"{', '.join(inputs)}")
+    rows = files.select("path", "content").filter(files.path.rlike(pattern))
+    rows = rows.repartition(job.partitions) if job.partitions else rows
+    present = {row.path for row in rows.select("path").collect()}
+    precision = job.precision
 
     def score_partition(batches):
         scorer = _scorer(shipped, loads, precision)
         for batch in batches:
-            scored = scorer.predict(None, pd.DataFrame({"image": batch["content"].tolist()}))
-            yield pd.concat([pd.DataFrame({"path": batch["path"].to_numpy()}),
-                             scored.reset_index(drop=True).reindex(columns=columns)], axis=1)
-            print(f"clip-aesthetics: scored {len(batch)} image(s) in pid {os.getpid()}", file=sys.stderr, flush=True)
+            samples = [reader_for(path).from_bytes(path, content) for path, content in
+                       zip(batch["path"], batch["content"], strict=True)]
+            yield score_samples(scorer, samples, num_workers=0).reindex(columns=["path", *columns])
+            print(f"clip-aesthetics: scored {len(batch)} file(s) in pid {os.getpid()}", file=sys.stderr, flush=True)
 
-    result = images.mapInPandas(score_partition, schema)
+    result = rows.mapInPandas(score_partition, schema)
     empty = [(path, *[None] * (len(columns) - 1), "empty file") for path in listed if path not in present]
-    if empty:
+    if empty:  # binaryFile skips 0-byte files: each gets its row back
         result = result.unionByName(spark.createDataFrame(empty, schema))
-    result.write.mode("overwrite").parquet(out)
-    written = spark.read.parquet(out)
-    failed = written.filter(written.error != "").count()
-    return {"scored": written.count() - failed, "failed": failed, "model_loads": loads.value}
+    if job.output.parts is None:  # one table: the rows come back here, in path order
+        return result.toPandas().sort_values("path", kind="stable").reset_index(drop=True)
+    result.write.mode("overwrite").parquet(str(job.output.parts))
+    return None
 
 
-def score_inputs(spark, paths: list[str], model_folder: str, out: str, image_column: str = "",
-                 job: dict | None = None, precision: str | None = None) -> int:
-    """Score webdataset shards or tables of image bytes (scoring/curate.py) with the model saved in `model_folder`: one task
-    per input, each writing that input's part of `out` atomically, the model loaded once per executor process.
-    Returns the model loads. On a cluster `out` and the inputs must be on a filesystem every executor sees
-    (checked before any task starts)."""
-    check_shared(spark, list(paths), [str(out)], "shards or tables, and --out")
-    shipped = _shipped(spark, model_folder)
-    loads = spark.sparkContext.accumulator(0)
-    out = _absolute(out)
-    tasks = [(path, _absolute(path)) for path in paths]  # (as given, for the rows; absolute, for the executor)
+def _score_containers(spark, job, shipped: str, loads) -> None:
+    """One task per shard or table, each writing that input's part atomically (a shared filesystem on a cluster)."""
+    out, image_column, identity, precision = _absolute(job.output.parts), job.image_column, job.identity, job.precision
+    tasks = [(path, _absolute(path)) for path in job.todo]  # (as given, for the rows; absolute, for the executor)
 
     def score_one(task):
         from clip_aesthetics.scoring.curate import score_input
 
         given, absolute = task
-        score_input(_scorer(shipped, loads, precision), given, Path(out), image_column, source=absolute, job=job)
+        score_input(_scorer(shipped, loads, precision), given, Path(out), image_column, source=absolute, job=identity)
 
-    spark.sparkContext.parallelize(tasks, len(tasks)).foreach(score_one)
-    return loads.value
+    if tasks:
+        spark.sparkContext.parallelize(tasks, len(tasks)).foreach(score_one)
 
 
 def _same_form(uri: str) -> str:
@@ -288,10 +292,5 @@ def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads,
 
 SPARK = Engine(
     "Apache Spark tasks (the session spark-submit or your platform provides, else local[*])",
-    start=lambda: session(),
-    score_inputs=lambda todo, folder, out, job, image_column="", precision=None: score_inputs(
-        session(), todo, folder, str(out), image_column, job, precision),
-    embed_missing=embed_missing,
-    score_files=lambda inputs, model_uri, out, partitions=0, precision=None: score_files(
-        session(), inputs, model_uri, str(out), partitions, precision),
-)
+    start=lambda options: session(getattr(options, "spark_master", "")), score=lambda job: score_job(session(), job),
+    embed_missing=embed_missing, writes_parts=True)

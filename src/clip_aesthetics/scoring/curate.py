@@ -1,5 +1,5 @@
-"""Curating a collection: shards and tables (scoring/samples.py) + a scorer -> a folder of parquet parts, one row per input
-sample, resumable; a summary to choose a threshold from; the kept samples as keys and as new shards.
+"""Scoring containers (shards and tables, scoring/samples.py) into parts: a folder of parquet parts, one row per
+input sample, resumable; and the one function every engine scores samples with (`score_samples`).
 
 The output folder holds parquet parts only (`part-*.parquet`, what pandas, Spark and DuckDB read as one dataset);
 the summary, its histogram and the kept keys go under `_report/`, a name dataset readers skip. Each part is
@@ -24,52 +24,13 @@ import pandas as pd
 
 from clip_aesthetics.atomic import atomic_path
 from clip_aesthetics.errors import ScoringInputError
-from clip_aesthetics.scoring.files import refuse_foreign, refuse_holding_inputs, within
+from clip_aesthetics.scoring.guards import OLD_REPORT, REPORT, WRITTEN  # noqa: F401  (WRITTEN: for the report)
 from clip_aesthetics.scoring.samples import RESERVED, Sample, read_input
 
 CHUNK = 256  # samples per scoring call: bounded memory, full batches for the model
-REPORT = "_report"  # under the output folder: dataset readers skip names starting with _ or .
-SUMMARY, HISTOGRAM, KEPT = "summary.json", "summary.png", "kept.parquet"
-OLD_REPORT = (SUMMARY, HISTOGRAM, KEPT)  # where versions before 2026-12-03 wrote the report: beside the parts
-WRITTEN = "_kept-shards.json"  # in a --write-shards folder: which input each shard came from, and for which job
+SUMMARY, HISTOGRAM, KEPT = OLD_REPORT  # under the parts folder's _report/ (beside the parts before 2026-12-03)
 METADATA_KEY = b"clip_aesthetics"  # a part's parquet metadata: the job that wrote it
 SAME_JOB = ("head_sha256", "spec_sha256", "image_column")  # what must match for a part to be resumed
-
-
-# ---------------------------------------------------------------- where a job may write
-
-def _ours(name: str) -> bool:
-    """What a score job writes in its output folder: parts, half-written parts, the report."""
-    return ((name.startswith("part-") and name.endswith(".parquet")) or (name.startswith(".") and name.endswith(".tmp"))
-            or name in (REPORT, *OLD_REPORT))
-
-
-def check_targets(paths: list[str], out: Path, write_shards: Path | None) -> None:
-    """Refuse, before any work, an output folder or shards folder that holds an input (symlinks followed), that
-    holds files another job or person put there, or that lies inside the other."""
-    out_real = Path(out).resolve()
-    if out_real.exists() and not out_real.is_dir():
-        raise ScoringInputError(f"--out {out}: shards and tables are scored into a folder of parquet parts, and {out} "
-                                "is a file")
-    refuse_holding_inputs("--out", out, out_real, paths, "give the scores a folder of their own")
-    if out_real.is_dir():
-        refuse_foreign("--out", out, out_real, _ours, "which a score job did not write: give a new or empty folder, or "
-                       "the folder of an earlier score job to resume it")
-    if write_shards is None:
-        return
-    shards_real = Path(write_shards).resolve()
-    refuse_holding_inputs("--write-shards", write_shards, shards_real, paths, "the kept shards would replace it; "
-                          "give them a folder of their own")
-    if within(shards_real, out_real) or within(out_real, shards_real):
-        raise ScoringInputError(f"--write-shards {write_shards} and --out {out} must be separate folders, neither "
-                                "inside the other")
-    if shards_real.is_dir() and any(shards_real.iterdir()):
-        manifest = shards_real / WRITTEN
-        owner = json.loads(manifest.read_text()).get("out") if manifest.is_file() else None
-        if owner != str(out_real):
-            first = sorted(e.name for e in shards_real.iterdir())[0]
-            raise ScoringInputError(f"--write-shards {write_shards} already holds {first!r}, not written by this job "
-                                    f"(--out {out}): give a new or empty folder")
 
 
 # ---------------------------------------------------------------- the job's identity and resuming
@@ -125,8 +86,8 @@ def path_digest(path: str) -> str:
 
 def score_input(scorer, path: str, out: Path, image_column: str = "", source: str | None = None,
                 job: dict | None = None) -> int:
-    """Score every sample of one input into its part (written atomically); returns the number of rows. `source` is
-    where to read it when that differs from `path` as the user gave it (an executor's absolute path)."""
+    """Score every sample of one container into its part (written atomically); returns the number of rows. `source`
+    is where to read it when that differs from `path` as the user gave it (an executor's absolute path)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -135,10 +96,10 @@ def score_input(scorer, path: str, out: Path, image_column: str = "", source: st
     for sample in read_input(source or path, image_column, name=Path(path).name):
         chunk.append(sample)
         if len(chunk) >= CHUNK:
-            frames.append(_score_chunk(scorer, chunk, path))
+            frames.append(score_samples(scorer, chunk, path))
             chunk = []
     if chunk or not frames:
-        frames.append(_score_chunk(scorer, chunk, path))
+        frames.append(score_samples(scorer, chunk, path))
     frame = pd.concat(frames, ignore_index=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
@@ -148,18 +109,28 @@ def score_input(scorer, path: str, out: Path, image_column: str = "", source: st
     return len(frame)
 
 
-def _score_chunk(scorer, chunk: list[Sample], path: str) -> pd.DataFrame:
-    """key, input, the scorer's answer (score, percentile, what its head adds), error, and the carried columns."""
-    values = {"score": np.full(len(chunk), np.nan), "percentile": np.full(len(chunk), np.nan)}
+def score_samples(scorer, chunk: list[Sample], container: str | None = None, num_workers: int = -1,
+                  progress: bool = False) -> pd.DataFrame:
+    """Samples -> one row each, in order: the scorer's answer (score, what its head adds, percentile), error; keyed
+    by `path` (per-file samples), or by key and input with the carried columns (a `container`'s samples). The one
+    function every engine scores samples with."""
     errors = [s.error for s in chunk]
     todo = [k for k, s in enumerate(chunk) if s.image is not None and not s.error]
-    if todo:
-        scored = scorer.score_bytes([chunk[k].image for k in todo])
-        for column in scored.columns.drop("error"):
-            values.setdefault(column, np.full(len(chunk), np.nan))[todo] = scored[column].to_numpy(dtype=np.float64)
-        for k, error in zip(todo, scored["error"], strict=True):
-            errors[k] = error
-    frame = pd.DataFrame({"key": [s.key for s in chunk], "input": str(path), **values, "error": errors})
+    scored = scorer.score_sources([chunk[k].image for k in todo], num_workers=num_workers, progress=progress) \
+        if todo else None
+    answer = {"score": np.full(len(chunk), np.nan), "percentile": np.full(len(chunk), np.nan)} if container \
+        else {}
+    columns = list(scored.columns.drop("error")) if scored is not None else \
+        ["score", *getattr(scorer, "extra_outputs", []), "percentile"]
+    for column in columns:
+        answer.setdefault(column, np.full(len(chunk), np.nan))
+        if scored is not None:
+            answer[column][todo] = scored[column].to_numpy(dtype=np.float64)
+    for k, error in zip(todo, scored["error"] if scored is not None else [], strict=True):
+        errors[k] = error
+    if container is None:
+        return pd.DataFrame({"path": [s.key for s in chunk], **answer, "error": errors})
+    frame = pd.DataFrame({"key": [s.key for s in chunk], "input": str(container), **answer, "error": errors})
     carried = pd.DataFrame([s.carried for s in chunk], index=frame.index)
     return pd.concat([frame, carried.astype(object)], axis=1) if len(carried.columns) else frame
 
@@ -171,7 +142,7 @@ def not_done(paths: list[str], out: Path) -> list[str]:
 
 def score_here(todo: list[str], model_folder: str, out: Path, job: dict, image_column: str = "",
                precision: str | None = None) -> None:
-    """Score the inputs one after the other in this process, with the model saved in `model_folder`."""
+    """Score the containers one after the other in this process, with the model saved in `model_folder`."""
     from clip_aesthetics.scoring.uris import load_scorer
 
     scorer = load_scorer(model_folder, precision)

@@ -1,6 +1,6 @@
-"""A curation job's report, from its parts: the summary (counts, failures by reason, percentiles) and its
-histogram under `_report/`, the kept samples (a score threshold and/or the best share of all inputs), the kept
-samples copied into new inputs of their format (`--write-shards`), and the gallery page."""
+"""A score job's report, from its rows: the summary of shards and tables (counts, failures by reason, percentiles)
+and its histogram under `_report/`, the kept samples (a score threshold and/or the best share of all inputs) and
+those copied into new inputs of their format (`--write-shards`), and the one gallery page of every job."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from clip_aesthetics.atomic import atomic_path
-from clip_aesthetics.scoring.curate import REPORT, SUMMARY, HISTOGRAM, WRITTEN, path_digest
+from clip_aesthetics.scoring.curate import KEPT, REPORT, SUMMARY, HISTOGRAM, WRITTEN, path_digest
 from clip_aesthetics.scoring.samples import is_shard, read_input, reader_for, suffix_of
 
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -125,13 +125,44 @@ def write_kept_shards(kept: pd.DataFrame, paths: list[str], folder: Path, out: P
     return written
 
 
-def gallery_page(frame: pd.DataFrame, paths: list[str], image_column: str, score_range: tuple[float, float]) -> bytes:
-    """The scoring gallery of shards and tables: the page picks which rows it shows, then only those images are
-    read again from the inputs (a few hundred at most, whatever the collection's size)."""
+def keep(frame: pd.DataFrame, job, min_score: float | None, top_fraction: float | None, min_percentile: float | None,
+         write_shards: Path | None) -> pd.DataFrame:
+    """The kept samples of a job on containers, in `_report/kept.parquet`, and copied into new shards when asked."""
+    from clip_aesthetics.errors import ScoringInputError
+
+    paths, report = list(job.inputs.containers), job.output.report
+    kept = select(frame, min_score, top_fraction, min_percentile)
+    report.mkdir(parents=True, exist_ok=True)
+    kept.to_parquet(report / KEPT, index=False)
+    print(f"kept {len(kept)} of {len(frame)} sample(s) ({report / KEPT})")
+    if write_shards is not None:
+        written = write_kept_shards(kept, paths, write_shards, job.output.parts)
+        copied = sum(count for _, count in written.values())
+        shards = {path: is_shard(path) for path in kept["input"].unique()}  # once per input, not per row
+        expected = int(kept["input"].map(shards).sum())
+        print(f"wrote {len(written)} shard(s) holding {copied} kept sample(s) into {write_shards}; which input each "
+              f"came from: {write_shards / WRITTEN}")
+        for shard, (source, count) in written.items():
+            if Path(shard).name != Path(source).name:
+                print(f"  {Path(shard).name} <- {source} (another input has the same name)")
+        if copied != expected:
+            raise ScoringInputError(f"{expected} kept sample(s) are in shards but {copied} were copied: an input "
+                                    "changed while the job ran; score it again with --fresh")
+    return kept
+
+
+def gallery_page(frame: pd.DataFrame, score_range: tuple[float, float], containers=(), image_column: str = ""
+                 ) -> bytes:
+    """The gallery of any score job's rows: the page picks which rows it shows, then only those images are read again
+    (a few hundred at most, whatever the collection's size): files by their `path`, samples of the `containers`
+    (shards and tables) by their key."""
+    from clip_aesthetics.images.decode import ImageError, load_source
     from clip_aesthetics.reports import gallery
     from clip_aesthetics.reports import plots
-    from clip_aesthetics.images.decode import decode_rgb
 
+    per_file = not containers
+    keys = frame["path"].astype(str) if per_file else frame["key"].astype(str)
+    sources = keys.map(lambda p: p.removeprefix("file:")) if per_file else frame["input"].astype(str)
     shown: set = set()
 
     def noting(where):
@@ -143,26 +174,33 @@ def gallery_page(frame: pd.DataFrame, paths: list[str], image_column: str, score
     def rows(load_of) -> list:
         captions = frame["caption"] if "caption" in frame.columns else pd.Series("", index=frame.index)
         percentiles = frame["percentile"] if "percentile" in frame.columns else pd.Series(np.nan, index=frame.index)
-        return [gallery.Row(str(key), f"{key}" + (f" | {str(text)[:120]}" if isinstance(text, str) and text else ""),
-                            float(score), load_of((str(source), str(key))), error=str(error or ""),
-                            percentile=float(percentile))
-                for key, source, score, error, text, percentile in zip(frame["key"], frame["input"], frame["score"],
-                                                                        frame["error"], captions, percentiles,
-                                                                        strict=True)]
+        return [gallery.Row(key, f"{key}" + (f" | {str(text)[:120]}" if isinstance(text, str) and text else ""),
+                            float(score), load_of((source, key)), error=str(error or ""), percentile=float(percentile))
+                for key, source, score, error, text, percentile in zip(keys, sources, frame["score"], frame["error"],
+                                                                        captions, percentiles, strict=True)]
 
     scores = frame["score"].dropna().to_numpy()
-    summary = [f"{len(frame)} sample(s): {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "
+    noun = "input(s)" if per_file else "sample(s)"
+    summary = [f"{len(frame)} {noun}: {len(scores)} scored, {len(frame) - len(scores)} not (reasons below); "
                f"scores on the model's {score_range[0]:g}-{score_range[1]:g} scale"]
     figure = plots.histogram(scores, gallery.bucket_edges(*score_range))
     histogram = {"histogram": plots.png_bytes(figure)}
     plots.close(figure)
-    gallery.page("Scored samples", rows(noting), score_range, summary, histogram)  # which rows are shown
+    title = "Scored images" if per_file else "Scored samples"
+    gallery.page(title, rows(noting), score_range, summary, histogram)  # which rows are shown
     found: dict = {}
-    for path in paths:
+    if per_file:
+        found = {(source, key): Path(source) for source, key in shown}
+    for path in containers:
         wanted = {key for source, key in shown if source == str(path)}
         if wanted:
             for sample in read_input(path, image_column, name=Path(path).name):
                 if sample.key in wanted and sample.image is not None:
                     found[(str(path), sample.key)] = sample.image
-    return gallery.page("Scored samples", rows(lambda where: (lambda data=found.get(where): decode_rgb(data))),
-                        score_range, summary, histogram)
+    def image(source):
+        if source is None:
+            raise ImageError("its image was not read again")
+        return load_source(source)
+
+    return gallery.page(title, rows(lambda where: (lambda source=found.get(where): image(source))), score_range,
+                        summary, histogram)

@@ -24,7 +24,7 @@ from clip_aesthetics.embedding import precision as precisions
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_sources, pick_device
 from clip_aesthetics.errors import ModelFolderError, non_finite_reason
 from clip_aesthetics.heads.head import HeadSpec, build_head, head_extras, predict_scores, prepare
-from clip_aesthetics.images.decode import load_rgb
+from clip_aesthetics.images.decode import load_source
 from clip_aesthetics.scoring.model_checks import read_json, scale
 from clip_aesthetics.scoring.reference import annotate, of_spec
 from clip_aesthetics.scoring.requests import decode_value, dispatch, example_png, signature_for
@@ -179,8 +179,14 @@ class AestheticScorer(PythonModel):
         return dispatch(self, model_input)
 
     def score_paths(self, paths: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
-        workers = default_workers(num_workers)
-        return self._score([Path(p) for p in paths], load_rgb, threads=False, workers=workers, progress=progress)
+        return self.score_sources([Path(p) for p in paths], num_workers, progress)
+
+    def score_sources(self, sources: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
+        """Files (Path) and encoded bytes, mixed -> DataFrame(score, percentile, error), one row each, in order:
+        files are decoded by worker processes beside the model (where the device wants it), bytes on threads."""
+        threads = any(not isinstance(source, Path) for source in sources)
+        return self._score(list(sources), load_source, threads=threads, workers=default_workers(num_workers),
+                           progress=progress)
 
     def _score(self, sources: list, load, threads: bool, workers: int = -1, progress: bool = False) -> pd.DataFrame:
         scores = np.full(len(sources), np.nan)

@@ -18,7 +18,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from clip_aesthetics.errors import ModelFolderError, non_finite_reason
-from clip_aesthetics.images.decode import ImageError, as_items, crop_long_side, load_any, load_rgb
+from clip_aesthetics.images.decode import ImageError, as_items, crop_long_side, load_any, load_rgb, load_source
 from clip_aesthetics.images.pixels import ModelPixels
 from clip_aesthetics.scoring.model_checks import check_graph, check_preprocess, open_session, read_json, scale
 from clip_aesthetics.scoring.reference import annotate, of_spec
@@ -94,6 +94,10 @@ class OnnxScorer(PythonModel):
 
     def score_paths(self, paths: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
         return self._score([Path(p) for p in paths], load_rgb, num_workers)
+
+    def score_sources(self, sources: list, num_workers: int = -1, progress: bool = False) -> pd.DataFrame:
+        """Files (Path) and encoded bytes, mixed -> DataFrame(score, percentile, error), one row each, in order."""
+        return self._score(list(sources), load_source, num_workers)
 
     def score_bytes(self, images: list) -> pd.DataFrame:
         return self._score(list(images), decode_value)

@@ -1,12 +1,17 @@
-"""Model URIs: what a URI resolves to (a registered version, a run), the scorer behind it, its files and scale.
+"""Model URIs: what a URI names (a registered version, by number or alias; a logged model; a run's model; a folder),
+resolved once by `resolve` for every command; the scorer behind it, its files and scale.
 
-Imports neither torch nor transformers (loading a PyTorch scorer imports them, an export's does not), so that
-`score` with an exported model starts without them.
+MLflow's own grammar decides: `models:/NAME@ALIAS` and `models:/NAME/VERSION` name a registered version, whatever
+the name looks like (a model called `m-clip`, or named like a run id, is a registered model); `models:/MODEL_ID`
+with no version names a logged model (MLflow 3's `m-` + 32 hex digits); `runs:/RUN_ID/PATH` a run's model. Imports
+neither torch nor transformers (loading a PyTorch scorer imports them, an export's does not), so that `score` with
+an exported model starts without them.
 """
 
 from __future__ import annotations
 
-import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -40,50 +45,94 @@ def load_scorer(model_uri: str, precision: str | None = None):
         raise ScoringInputError(f"model {model_uri!r} cannot score: {error}") from error
 
 
-def describe_model(model_uri: str) -> str:
-    """What a model URI resolved to, for the user: `models:/NAME@ALIAS` -> its version, and the store."""
-    store = mlflow.get_tracking_uri()
-    rest = model_uri.removeprefix("models:/")
-    if rest == model_uri or rest.startswith("m-"):
-        return f"{model_uri} (tracking store {store})"
-    found = registered_version(model_uri)
-    if found is None:
-        return f"{model_uri} (not found in tracking store {store})"
-    name, version = found
-    return f"{model_uri} -> version {version.version} of {name}, logged by run {version.run_id}, tracking store {store}"
+LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")  # MLflow 3's logged-model ids
 
 
-def registered_version(model_uri: str):
-    """(name, ModelVersion) behind `models:/NAME@ALIAS` or `models:/NAME/N`; None for other URIs or when absent."""
-    rest = model_uri.removeprefix("models:/")
-    if rest == model_uri or rest.startswith("m-"):
-        return None
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model URI names, as far as the tracking store knows it."""
+
+    uri: str
+    kind: str  # "version" (registered), "logged" (a logged model), "run" (a run's model), "folder", "other"
+    name: str = ""  # registered model name
+    version: str = ""  # its version number, once found
+    alias: str = ""  # as the URI gave it
+    run_id: str = ""  # the run that logged the model (a registered version's source run)
+    model_id: str = ""  # the logged model (MLflow 3)
+    missing: str = ""  # why the store does not know it, or ""
+
+    def describe(self) -> str:
+        """What the URI resolved to, for the user: its version and run, and the store."""
+        store = mlflow.get_tracking_uri()
+        if self.missing:
+            return f"{self.uri} (not found in tracking store {store}: {self.missing})"
+        if self.kind == "version":
+            return f"{self.uri} -> version {self.version} of {self.name}, logged by run {self.run_id}, tracking store {store}"
+        if self.kind in ("run", "logged") and self.run_id:
+            return f"{self.uri} (logged by run {self.run_id}, tracking store {store})"
+        return f"{self.uri} (tracking store {store})" if self.kind != "folder" else f"{self.uri} (a model folder)"
+
+    def identity(self) -> dict:
+        """Its registered version and run, where it has them (what a job's parts record)."""
+        if self.kind == "version" and not self.missing:
+            return {"registered_model": self.name, "version": self.version, "run_id": self.run_id}
+        return {"run_id": self.run_id} if self.run_id else {}
+
+
+def resolve(model_uri: str) -> ModelRef:
+    """What `model_uri` names, asking the store once; an unknown one comes back with `missing` saying why."""
+    uri = str(model_uri)
     client = mlflow.MlflowClient()
+    if uri.startswith("models:/"):
+        rest = uri.removeprefix("models:/")
+        if "@" in rest or "/" in rest:
+            name, alias = rest.split("@", 1) if "@" in rest else (rest, "")
+            number = "" if alias else name.rsplit("/", 1)[1]
+            name = name if alias else name.rsplit("/", 1)[0]
+            try:
+                found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+            except (MlflowException, ValueError) as error:
+                return ModelRef(uri, "version", name, number, alias, missing=getattr(error, "message", str(error)))
+            return ModelRef(uri, "version", name, str(found.version), alias, found.run_id or "",
+                            getattr(found, "model_id", "") or "")
+        try:
+            logged = mlflow.get_logged_model(rest)
+        except MlflowException as error:
+            why = "not a logged model's id (m- and 32 hex digits)" if not LOGGED_MODEL_ID.match(rest) else error.message
+            return ModelRef(uri, "logged", model_id=rest, missing=why)
+        return ModelRef(uri, "logged", run_id=logged.source_run_id or "", model_id=rest)
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        return ModelRef(uri, "run", run_id=run_id, model_id=_logged_by(run_id, path))
+    return ModelRef(uri, "folder" if Path(uri).is_dir() else "other")
+
+
+def _logged_by(run_id: str, name: str) -> str:
+    """The logged model a run logged under `name`, if the store knows one."""
     try:
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            return name, client.get_model_version_by_alias(name, alias)
-        name, number = rest.rsplit("/", 1)
-        return name, client.get_model_version(name, number)
-    except (MlflowException, ValueError):
-        return None
+        run = mlflow.MlflowClient().get_run(run_id)
+        logged = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                             filter_string=f"source_run_id = '{run_id}' and name = '{name}'")
+    except MlflowException:
+        return ""
+    return logged[0].model_id if logged else ""
 
 
-def model_identity(model_uri: str, folder: str) -> dict:
-    """What identifies the scorer saved in `folder` (downloaded from `model_uri`): the URI, its registered version
+def model_identity(ref: ModelRef, folder: str) -> dict:
+    """What identifies the scorer saved in `folder` (downloaded from `ref`'s URI): the URI, its registered version
     and run where it has them, and the digests of its head and spec (backbone, precision, decoding, scale)."""
-    from clip_aesthetics.digests import file_sha256 as sha256
+    from clip_aesthetics.digests import file_sha256
+    from clip_aesthetics.errors import ModelFolderError
+
+    def sha256(path: Path) -> str:
+        if not path.is_file():
+            raise ModelFolderError(f"{path}: missing; the model folder is incomplete: download or export it again")
+        return file_sha256(path)
 
     artifacts = Path(folder) / "artifacts"
     weights = artifacts / HEAD_FILE if (artifacts / HEAD_FILE).exists() else artifacts / GRAPH_FILE  # an export
-    job = {"model_uri": model_uri, "head_sha256": sha256(weights),
-           "spec_sha256": sha256(artifacts / SPEC_FILE)}
-    found = registered_version(model_uri)
-    if found:
-        job.update(registered_model=found[0], version=str(found[1].version), run_id=found[1].run_id or "")
-    elif model_uri.startswith("runs:/"):
-        job["run_id"] = model_uri.removeprefix("runs:/").split("/", 1)[0]
-    return job
+    return {"model_uri": ref.uri, "head_sha256": sha256(weights), "spec_sha256": sha256(artifacts / SPEC_FILE),
+            **ref.identity()}
 
 
 def download_model(model_uri: str) -> str:
@@ -91,8 +140,10 @@ def download_model(model_uri: str) -> str:
     try:
         return mlflow.artifacts.download_artifacts(model_uri)
     except MlflowException as error:
+        hint = " (register one with `clip-aesthetics register`, or pass --model runs:/RUN_ID/model)" \
+            if model_uri.startswith("models:/") else ""
         raise ScoringInputError(f"cannot find model {model_uri!r} in tracking store {mlflow.get_tracking_uri()}: "
-                                f"{_why_missing(model_uri) or error.message}") from error
+                                f"{_why_missing(model_uri) or error.message}{hint}") from error
 
 
 def _why_missing(model_uri: str) -> str:
@@ -113,13 +164,10 @@ def _why_missing(model_uri: str) -> str:
 
 
 def read_spec(folder: str | Path) -> dict:
-    """The scorer.json of a model saved in `folder` (as download_model gives it)."""
-    return json.loads((Path(folder) / "artifacts" / SPEC_FILE).read_text())
+    """The scorer.json of a model saved in `folder` (as download_model gives it), checked (model_checks)."""
+    from clip_aesthetics.scoring.model_checks import read_json
 
-
-def model_scale(model_uri: str) -> tuple[float, float]:
-    """The scale a model's scores are on (its training data's), read from its scorer.json."""
-    return score_range_of(download_model(model_uri))
+    return read_json(Path(folder) / "artifacts" / SPEC_FILE, "scorer.json")
 
 
 def score_range_of(folder: str | Path) -> tuple[float, float]:

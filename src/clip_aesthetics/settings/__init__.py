@@ -5,13 +5,14 @@ engine; training.py: the head, tracking, sweeps and registration; scoring.py: `s
 accepts. Allowed names (head kinds, engines) come from the tables in extensions.py.
 """
 
-from clip_aesthetics.settings.base import Settings
+from clip_aesthetics.settings.base import Settings, StoreSettings, WorkersSettings
 from clip_aesthetics.settings.data import DataSettings, DatasetSettings
 from clip_aesthetics.settings.embedding import (BackboneSettings, CacheSettings, EmbedSettings, EngineSettings,
                                                 RevisionSettings)
 from clip_aesthetics.settings.scoring import ScoreSettings
-from clip_aesthetics.settings.training import RegisterSettings, SweepSettings, TrackingSettings, TrainSettings
+from clip_aesthetics.settings.training import (BundleSettings, RegisterSettings, SweepSettings, TrackingSettings,
+                                               TrainSettings)
 
-__all__ = ["BackboneSettings", "CacheSettings", "DataSettings", "DatasetSettings", "EmbedSettings", "EngineSettings",
+__all__ = ["BackboneSettings", "BundleSettings", "StoreSettings", "WorkersSettings", "CacheSettings", "DataSettings", "DatasetSettings", "EmbedSettings", "EngineSettings",
            "RegisterSettings", "RevisionSettings", "ScoreSettings", "Settings", "SweepSettings", "TrackingSettings",
            "TrainSettings"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from clip_aesthetics.settings.base import Settings
-from clip_aesthetics.settings.values import optional_number, parse_range, parse_votes
+from clip_aesthetics.settings.values import OptionalNumber, ScoreRange, VoteColumns
 
 
 class DatasetSettings(Settings):
@@ -35,14 +35,8 @@ class DatasetSettings(Settings):
                                 "published (Pick-a-Pic's jpg_0 / image_0_uid, HPD's image_path)")
     image_b_column: str = Field("", description="a pair table in a layout of your own: the column of its second "
                                 "image; with image_a_column")
-    vote_columns: str = Field("", description="vote-count columns instead of a score, lowest rating first (c1..c5 "
-                              "or c1,c2,c3,c4,c5): the score is their mean rating, as AVA's")
-
-    @field_validator("vote_columns")
-    @classmethod
-    def _check_votes(cls, value: str) -> str:
-        parse_votes(value)
-        return value
+    vote_columns: VoteColumns = Field([], description="vote-count columns instead of a score, lowest rating first "
+                                      "(c1..c5 or c1,c2,c3,c4,c5): the score is their mean rating, as AVA's")
 
     @model_validator(mode="after")
     def _both_image_columns(self):
@@ -65,22 +59,11 @@ class DataSettings(DatasetSettings):
     test_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="a table without a split column: share of its "
                                  "images held out as test (AVA's test split is fixed by `split`)")
     seed: int = Field(42, description="seed for the validation split, head initialisation and shuffling")
-    score_range: str = Field("", description="a table's rating scale, low,high (e.g. 1,5); empty = 1..number of "
-                             "vote columns, else the lowest and highest score in the table. Scores are clipped to it; "
-                             "norm=true maps it to 0-1. AVA: 1-10")
-    threshold: str = Field("", description="good/bad line of the accuracy metric; empty = 5 on AVA, the middle of "
-                           "score_range on a table")
-
-    @field_validator("score_range")
-    @classmethod
-    def _check_range(cls, value: str) -> str:
-        parse_range(value)
-        return value
-
-    @field_validator("threshold")
-    @classmethod
-    def _check_threshold(cls, value: str, info) -> str:
-        return optional_number(value, info.field_name)
+    score_range: ScoreRange = Field(None, description="a table's rating scale, low,high (e.g. 1,5); empty = 1..number "
+                                    "of vote columns, else the lowest and highest score in the table. Scores are "
+                                    "clipped to it; norm=true maps it to 0-1. AVA: 1-10")
+    threshold: OptionalNumber = Field(None, description="good/bad line of the accuracy metric; empty = 5 on AVA, the "
+                                      "middle of score_range on a table")
 
     @model_validator(mode="after")
     def _split_for_labels(self):

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from clip_aesthetics.extensions import ENGINES
-from clip_aesthetics.settings.base import Settings
+from clip_aesthetics.settings.base import Settings, WorkersSettings
 from clip_aesthetics.settings.values import check_backbone
 
 
@@ -45,6 +45,9 @@ class EngineSettings(Settings):
     def _known_engine(cls, value: str) -> str:
         return ENGINES.check(value, "engine")
     spark_partitions: int = Field(0, ge=0, description="Spark tasks to split the images into; 0 = Spark's choice")
+    spark_master: str = Field("", description="engine=spark without a session of its own (not under spark-submit or "
+                              "a platform): the master to start, e.g. local[4] or spark://host:7077; empty = local[*]. "
+                              "Also CLIP_AESTHETICS_SPARK_MASTER")
 
 
 class PrecisionSettings(Settings):
@@ -80,10 +83,8 @@ class CacheSettings(PrecisionSettings):
         return value.expanduser()
 
 
-class EmbedSettings(EngineSettings, CacheSettings):
+class EmbedSettings(EngineSettings, CacheSettings, WorkersSettings):
     """How to fill the cache: batches, decoding workers, shards, the engine."""
 
     embed_batch_size: int = Field(0, ge=0, description="images per CLIP forward; 0 = 256 on cuda, 32 on cpu")
-    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see "
-                             "Decoding on the page on reproducing AVA); -1 = one per core")
     shard_size: int = Field(4096, gt=0, description="images per cache shard (the unit of resume)")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
 
-from pydantic import Field, field_validator
-
+from clip_aesthetics.settings.base import StoreSettings, WorkersSettings
 from clip_aesthetics.settings.embedding import EngineSettings, PrecisionSettings
-from clip_aesthetics.settings.values import optional_number
+from clip_aesthetics.settings.values import OptionalNumber, OptionalPath
 
 
 def requested_precision(model_config: dict | None = None) -> str:
@@ -17,22 +16,21 @@ def requested_precision(model_config: dict | None = None) -> str:
     return str(asked) if asked else PrecisionSettings().precision
 
 
-class ScoreSettings(EngineSettings, PrecisionSettings):
+class ScoreSettings(EngineSettings, PrecisionSettings, StoreSettings, WorkersSettings):
     model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
     gallery: str = Field("", description="also write an HTML page of the scored images by score bucket, with the "
                          "histogram, top, bottom and failures (self-contained); empty = none")
-    tracking_uri: str = Field("", description="the MLflow tracking store holding the model, e.g. "
-                              "sqlite:////abs/path/mlflow.db; empty = $MLFLOW_TRACKING_URI, else ./mlflow.db")
-    out: Path = Field(Path("scores.csv"), description="image files and folders: path,score,percentile,error per "
-                      "image (and score_std from a distribution head), in the "
-                      "format its suffix names (.csv, .parquet); with engine=spark, or for shards and tables, a "
-                      "parquet folder (default scores.parquet)")
+    out: OptionalPath = Field(None, description="where the rows go, in the format its suffix names, the same for "
+                              "every input: .csv one CSV table; .parquet one parquet table (a folder of parts for "
+                              "shards and tables, resumable, and on Spark); a name without a suffix, such a folder. "
+                              "Empty = scores.csv for image files, scores.parquet for shards and tables and on Spark")
     image_column: str = Field("", description="parquet/arrow inputs: the column of image bytes; empty = the first "
                               "binary or {bytes, path} column")
-    min_score: str = Field("", description="shards and tables: keep the samples scoring at least this "
-                           "(_report/kept.parquet in the output folder); empty = no minimum")
-    min_percentile: str = Field("", description="shards and tables: keep the samples whose percentile (against the "
-                                "model's reference scores) is at least this, 0-100; empty = no minimum")
+    min_score: OptionalNumber = Field(None, description="shards and tables: keep the samples scoring at least this "
+                                      "(_report/kept.parquet in the output folder); empty = no minimum")
+    min_percentile: OptionalNumber = Field(None, ge=0.0, le=100.0, description="shards and tables: keep the samples "
+                                           "whose percentile (against the model's reference scores) is at least "
+                                           "this, 0-100; empty = no minimum")
     top_fraction: float = Field(0.0, ge=0.0, le=1.0, description="shards and tables: keep the best this share of "
                                 "all input samples (exact); 0 = no such cut")
     write_shards: str = Field("", description="shards: also write new webdataset shards of the kept samples into "
@@ -41,18 +39,3 @@ class ScoreSettings(EngineSettings, PrecisionSettings):
     fresh: bool = Field(False, description="shards and tables: score every input again into --out, replacing the "
                         "parts an earlier job wrote there (without it, a folder scored by another model or with other "
                         "options is refused, and one scored by the same model is resumed)")
-
-    @field_validator("min_score")
-    @classmethod
-    def _check_min_score(cls, value: str, info) -> str:
-        return optional_number(value, info.field_name)
-
-    @field_validator("min_percentile")
-    @classmethod
-    def _check_min_percentile(cls, value: str, info) -> str:
-        value = optional_number(value, info.field_name)
-        if value.strip() and not 0 <= float(value) <= 100:
-            raise ValueError(f"min_percentile={value}: a percentile lies in 0-100")
-        return value
-    num_workers: int = Field(-1, ge=-1, description="image decoding workers (threads or processes, see "
-                             "Decoding on the page on reproducing AVA); -1 = one per core")

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from clip_aesthetics.settings.base import Settings
-from clip_aesthetics.settings.values import (check_backbone, check_head, check_model_name, direction, is_positive_number,
-                                             items_of)
+from clip_aesthetics.settings.base import Settings, StoreSettings
+from clip_aesthetics.settings.values import (Booleans, Items, Numbers, check_backbone, check_head, check_model_name,
+                                             direction)
 
 
 class TrainSettings(Settings):
@@ -35,7 +35,7 @@ class TrainSettings(Settings):
     batch_size: int = Field(32, gt=0, description="training mini-batch size")
 
 
-class TrackingSettings(Settings):
+class TrackingSettings(StoreSettings):
     experiment: str = Field(
         "clip-aesthetics",
         description="MLflow experiment when not launched by `mlflow run` (which chooses it itself)",
@@ -49,59 +49,65 @@ class TrackingSettings(Settings):
 class SweepSettings(Settings):
     """Comma-separated lists; the grid is their product. An empty list means the single-run value."""
 
-    clips: str = Field("b16,b32", description="backbones to compare, as --clip takes them (each embedded once for "
-                       "the whole sweep)")
-    norms: str = Field("true,false", description="target normalisations to compare; empty = --norm")
-    heads: str = Field("", description="heads to compare (linear, mlp, ridge, distribution, pairwise); empty = --head")
-    lrs: str = Field("", description="learning rates to compare; empty = --lr")
-    embed_norms: str = Field("", description="embedding normalisations to compare (none, l2); empty = --embed-norm")
+    clips: Items = Field(["b16", "b32"], description="backbones to compare, as --clip takes them (each embedded once "
+                         "for the whole sweep)")
+    norms: Booleans = Field([True, False], description="target normalisations to compare; empty = --norm")
+    heads: Items = Field([], description="heads to compare (linear, mlp, ridge, distribution, pairwise); empty = "
+                         "--head")
+    lrs: Numbers = Field([], description="learning rates to compare; empty = --lr")
+    embed_norms: Items = Field([], description="embedding normalisations to compare (none, l2); empty = --embed-norm")
 
     @field_validator("clips")
     @classmethod
-    def _check_clips(cls, value: str) -> str:
-        for clip in items_of(value) or ["(empty)"]:
+    def _check_clips(cls, value: list[str]) -> list[str]:
+        for clip in value or ["(empty)"]:
             check_backbone(clip)
-        return value
-
-    @field_validator("norms")
-    @classmethod
-    def _check_norms(cls, value: str) -> str:
-        if [v for v in items_of(value) if v.lower() not in ("true", "false")]:
-            raise ValueError(f"norms={value!r}: expected a comma-separated list of true/false")
         return value
 
     @field_validator("heads")
     @classmethod
-    def _check_heads(cls, value: str) -> str:
-        for item in items_of(value):
+    def _check_heads(cls, value: list[str]) -> list[str]:
+        for item in value:
             check_head(item, "heads")
         return value
 
-    @field_validator("embed_norms", "lrs")
+    @field_validator("embed_norms")
     @classmethod
-    def _check_choices(cls, value: str, info) -> str:
-        allowed = {"embed_norms": ("none", "l2")}.get(info.field_name)
-        for item in items_of(value):
-            if allowed and item not in allowed:
-                raise ValueError(f"{info.field_name}={value!r}: {item!r} is not one of {', '.join(allowed)}")
-            if not allowed and not is_positive_number(item):
-                raise ValueError(f"lrs={value!r}: {item!r} is not a positive number")
+    def _check_embed_norms(cls, value: list[str]) -> list[str]:
+        wrong = [item for item in value if item not in ("none", "l2")]
+        if wrong:
+            raise ValueError(f"embed_norms: {wrong[0]!r} is not one of none, l2")
+        return value
+
+    @field_validator("lrs")
+    @classmethod
+    def _check_lrs(cls, value: list[float]) -> list[float]:
+        wrong = [item for item in value if not item > 0]
+        if wrong:
+            raise ValueError(f"lrs: {wrong[0]:g} is not a positive number")
         return value
 
     def grid(self, train: TrainSettings) -> list[tuple[str, TrainSettings]]:
         """(clip, training settings) for every grid point, in a stable order."""
         import itertools
 
-        axes = itertools.product(
-            items_of(self.clips), [v.lower() == "true" for v in items_of(self.norms)] or [train.norm],
-            items_of(self.heads) or [train.head], [float(v) for v in items_of(self.lrs)] or [train.lr],
-            items_of(self.embed_norms) or [train.embed_norm],
-        )
+        axes = itertools.product(self.clips, self.norms or [train.norm], self.heads or [train.head],
+                                 self.lrs or [train.lr], self.embed_norms or [train.embed_norm])
         return [(clip, train.model_copy(update=dict(norm=norm, head=head, lr=lr, embed_norm=embed_norm)))
                 for clip, norm, head, lr, embed_norm in axes]
 
 
-class RegisterSettings(Settings):
+class BundleSettings(Settings):
+    bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="precision of the backbone's vision weights copied into the registered model; auto: a "
+        "model computed in bfloat16 or float16 keeps its transformer's matrix weights in that dtype (the very numbers "
+        "it computed with) and the rest in float32; a float32 model is copied in float16 (half the size); an "
+        "imported published head keeps them as the checkpoint publishes them (float32 for the published CLIP and "
+        "SigLIP checkpoints), so that it scores as its authors computed it",
+    )
+
+
+class RegisterSettings(BundleSettings):
     run_id: str = Field("", description="register this run; empty = the best child of the latest sweep")
     experiment_name: str = Field(
         "", description="choose among all finished runs of this experiment instead of the latest sweep"
@@ -114,12 +120,6 @@ class RegisterSettings(Settings):
     @classmethod
     def _check_model_name(cls, value: str) -> str:
         return check_model_name(value)
-
-    bundle_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="precision of the CLIP vision weights copied into the registered model; auto: "
-        "a model computed in bfloat16 or float16 keeps its transformer's matrix weights in that dtype (the very "
-        "numbers it computed with) and the rest in float32; a float32 model is copied in float16 (half the size)",
-    )
 
     @field_validator("metric")
     @classmethod

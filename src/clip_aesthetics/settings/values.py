@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator
+from pydantic_settings import NoDecode
 
 from clip_aesthetics.extensions import HEADS, TRAINABLE_HEADS
 
@@ -82,13 +86,6 @@ def parse_votes(text: str) -> list[str]:
     return names
 
 
-def optional_number(value: str, name: str) -> str:
-    """A setting that is a number or empty (numbers are given as text so that empty can mean "none")."""
-    if value.strip() and not is_number(value):
-        raise ValueError(f"{name}={value!r}: expected a number")
-    return value
-
-
 def is_number(text: str) -> bool:
     try:
         return math.isfinite(float(text))
@@ -132,3 +129,59 @@ def direction(metric: str) -> int:
     raise ValueError(f"metric {metric!r}: cannot tell whether higher or lower is better; expected a name ending in "
                      f"{', '.join(f'_{k}' for k in HIGHER_IS_BETTER)} (higher is better) or "
                      f"{', '.join(f'_{k}' for k in LOWER_IS_BETTER)} (lower is better)")
+
+
+# ---------------------------------------------------------------- typed values, spelled as the CLI and MLproject do
+# Each setting below is the value its code uses (a number or None, a range, a list); these validators accept what a
+# user types on the command line, what MLproject passes (an empty string for "none") and environment variables
+# (comma-separated, not JSON: NoDecode), so no flag changed when they became typed.
+
+def _empty_is_none(value):
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def _items(value) -> list[str]:
+    """"a,b" or ["a", "b"] (or ["a,b"], as the CLI hands a comma-separated value) -> ["a", "b"]; "" -> []."""
+    if value is None:
+        return []
+    parts = value if isinstance(value, (list, tuple)) else [value]
+    return [item.strip() for part in parts for item in str(part).split(",") if item.strip()]
+
+
+def _range(value):
+    if isinstance(value, (tuple, list)) and len(value) == 2 and not any(isinstance(v, str) for v in value):
+        value = ",".join(map(str, value))
+    return parse_range(value) if isinstance(value, str) else value
+
+
+def _votes(value) -> list[str]:
+    return parse_votes(",".join(_items(value)) if isinstance(value, (list, tuple)) else str(value or ""))
+
+
+def _bools(value) -> list[bool]:
+    items = _items(value)
+    wrong = [item for item in items if item.lower() not in ("true", "false")]
+    if wrong:
+        raise ValueError(f"{wrong[0]!r} is not true or false (a comma-separated list of true/false)")
+    return [item.lower() == "true" for item in items]
+
+
+OptionalNumber = Annotated[float | None, BeforeValidator(_empty_is_none)]
+ScoreRange = Annotated[tuple[float, float] | None, BeforeValidator(_range)]
+VoteColumns = Annotated[list[str], NoDecode, BeforeValidator(_votes)]
+Items = Annotated[list[str], NoDecode, BeforeValidator(_items)]
+Booleans = Annotated[list[bool], NoDecode, BeforeValidator(_bools)]
+Numbers = Annotated[list[float], NoDecode, BeforeValidator(_items)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
+
+
+def as_text(value) -> str:
+    """A setting's value as the CLI and MLproject spell it (lists comma-separated, None empty, booleans lower)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(as_text(v) if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+                        for v in value)
+    return str(value)

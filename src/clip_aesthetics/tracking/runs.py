@@ -69,7 +69,10 @@ def log_params(params: dict) -> None:
 
 
 def _param_text(value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """As the CLI and MLproject spell it: lists comma-separated, None empty, booleans lower case."""
+    from clip_aesthetics.settings.values import as_text
+
+    return as_text(value)
 
 
 def library_versions() -> dict[str, str]:

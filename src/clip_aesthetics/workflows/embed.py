@@ -10,10 +10,12 @@ from clip_aesthetics.engines import embedder
 from clip_aesthetics.heads.training import backbone_label
 from clip_aesthetics.settings import DatasetSettings, EmbedSettings
 from clip_aesthetics.tracking import runs as tracking
+from clip_aesthetics.tracking.stores import use_store
 
 
 def embed_step(command) -> EmbedReport:
     """`embed`: fill the cache for one backbone, as one run."""
+    use_store(command.tracking_uri)  # the one way every command chooses its tracking store
     source = resolve_backbone(command.clip, command.clip_revision)
     labelled = read_dataset(command.part(DatasetSettings), command.cache_dir)  # refused before a run opens
     with tracking.run(command.experiment, command.run_name or f"embed-{backbone_label(command.clip)}"):
@@ -21,7 +23,7 @@ def embed_step(command) -> EmbedReport:
 
 
 def embed_and_log(labelled: Labelled, embed: EmbedSettings, clip: str, source: BackboneSource) -> EmbedReport:
-    report = embed_dataset(labelled, embed, source, elsewhere=embedder(embed.engine))
+    report = embed_dataset(labelled, embed, source, elsewhere=embedder(embed))
     print(f"precision: {report.precision_reason}")
     tracking.log_params({"clip": clip, **clip_params(source), "device": report.device,
                          "precision_reason": report.precision_reason})

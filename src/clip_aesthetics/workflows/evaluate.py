@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-import mlflow
 import numpy as np
 import pandas as pd
 
@@ -27,7 +26,8 @@ from clip_aesthetics.reports import plots
 from clip_aesthetics.scoring.cached import score_images
 from clip_aesthetics.settings import DataSettings
 from clip_aesthetics.tracking import runs as tracking
-from clip_aesthetics.scoring.uris import download_model, load_scorer, registered_version
+from clip_aesthetics.tracking.stores import use_store
+from clip_aesthetics.scoring.uris import download_model, load_scorer, resolve
 
 SCALE_TAG = "scale_mismatch"
 
@@ -59,26 +59,6 @@ def images_of(labelled: Labelled, data, part: str) -> pd.DataFrame:
         return labelled.frame[["image_id", "score"]].reset_index(drop=True)
     frame = getattr(dataset_split(labelled, data), part)
     return frame.rename(columns={"mean_score": "score"})[["image_id", "score"]]
-
-
-def model_id_of(uri: str) -> str | None:
-    """The logged model behind a model URI, for linking metrics to it."""
-    rest = uri.removeprefix("models:/")
-    if rest.startswith("m-"):
-        return rest.split("/")[0]
-    found = registered_version(uri)
-    if found is not None:
-        return found[1].model_id
-    if not uri.startswith("runs:/"):
-        return None
-    run_id, name = uri.removeprefix("runs:/").split("/", 1)
-    try:
-        run = mlflow.MlflowClient().get_run(run_id)
-        logged = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
-                                             filter_string=f"source_run_id = '{run_id}' and name = '{name}'")
-    except mlflow.exceptions.MlflowException:  # a URI MLflow resolves differently: the metrics stay on the run
-        return None
-    return logged[0].model_id if logged else None
 
 
 def short_name(uri: str) -> str:
@@ -164,7 +144,7 @@ def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: p
     tracking.set_tags({SCALE_TAG: str(pairs is None and not same_scale(scorer.score_range,
                                                                         labelled.score_range)).lower()})
     tracking.log_metrics(values)
-    model_id = model_id_of(result.uri)
+    model_id = resolve(result.uri).model_id
     if model_id:
         tracking.link_metrics_to_model(result.run_id, model_id, values, f"{labelled.name}#evaluation", labelled.digest)
     tracking.log_dataset(data, labelled, {"evaluation": {"num_rows": int(ok.sum()), "part": part}})
@@ -220,6 +200,7 @@ def _log_disagreement(results: list[Evaluated], labelled: Labelled) -> None:
 
 def evaluate_step(command) -> None:
     """`evaluate`: models x one labelled dataset -> a run per model (children of one parent for several)."""
+    use_store(command.tracking_uri)  # the one way every command chooses its tracking store
     uris = [u.strip() for u in command.models.split(",") if u.strip()]
     data = command.part(DataSettings)
     labelled = read_dataset(data, command.cache_dir)

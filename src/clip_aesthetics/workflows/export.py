@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
-import os
 import shutil
 import tempfile
 import time
@@ -38,7 +37,7 @@ class NotRegistered(UserError):
 def calibration_sources(settings, source_run) -> tuple[list, str]:
     """(images to compare the two models on, where they come from): --calibration's images, else the source
     run's test images (its dataset rebuilt from the run's parameters)."""
-    from clip_aesthetics.scoring.files import collect_images
+    from clip_aesthetics.scoring.image_files import collect as collect_images
 
     if settings.calibration:
         paths = collect_images([Path(settings.calibration)])
@@ -64,40 +63,41 @@ def calibration_sources(settings, source_run) -> tuple[list, str]:
 
 @dataclass
 class Source:
-    """The model being exported: its URI's registered version and training run (where there are), its files."""
+    """The model being exported: what its URI names (a registered version, its training run), its files."""
 
-    found: tuple | None  # (registered name, version) when the URI names a registered version
-    run_id: str
+    ref: object  # scoring.uris.ModelRef
     run: object | None  # the training (or import) run, whose test images calibrate the export
     spec_doc: dict
     scorer: object
 
     @property
+    def registered(self) -> bool:
+        return self.ref.kind == "version" and not self.ref.missing
+
+    @property
     def described(self) -> str:
-        if self.found:
-            return f" (version {self.found[1].version} of {self.found[0]}, run {self.run_id})"
-        return f" (run {self.run_id})" if self.run_id else ""
+        if self.registered:
+            return f" (version {self.ref.version} of {self.ref.name}, run {self.ref.run_id})"
+        return f" (run {self.ref.run_id})" if self.ref.run_id else ""
 
     @property
     def tags(self) -> dict[str, str]:
-        return {"source_run_id": self.run_id, **({"source_model": self.found[0], "source_version":
-                                                  str(self.found[1].version)} if self.found else {})}
+        return {"source_run_id": self.ref.run_id, **({"source_model": self.ref.name, "source_version":
+                                                      self.ref.version} if self.registered else {})}
 
 
 def export_step(settings) -> None:
-    from clip_aesthetics.scoring.files import DEFAULT_STORE, check_store
+    from clip_aesthetics.tracking.stores import check_store, use_store
 
-    if settings.tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
-        mlflow.set_tracking_uri(settings.tracking_uri)
+    store = use_store(settings.tracking_uri)
     runtime = RUNTIMES.get(settings.format)
     runtime.check(settings.quantize)
     out = Path(settings.out) if settings.out else None
     if out is not None:
         check_out(out, settings.replace)  # before any work: an --out that cannot take the export is no surprise later
-    check_store(settings.model, os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE))
+    check_store(settings.model, store)
     source = _source(settings.model)
-    name = settings.model_name or f"{source.found[0] if source.found else 'clip-aesthetics'}-{settings.format}"
+    name = settings.model_name or f"{source.ref.name if source.registered else 'clip-aesthetics'}-{settings.format}"
     sources, calibration = calibration_sources(settings, source.run)  # after the refusals: it reads a dataset
     reference = runtime.reference(source.scorer)  # the source, computing in float32 on the CPU
     weights = "float32" if settings.quantize == "none" else settings.quantize
@@ -152,23 +152,21 @@ def check_out(out: Path, replace: bool) -> None:
 
 def _source(model_uri: str) -> Source:
     """The model to export, downloaded once (its spec and the scorer both come from this copy); an export refused."""
-    from clip_aesthetics.scoring.uris import download_model, load_scorer, read_spec, registered_version
+    from clip_aesthetics.scoring.uris import download_model, load_scorer, read_spec, resolve
 
-    found = registered_version(model_uri)
-    run_id = found[1].run_id if found else (model_uri.removeprefix("runs:/").split("/", 1)[0]
-                                            if model_uri.startswith("runs:/") else "")
+    ref = resolve(model_uri)
     try:
-        run = mlflow.MlflowClient().get_run(run_id) if run_id else None
+        run = mlflow.MlflowClient().get_run(ref.run_id) if ref.run_id else None
     except mlflow.exceptions.MlflowException:
-        raise UserError(f"--model {model_uri}: no run {run_id!r} in tracking store {mlflow.get_tracking_uri()}; copy "
-                        "the run id from the MLflow UI, or name a registered model (models:/NAME@ALIAS)") from None
+        raise UserError(f"--model {model_uri}: no run {ref.run_id!r} in tracking store {mlflow.get_tracking_uri()}; "
+                        "copy the run id from the MLflow UI, or name a registered model (models:/NAME@ALIAS)") from None
     folder = download_model(model_uri)
     scorer = load_scorer(folder, "float32")
     if getattr(scorer, "runtime", "torch") != "torch":
         origin = run.data.params.get("source_model_uri", "") if run else ""
         raise UserError(f"{model_uri} is already an export ({scorer.runtime}): export its source model"
                         + (f", {origin}" if origin else ""))
-    return Source(found, run_id, run, read_spec(folder), scorer)
+    return Source(ref, run, read_spec(folder), scorer)
 
 
 def _log(runtime, artifacts: dict, source: Source, run_name: str, params: dict, metrics: dict, tags: dict,

@@ -16,6 +16,7 @@ from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
 from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
 from clip_aesthetics.tracking import runs as tracking
+from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.workflows.embed import clip_params
 
 PUBLISHED_PRECISION = "float32"  # how the published heads' authors computed their scores
@@ -23,6 +24,7 @@ PUBLISHED_PRECISION = "float32"  # how the published heads' authors computed the
 
 def import_head_step(command) -> None:
     """`import-head`: a published head's weight file + its backbone -> an import run and a registered version."""
+    use_store(command.tracking_uri)  # the one way every command chooses its tracking store
     from mlflow import MlflowClient
 
     from clip_aesthetics.backbones.families import embedding_dim
@@ -71,7 +73,7 @@ def scores_of_folder(folder: Path, head_state: dict, spec_doc: dict) -> tuple[li
     """(the folder's images, their scores) by the model these files make, in its own precision (float32)."""
     import tempfile
 
-    from clip_aesthetics.scoring.files import collect_images
+    from clip_aesthetics.scoring.image_files import collect as collect_images
     from clip_aesthetics.scoring.model import AestheticScorer, write_artifacts
 
     paths = collect_images([folder])

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from clip_aesthetics.settings import RegisterSettings
 from clip_aesthetics.tracking import runs as tracking
+from clip_aesthetics.tracking.stores import use_store
 
 
 def register_step(command) -> None:
     """`register`: the best finished run -> a registered version whose source run is that training run.
 
     The run to register is chosen before the step's own run opens: a refusal leaves nothing behind."""
+    use_store(command.tracking_uri)  # the one way every command chooses its tracking store
     from clip_aesthetics.tracking.registry import register
     from clip_aesthetics.tracking.selection import choose
 

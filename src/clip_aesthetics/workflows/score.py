@@ -1,117 +1,112 @@
-"""`score`: inputs + a model URI -> scores, on the engine asked for.
+"""`score`: inputs + a model URI -> one row per sample, in the output `--out` names, on the engine asked for.
 
-Shards and tables (any input whose suffix an entry of extensions.SCORE_INPUTS reads) go to the curation job
-(workflows/curate.py: parquet parts, resumable, a summary, the kept samples); image files and folders are scored
-into one table written in `--out`'s format (extensions.SCORE_OUTPUTS), or, on an engine that writes its own output
-(Spark), into a parquet folder.
+One pipeline for every input: the inputs are expanded once into readers' inputs (image files and folders; shards
+and tables of image bytes; any format added to extensions.SCORE_INPUTS), the output is chosen by `--out`'s suffix
+(extensions.SCORE_OUTPUTS) and checked with everything else before any work, the model is resolved and fetched
+once, the engine scores (reader -> scorer -> writer), then the report: counts and scores for files; for shards
+and tables a summary, the kept samples and new shards of them; a gallery for either.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from clip_aesthetics.engines import engine
 from clip_aesthetics.errors import ScoringInputError
 from clip_aesthetics.settings import ScoreSettings
 
-FOLDER_OUTPUT = Path("scores.parquet")  # --out left at its default, for jobs that write a folder
-
 
 def score_step(settings: ScoreSettings, inputs: list[str]) -> None:
-    from clip_aesthetics.scoring.files import DEFAULT_STORE
-    from clip_aesthetics.scoring.samples import expand, is_curation_input
+    from clip_aesthetics.scoring import guards
+    from clip_aesthetics.scoring.job import ScoreJob, model_scale, rows, Scored
+    from clip_aesthetics.scoring.outputs import output_for, write_table, writer_for
+    from clip_aesthetics.scoring.samples import plan
+    from clip_aesthetics.scoring.uris import download_model, model_identity, resolve
+    from clip_aesthetics.tracking.stores import check_store, use_store
 
-    if settings.tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri  # before MLflow is imported
-    store = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE)
-    if any(is_curation_input(p) for p in inputs):  # shards/{00000..00099}.tar, tables/*.parquet, ...
-        return _curate(settings, store, expand(inputs))
-    if settings.min_score or settings.min_percentile or settings.top_fraction or settings.write_shards:
-        raise ScoringInputError("--min-score, --min-percentile, --top-fraction and --write-shards apply to webdataset shards (.tar) "
-                                "and parquet/arrow tables of image bytes, not to image files and folders")
-    if engine(settings.engine).score_files is not None:
-        return _files_elsewhere(settings, store, inputs)
-    _files_here(settings, store, inputs)
-
-
-def _default_out(settings: ScoreSettings) -> Path:
-    return FOLDER_OUTPUT if settings.out == ScoreSettings.model_fields["out"].default else settings.out
-
-
-def _files_here(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
-    from clip_aesthetics.scoring.files import (check_output, check_store, collect_images, refuse_an_input,
-                                               score_files, write_gallery)
-    from clip_aesthetics.scoring.outputs import write_scores, writer_for
-
-    out = settings.out
-    check_output(out)
-    paths = collect_images([Path(p) for p in inputs])
-    refuse_an_input(out, paths)
-    writer_for(out)  # a format no writer has: refused before any work
-    check_store(settings.model, store)
-    frame = score_files(paths, settings.model, settings.num_workers, settings.precision)
-    write_scores(frame, out)
-    if settings.gallery:
-        write_gallery(frame, Path(settings.gallery))
-    failed = int((frame["error"] != "").sum())
-    print(f"scored {len(frame) - failed} image(s), {failed} failed; wrote {out}")
-    if len(frame) - failed:
-        scores = frame["score"].dropna()
-        low, high = frame.attrs["score_range"]
-        print(f"scores: mean {scores.mean():.4f}, min {scores.min():.4f}, median {scores.median():.4f}, "
-              f"max {scores.max():.4f} (on the model's {low:g}-{high:g} scale)")
-    print(frame.attrs["reference"])
-
-
-def _files_elsewhere(settings: ScoreSettings, store: str, inputs: list[str]) -> None:
-    from clip_aesthetics.scoring.files import check_spark_output, check_store, write_gallery
-    from clip_aesthetics.scoring.uris import describe_model, model_scale
-
+    store = use_store(settings.tracking_uri)
     where = engine(settings.engine)
-    out = _default_out(settings)
-    check_spark_output(str(out), inputs)
-    where.start()  # first: without what the engine needs nothing else matters
-    check_store(settings.model, store)
-    print(f"model: {describe_model(settings.model)}")
-    done = where.score_files(inputs, settings.model, out, settings.spark_partitions, settings.precision)
-    if settings.gallery:  # from the parquet the engine wrote; files on this machine's filesystem show as thumbnails
-        import pandas as pd
-
-        frame = pd.read_parquet(out)
-        frame["path"] = frame["path"].str.removeprefix("file:")
-        write_gallery(frame.sort_values("path"), Path(settings.gallery), model_scale(settings.model))
-    print(f"scored {done['scored']} image(s), {done['failed']} failed (model loaded {done['model_loads']} "
-          f"time(s), once per executor process); wrote {out}")
-
-
-def _curate(settings: ScoreSettings, store: str, paths: list[str]) -> None:
-    """Shards and tables: one parquet part per input (resumable), a summary, the kept samples."""
-    from clip_aesthetics.scoring import curate
-    from clip_aesthetics.scoring.files import check_store
-    from clip_aesthetics.scoring.samples import is_curation_input
-    from clip_aesthetics.workflows.curate import curate_inputs
-
-    if settings.write_shards and not (settings.min_score.strip() or settings.min_percentile.strip()
-                                      or settings.top_fraction):
+    where.start(settings)  # without what the engine needs (Spark: pyspark, Java) nothing else matters
+    found = plan(inputs, remote=where.writes_parts)
+    out = Path(settings.out) if settings.out else Path("scores.csv" if found.per_file and not where.writes_parts
+                                                       else "scores.parquet")
+    given = [*found.files, *found.containers, *found.given]
+    guards.refuse_holding_inputs("--out", out, out.resolve(), given, "it would be written over; give the scores a "
+                                 "file or folder of their own, e.g. scores.csv")
+    output = output_for(out, in_parts=not found.per_file or (where.writes_parts and writer_for(out).parts))
+    selecting = settings.min_score is not None or settings.min_percentile is not None or settings.top_fraction
+    if found.per_file and (selecting or settings.write_shards):
+        raise ScoringInputError("--min-score, --min-percentile, --top-fraction and --write-shards apply to webdataset "
+                                "shards (.tar) and parquet/arrow tables of image bytes, not to image files and folders")
+    if settings.write_shards and not selecting:
         raise ScoringInputError("--write-shards needs --min-score, --min-percentile or --top-fraction to say what to "
                                 "keep")
-    others = [p for p in paths if not is_curation_input(p)]
-    if others:
-        from clip_aesthetics.scoring.samples import suffixes
-
-        raise ScoringInputError(f"score either webdataset shards and tables, or image files and folders, not both "
-                                f"in one job: {others[0]} is none of {', '.join(suffixes())}")
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise ScoringInputError(f"no such file: {missing[0]}")
-    out = _default_out(settings)
-    curate.check_targets(paths, out, Path(settings.write_shards) if settings.write_shards else None)
+    if output.table:
+        guards.check_table(output.path, given)
+    if output.parts is not None:
+        (guards.check_spark_folder if found.per_file and where.writes_parts else guards.check_parts)(
+            str(output.parts), given)
+    if settings.write_shards:
+        guards.check_kept_shards(Path(settings.write_shards), output.parts, given)
     check_store(settings.model, store)
-    curate_inputs(paths, settings.model, out, engine=settings.engine, image_column=settings.image_column,
-                  min_score=float(settings.min_score) if settings.min_score.strip() else None,
-                  min_percentile=float(settings.min_percentile) if settings.min_percentile.strip() else None,
-                  top_fraction=settings.top_fraction or None,
-                  write_shards=Path(settings.write_shards) if settings.write_shards else None,
-                  gallery=Path(settings.gallery) if settings.gallery else None, fresh=settings.fresh,
-                  precision=settings.precision)
+    ref = resolve(settings.model)
+    print(f"model: {ref.describe()}")
+    folder = download_model(settings.model)  # once: every scorer of the job loads this copy
+    score_range, reference = model_scale(folder)
+    if settings.min_percentile is not None and reference is None:  # refused before any scoring
+        raise ScoringInputError(f"--min-percentile {settings.min_percentile:g}: {settings.model} has no reference "
+                                "distribution, so its percentiles are undefined; select with --min-score or "
+                                "--top-fraction")
+    job = ScoreJob(found, settings.model, folder, {**model_identity(ref, folder), "image_column": settings.image_column},
+                   output, settings.image_column, settings.precision, settings.num_workers, settings.spark_partitions)
+    if not found.per_file:
+        _prepare_parts(job, settings.fresh)
+    scored = Scored(rows(job, where.score(job)), score_range, reference)
+    if output.table:
+        write_table(scored.rows, output)
+    _report(job, scored, settings, where.writes_parts)
+
+
+def _prepare_parts(job, fresh: bool) -> None:
+    """The parts folder of containers: resumed only when the same model and options wrote it (or emptied, fresh)."""
+    from clip_aesthetics.scoring import curate
+
+    curate.check_resumable(job.output.parts, job.identity, fresh)
+    job.output.parts.mkdir(parents=True, exist_ok=True)
+    total = len(job.inputs.containers)
+    if len(job.todo) < total:
+        print(f"resuming: {total - len(job.todo)} of {total} input(s) already have a complete part in "
+              f"{job.output.parts}, scored by the same model with the same options")
+
+
+def _report(job, scored, settings: ScoreSettings, distributed: bool) -> None:
+    from clip_aesthetics.scoring import curation_report
+    from clip_aesthetics.scoring.reference import describe
+
+    frame, (low, high) = scored.rows, scored.score_range
+    failed = int((frame["error"].fillna("") != "").sum())
+    loads = f" (model loaded {job.counts.get('model_loads', 0)} time(s), once per executor process)" \
+        if distributed else ""
+    if job.inputs.per_file:
+        print(f"scored {len(frame) - failed} image(s), {failed} failed{loads}; wrote {job.output.path}")
+        if len(frame) - failed:
+            s = frame["score"].dropna()
+            print(f"scores: mean {s.mean():.4f}, min {s.min():.4f}, median {s.median():.4f}, max {s.max():.4f} (on the "
+                  f"model's {low:g}-{high:g} scale)")
+    else:
+        summary = curation_report.write_summary(frame, job.output.parts, scored.score_range, scored.reference)
+        where = "" if not job.output.table else f" and {job.output.path} (one table)"
+        print(f"wrote {job.output.parts}: {len(job.inputs.containers)} part(s), one row per sample (a parquet "
+              f"dataset){where}; summary in {job.output.report}")
+        for line in curation_report.summary_lines(summary):
+            print(line)
+    print(describe(scored.reference))
+    if settings.min_score is not None or settings.top_fraction or settings.min_percentile is not None:
+        curation_report.keep(frame, job, settings.min_score, settings.top_fraction or None, settings.min_percentile,
+                             Path(settings.write_shards) if settings.write_shards else None)
+    if settings.gallery:
+        gallery = Path(settings.gallery)
+        gallery.parent.mkdir(parents=True, exist_ok=True)
+        gallery.write_bytes(curation_report.gallery_page(frame, scored.score_range, job.inputs.containers,
+                                                         job.image_column))
+        print(f"gallery: {gallery}")

@@ -17,6 +17,7 @@ import pandas as pd
 from clip_aesthetics.reports import gallery
 from clip_aesthetics.reports import plots
 from clip_aesthetics.tracking import runs as tracking
+from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.errors import SweepError
 from clip_aesthetics.heads.metrics import ranking_key
 from clip_aesthetics.tracking.runs import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
@@ -65,13 +66,14 @@ def child_names(grid: list[tuple[str, TrainSettings]], sweep: SweepSettings) -> 
     names = [default_run_name(clip, train) for clip, train in grid]
     if len(set(names)) < len(names):  # two local folders with the same name: use their paths
         names = [default_run_name(clip.strip("/").replace("/", "-"), train) for clip, train in grid]
-    if len(sweep.lrs.split(",")) > 1:
+    if len(sweep.lrs) > 1:
         names = [f"{name}-lr{train.lr:g}" for name, (_, train) in zip(names, grid, strict=True)]
     return names
 
 
 def sweep_step(command) -> None:
     """`sweep`: the grid as child runs of one parent run; prints the children, best first."""
+    use_store(command.tracking_uri)  # the one way every command chooses its tracking store
     from clip_aesthetics.reports.tables import as_text
 
     children = run_sweep(command.part(SweepSettings), command.part(DataSettings), command.part(EmbedSettings),
@@ -108,7 +110,7 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
 
 def _embed_once(clip: str, source, labelled, embed: EmbedSettings):
     try:
-        report = embed_dataset(labelled, embed, source, elsewhere=embedder(embed.engine))
+        report = embed_dataset(labelled, embed, source, elsewhere=embedder(embed))
     except Exception as error:  # recorded on each of this model's children; the other models go on
         return error
     tracking.log_params({f"clip_revision.{backbone_label(clip)}": report.source.revision})

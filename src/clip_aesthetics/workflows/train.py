@@ -24,12 +24,14 @@ from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
 from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
 from clip_aesthetics.settings import CacheSettings, DataSettings, EmbedSettings, TrainSettings
 from clip_aesthetics.tracking import runs as tracking
+from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.tracking.runs import DEGENERATE_TAG, SELECTION_TAG
 from clip_aesthetics.workflows.embed import clip_params, embed_and_log
 
 
 def train_step(command, embed_first: bool) -> None:
     """`main` (embed_first) and `train`: one cell of the grid as one run."""
+    use_store(command.tracking_uri)  # the one way every command chooses its tracking store
     source = resolve_backbone(command.clip, command.clip_revision)
     data, train = command.part(DataSettings), command.part(TrainSettings)
     embed = command.part(EmbedSettings if embed_first else CacheSettings)

@@ -277,7 +277,7 @@ def test_vote_count_columns_without_vote_columns_get_a_hint(bad_set):
 
 def test_bad_parameters_are_refused_by_the_settings(capsys):
     for args, words in ((["--score-range", "5,1"], "low < high"), (["--vote-columns", "c5..c1"], "must go up"),
-                        (["--threshold", "high"], "expected a number"),
+                        (["--threshold", "high"], "valid number"),
                         (["--labels", "x.csv", "--split", "official"], "split=official")):
         assert cli.main(["main", *args]) == 2
         assert words in capsys.readouterr().err, args

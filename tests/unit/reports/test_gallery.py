@@ -100,7 +100,7 @@ def test_a_sweep_parent_shows_every_childs_score_per_image(sample_ava, tiny_clip
 
 
 def test_score_writes_a_gallery_whose_counts_are_the_outputs_rows(sample_ava, tmp_path, monkeypatch, capsys):
-    from clip_aesthetics.scoring import files as scoring
+    from clip_aesthetics.scoring.curation_report import gallery_page
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -111,7 +111,7 @@ def test_score_writes_a_gallery_whose_counts_are_the_outputs_rows(sample_ava, tm
     frame = pd.DataFrame({"path": [str(p) for p in sorted(folder.iterdir())]})
     frame["score"] = [float("nan") if "broken" in p else 5.0 + i * 0.3 for i, p in enumerate(frame["path"])]
     frame["error"] = ["truncated image" if "broken" in p else "" for p in frame["path"]]
-    scoring.write_gallery(frame, tmp_path / "g.html")
+    (tmp_path / "g.html").write_bytes(gallery_page(frame, (1.0, 10.0)))
     page = (tmp_path / "g.html").read_text()
     assert "6 input(s): 5 scored, 1 not" in page and HOSTILE not in page and "Not scored: 1" in page
     assert page.count('alt="histogram"') == 1
