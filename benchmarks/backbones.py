@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_backbone
+from clip_aesthetics.data.sample_data import write_sample_ava
 from clip_aesthetics.embedding import precision
 from clip_aesthetics.embedding.cache import EmbeddingCache
-from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_backbone
 from clip_aesthetics.embedding.embed import default_workers, embed_pixels, embed_to_cache
 from clip_aesthetics.heads.head import HeadSpec, build_head, predict_scores
 from clip_aesthetics.heads.kinds import fit_ridge
-from clip_aesthetics.images.decode import load_rgb
 from clip_aesthetics.heads.metrics import spearman
+from clip_aesthetics.images.decode import load_rgb
 from clip_aesthetics.images.pixels import ModelPixels
-from clip_aesthetics.data.sample_data import write_sample_ava
 
 KINDS = ["b32", "l14", "siglip-so400m", "dinov2-l"]
 

@@ -31,19 +31,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_baseline  # noqa: E402
 import synthetic  # noqa: E402
 
+from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_clip  # noqa: E402
+from clip_aesthetics.data.ava import target_scale  # noqa: E402
+from clip_aesthetics.data.sample_data import write_sample_ava  # noqa: E402
 from clip_aesthetics.embedding import embed as embed_module  # noqa: E402
 from clip_aesthetics.embedding import precision  # noqa: E402
-from clip_aesthetics.data.ava import target_scale  # noqa: E402
 from clip_aesthetics.embedding.cache import EmbeddingCache  # noqa: E402
-from clip_aesthetics.settings import TrainSettings  # noqa: E402
-from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_clip  # noqa: E402
 from clip_aesthetics.embedding.embed import default_workers, embed_pixels, embed_to_cache  # noqa: E402
-from clip_aesthetics.images.pixels import ModelPixels  # noqa: E402
 from clip_aesthetics.heads.head import HeadSpec, build_head, fit, predict_scores  # noqa: E402
 from clip_aesthetics.heads.kinds import fit_ridge  # noqa: E402
-from clip_aesthetics.images.decode import load_rgb  # noqa: E402
 from clip_aesthetics.heads.metrics import spearman  # noqa: E402
-from clip_aesthetics.data.sample_data import write_sample_ava  # noqa: E402
+from clip_aesthetics.images.decode import load_rgb  # noqa: E402
+from clip_aesthetics.images.pixels import ModelPixels  # noqa: E402
+from clip_aesthetics.settings import TrainSettings  # noqa: E402
 
 TARGETS = {  # figure: (comparison, bound)
     "embed_grid_speedup_vs_seed": (">=", 1.9),
@@ -320,8 +320,8 @@ def _embed_all(model, pixels: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 
 def bench_spark(work: Path, n_images: int) -> dict:
     """Spark local[2] against the single process on the same images: scoring files, embedding, and start-up."""
-    from clip_aesthetics.engines import spark
     from clip_aesthetics.embedding.cache import EmbeddingCache
+    from clip_aesthetics.engines import spark
     from clip_aesthetics.scoring.model import save_scorer
 
     paths, clip, source, spec, head = _b32_setup(work, n_images, seed=2)
@@ -366,8 +366,8 @@ def bench_shards(work: Path, n_images: int) -> dict:
     import io
     import tarfile
 
-    from clip_aesthetics.scoring import curate
     from clip_aesthetics.engines import spark
+    from clip_aesthetics.scoring import curate
     from clip_aesthetics.scoring.model import AestheticScorer, save_scorer, write_artifacts
 
     paths, _, source, spec, head = _b32_setup(work, n_images, seed=4)
@@ -425,8 +425,8 @@ def bench_training(work: Path, quick: bool) -> dict:
     """The 4 x 5 grid: the project's train (evaluation and MLflow logging included) vs the seed's loop."""
     import mlflow
 
-    from clip_aesthetics.workflows.train import log_epoch
     from clip_aesthetics.heads.training import train_and_evaluate
+    from clip_aesthetics.workflows.train import log_epoch
 
     grids = [synthetic.dataset(seed) for seed in (0, 1)]  # stand-ins for the B/16 and B/32 caches
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")

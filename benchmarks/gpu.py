@@ -29,8 +29,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
 
+from clip_aesthetics.backbones.families import (  # noqa: E402
+    REAL_SIZES,
+    load_backbone,
+    resolve_backbone,
+    save_random_backbone,
+    save_random_clip,
+)
 from clip_aesthetics.embedding.cache import EmbeddingCache  # noqa: E402
-from clip_aesthetics.backbones.families import REAL_SIZES, load_backbone, resolve_backbone, save_random_backbone, save_random_clip  # noqa: E402
 from clip_aesthetics.embedding.embed import _batches, _ImageSources, default_workers, embed_to_cache  # noqa: E402
 from clip_aesthetics.images.decode import load_rgb  # noqa: E402
 

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # works uninstalled too, as the MLproject commands do
 
 from clip_aesthetics.environment import interpreter_env, require_dependencies  # noqa: E402
+
 EXPERIMENT = "clip-aesthetics"
 N_IMAGES = 300
 # The seed's lr=1e-4 at batch 32 is sized for AVA's 230k training images; on 300 images it would

@@ -23,12 +23,12 @@ from pathlib import Path  # noqa: E402
 
 import mlflow  # noqa: E402
 import pytest  # noqa: E402
+from helpers import new_store  # noqa: E402
 
 from clip_aesthetics.backbones.families import save_random_clip  # noqa: E402
 from clip_aesthetics.cli import app as cli  # noqa: E402
-from clip_aesthetics.environment import interpreter_env  # noqa: E402
 from clip_aesthetics.data.sample_data import write_sample_ava  # noqa: E402
-from helpers import new_store  # noqa: E402
+from clip_aesthetics.environment import interpreter_env  # noqa: E402
 
 N_SAMPLE_IMAGES = 240
 
@@ -133,8 +133,9 @@ def tiny_clip_b(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def backbones(tmp_path_factory) -> dict[str, Path]:
     """One tiny random checkpoint of each family (helpers.FAMILIES), by name."""
-    from clip_aesthetics.backbones.families import save_random_backbone
     from helpers import FAMILIES
+
+    from clip_aesthetics.backbones.families import save_random_backbone
 
     root = tmp_path_factory.mktemp("backbones")
     return {name: save_random_backbone(root / name, kind, seed=3, **options) for name, (kind, options) in FAMILIES.items()}

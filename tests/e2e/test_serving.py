@@ -11,12 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-import clip_aesthetics
-
 from servers import free_port, wait_until_serving
 
-
+import clip_aesthetics
 
 NAME = "clip-aesthetics"
 

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 
 from clip_aesthetics.cli import app as cli
+from clip_aesthetics.embedding.cache import EmbeddingCache
 from clip_aesthetics.scoring import reference
 from clip_aesthetics.scoring.uris import download_model, read_spec
-from clip_aesthetics.engines import spark
-from clip_aesthetics.embedding.cache import EmbeddingCache
 
 
 def _available() -> str:

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from clip_aesthetics.cli import app as cli
-from clip_aesthetics.scoring import curate
 from clip_aesthetics.embedding.cache import EmbeddingCache
+from clip_aesthetics.scoring import curate
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import new_store
 
 from clip_aesthetics.environment import interpreter_env
-from helpers import new_store
 
 ROOT = Path(__file__).resolve().parents[2]
 

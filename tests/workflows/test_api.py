@@ -12,7 +12,6 @@ import clip_aesthetics
 from clip_aesthetics.cli import app as cli
 from clip_aesthetics.errors import ScoringInputError
 
-
 # The largest score difference between two paths (batches of other sizes, another decoding of the same bytes) that
 # each precision allows: float32 differs in its last bits; bfloat16's matrix products (8 significant bits) may be
 # computed by other kernels for other batch sizes where the CPU has them natively (emulated, they are the same).

@@ -1,22 +1,20 @@
 """Published heads imported and registered; `evaluate` of any model on any labelled set, side by side."""
 
 import json
+import shutil
 from pathlib import Path
 
-import shutil
-
 import mlflow
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from clip_aesthetics.cli import app as cli
 from clip_aesthetics.backbones.families import save_random_backbone
+from clip_aesthetics.cli import app as cli
+from clip_aesthetics.data.sample_data import write_sample_ratings
 from clip_aesthetics.embedding.embed import embed_sources
 from clip_aesthetics.images.decode import load_rgb
-from clip_aesthetics.data.sample_data import write_sample_ratings
 from clip_aesthetics.scoring.uris import load_scorer
 
 TRAINING = ["--epochs", "4", "--lr", "0.003", "--batch-size", "16", "--num-workers", "0", "--precision", "float32"]

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.cli import app as cli
 from clip_aesthetics.heads.head import HeadSpec, build_head
 from clip_aesthetics.scoring import onnx_export
 from clip_aesthetics.scoring.model import AestheticScorer, write_artifacts
-from clip_aesthetics.backbones.families import resolve_backbone
 
 if importlib.util.find_spec("onnxruntime") is None:  # make test installs the onnx extra; CI must run these
     message = "the export tests need onnxruntime (the onnx extra): pip install -e '.[onnx]'"

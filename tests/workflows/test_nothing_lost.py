@@ -18,10 +18,9 @@ import pytest
 import torch
 
 from clip_aesthetics.cli import app as cli
-from clip_aesthetics.scoring import curate
-from clip_aesthetics.scoring import samples, shards
 from clip_aesthetics.data.labels import LabelsError, read_labels
 from clip_aesthetics.data.sample_data import write_sample_ratings
+from clip_aesthetics.scoring import curate, samples, shards
 from clip_aesthetics.scoring.uris import load_scorer
 
 

@@ -10,8 +10,6 @@ import torch
 
 from clip_aesthetics.cli import app as cli
 
-
-
 NAME = "clip-aesthetics"
 
 

@@ -13,11 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from clip_aesthetics.cli import app as cli
 from helpers import new_store
 
-
+from clip_aesthetics.cli import app as cli
 
 NAME = "clip-aesthetics"
 

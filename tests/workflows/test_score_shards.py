@@ -18,12 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from clip_aesthetics.cli import app as cli
-from clip_aesthetics.scoring import reference
-from clip_aesthetics.scoring.uris import download_model, read_spec
-from clip_aesthetics.scoring import curate, curation_report
-from clip_aesthetics.scoring import samples
 from clip_aesthetics.data.sample_data import _write_huge_png
-from clip_aesthetics.scoring.uris import load_scorer
+from clip_aesthetics.scoring import curate, curation_report, reference, samples
+from clip_aesthetics.scoring.uris import download_model, load_scorer, read_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import new_store
 from scipy import stats
 
 from clip_aesthetics.cli import app as cli
 from clip_aesthetics.data.ava import read_ava
 from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_SKIPPED
-from helpers import new_store
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 6

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import new_store
 
 from clip_aesthetics.cli import app as cli
 from clip_aesthetics.data.sample_data import write_sample_ratings, write_sample_votes
 from clip_aesthetics.heads.distribution import emd, true_std
 from clip_aesthetics.scoring.uris import load_scorer
-from helpers import new_store
 
 VOTES = ",".join(f"c{k}" for k in range(1, 11))
 STD_SPEARMAN_FLOOR = 0.5  # predicted against voted std on the held-out images (0.79 when written)

@@ -20,9 +20,9 @@ import transformers
 from torch import nn
 from transformers import AutoImageProcessor
 
-from clip_aesthetics.settings.values import BACKBONE_ALIASES
 from clip_aesthetics.digests import file_sha256
 from clip_aesthetics.errors import UserError
+from clip_aesthetics.settings.values import BACKBONE_ALIASES
 
 transformers.logging.set_verbosity_error()  # the load report lists every unused text-tower weight
 transformers.logging.disable_progress_bar()

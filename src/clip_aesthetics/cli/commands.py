@@ -10,9 +10,23 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import CliApp, CliPositionalArg, CliSubCommand, SettingsConfigDict
 
-from clip_aesthetics.settings import (BackboneSettings, BundleSettings, CacheSettings, DatasetSettings, DataSettings,
-                                      EmbedSettings, RegisterSettings, RevisionSettings, ScoreSettings, Settings,
-                                      StoreSettings, SweepSettings, TrackingSettings, TrainSettings, WorkersSettings)
+from clip_aesthetics.settings import (
+    BackboneSettings,
+    BundleSettings,
+    CacheSettings,
+    DatasetSettings,
+    DataSettings,
+    EmbedSettings,
+    RegisterSettings,
+    RevisionSettings,
+    ScoreSettings,
+    Settings,
+    StoreSettings,
+    SweepSettings,
+    TrackingSettings,
+    TrainSettings,
+    WorkersSettings,
+)
 from clip_aesthetics.settings.values import check_backbone, check_model_name
 
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from clip_aesthetics.data.tables import LabelsError
 
-
 DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
 
 

@@ -23,8 +23,15 @@ import pandas as pd
 
 from clip_aesthetics.data import ava
 from clip_aesthetics.data.cells import ContentIds, count_in, image_source, number_in
-from clip_aesthetics.data.tables import (SCORE_COLUMNS, LabelsError, find_column, split_in,
-                                          find_image_column, locate_table, read_table)
+from clip_aesthetics.data.tables import (
+    SCORE_COLUMNS,
+    LabelsError,
+    find_column,
+    find_image_column,
+    locate_table,
+    read_table,
+    split_in,
+)
 
 AVA_THRESHOLD = 5.0  # AVA's good/bad convention (metrics.accuracy)
 

@@ -12,7 +12,6 @@ its reason; a preference this project cannot read is refused naming its line.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from pathlib import Path
 

@@ -273,8 +273,8 @@ def embed_missing(cache_root: Path, todo: list[tuple[int, Path | bytes]], clip_f
 def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads, decoding) -> None:
     import torch
 
-    from clip_aesthetics.embedding.cache import EmbeddingCache
     from clip_aesthetics.backbones.families import BackboneSource, load_backbone
+    from clip_aesthetics.embedding.cache import EmbeddingCache
     from clip_aesthetics.embedding.embed import embed_to_cache
 
     device = _task_device()

@@ -11,12 +11,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from clip_aesthetics.heads import metrics
-from clip_aesthetics.settings import TrainSettings
-from clip_aesthetics.extensions import HEADS
-from clip_aesthetics.heads.head import HeadSpec, build_head, fit, head_outputs, n_outside_range, predict_scores, prepare
 from clip_aesthetics.embedding.features import Dataset
-
+from clip_aesthetics.extensions import HEADS
+from clip_aesthetics.heads import metrics
+from clip_aesthetics.heads.head import HeadSpec, build_head, fit, head_outputs, n_outside_range, predict_scores, prepare
+from clip_aesthetics.settings import TrainSettings
 
 SELECTION_METRIC = "val_spearman"  # select on val, report test
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from clip_aesthetics.atomic import atomic_path
-from clip_aesthetics.scoring.curate import KEPT, REPORT, SUMMARY, HISTOGRAM, WRITTEN, path_digest
+from clip_aesthetics.scoring.curate import HISTOGRAM, KEPT, REPORT, SUMMARY, WRITTEN, path_digest
 from clip_aesthetics.scoring.samples import is_shard, read_input, reader_for, suffix_of
 
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -58,8 +58,7 @@ def report_folder(out: Path) -> Path:
 
 
 def write_summary(frame: pd.DataFrame, out: Path, score_range: tuple[float, float], reference=None) -> dict:
-    from clip_aesthetics.reports import gallery
-    from clip_aesthetics.reports import plots
+    from clip_aesthetics.reports import gallery, plots
 
     summary = summarise(frame, score_range, reference)
     report = report_folder(out)
@@ -157,8 +156,7 @@ def gallery_page(frame: pd.DataFrame, score_range: tuple[float, float], containe
     (a few hundred at most, whatever the collection's size): files by their `path`, samples of the `containers`
     (shards and tables) by their key."""
     from clip_aesthetics.images.decode import ImageError, load_source
-    from clip_aesthetics.reports import gallery
-    from clip_aesthetics.reports import plots
+    from clip_aesthetics.reports import gallery, plots
 
     per_file = not containers
     keys = frame["path"].astype(str) if per_file else frame["key"].astype(str)

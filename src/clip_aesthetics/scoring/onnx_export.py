@@ -20,7 +20,6 @@ from torch import nn
 from clip_aesthetics.errors import UserError
 from clip_aesthetics.images.decode import MAX_ASPECT
 from clip_aesthetics.images.pixels import ModelPixels
-
 from clip_aesthetics.scoring.runtime import Runtime
 from clip_aesthetics.scoring.uris import GRAPH_FILE, SPEC_FILE
 

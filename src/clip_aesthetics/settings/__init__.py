@@ -6,12 +6,22 @@ accepts. Allowed names (head kinds, engines) come from the tables in extensions.
 """
 
 from clip_aesthetics.settings.base import Settings, StoreSettings, WorkersSettings
-from clip_aesthetics.settings.data import DataSettings, DatasetSettings
-from clip_aesthetics.settings.embedding import (BackboneSettings, CacheSettings, EmbedSettings, EngineSettings,
-                                                RevisionSettings)
+from clip_aesthetics.settings.data import DatasetSettings, DataSettings
+from clip_aesthetics.settings.embedding import (
+                                                BackboneSettings,
+                                                CacheSettings,
+                                                EmbedSettings,
+                                                EngineSettings,
+                                                RevisionSettings,
+)
 from clip_aesthetics.settings.scoring import ScoreSettings
-from clip_aesthetics.settings.training import (BundleSettings, RegisterSettings, SweepSettings, TrackingSettings,
-                                               TrainSettings)
+from clip_aesthetics.settings.training import (
+                                                BundleSettings,
+                                                RegisterSettings,
+                                                SweepSettings,
+                                                TrackingSettings,
+                                                TrainSettings,
+)
 
 __all__ = ["BackboneSettings", "BundleSettings", "StoreSettings", "WorkersSettings", "CacheSettings", "DataSettings", "DatasetSettings", "EmbedSettings", "EngineSettings",
            "RegisterSettings", "RevisionSettings", "ScoreSettings", "Settings", "SweepSettings", "TrackingSettings",

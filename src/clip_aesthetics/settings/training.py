@@ -7,8 +7,15 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from clip_aesthetics.settings.base import Settings, StoreSettings
-from clip_aesthetics.settings.values import (Booleans, Items, Numbers, check_backbone, check_head, check_model_name,
-                                             direction)
+from clip_aesthetics.settings.values import (
+    Booleans,
+    Items,
+    Numbers,
+    check_backbone,
+    check_head,
+    check_model_name,
+    direction,
+)
 
 
 class TrainSettings(Settings):

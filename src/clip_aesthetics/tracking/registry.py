@@ -18,11 +18,12 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from clip_aesthetics.settings import RegisterSettings
 from clip_aesthetics.heads.head import SCORE_RANGE
 from clip_aesthetics.heads.metrics import ranking_key
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer, read_logged
-from clip_aesthetics.scoring.reference import describe as reference_line, of_spec
+from clip_aesthetics.scoring.reference import describe as reference_line
+from clip_aesthetics.scoring.reference import of_spec
+from clip_aesthetics.settings import RegisterSettings
 from clip_aesthetics.tracking.runs import link_metrics_to_model
 from clip_aesthetics.tracking.selection import Choice, RegistryError, choose, score_of
 

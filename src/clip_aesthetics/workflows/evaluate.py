@@ -24,10 +24,10 @@ from clip_aesthetics.heads.evaluation import measure, measure_pairs, same_scale
 from clip_aesthetics.reports import gallery as gallery_module
 from clip_aesthetics.reports import plots
 from clip_aesthetics.scoring.cached import score_images
+from clip_aesthetics.scoring.uris import download_model, load_scorer, resolve
 from clip_aesthetics.settings import DataSettings
 from clip_aesthetics.tracking import runs as tracking
 from clip_aesthetics.tracking.stores import use_store
-from clip_aesthetics.scoring.uris import download_model, load_scorer, resolve
 
 SCALE_TAG = "scale_mismatch"
 

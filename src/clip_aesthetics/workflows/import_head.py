@@ -14,7 +14,9 @@ import numpy as np
 
 from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
-from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
+from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY
+from clip_aesthetics.scoring.reference import describe as reference_line
+from clip_aesthetics.scoring.reference import make as make_reference
 from clip_aesthetics.tracking import runs as tracking
 from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.workflows.embed import clip_params

@@ -18,7 +18,7 @@ from clip_aesthetics.settings import ScoreSettings
 
 def score_step(settings: ScoreSettings, inputs: list[str]) -> None:
     from clip_aesthetics.scoring import guards
-    from clip_aesthetics.scoring.job import ScoreJob, model_scale, rows, Scored
+    from clip_aesthetics.scoring.job import Scored, ScoreJob, model_scale, rows
     from clip_aesthetics.scoring.outputs import output_for, write_table, writer_for
     from clip_aesthetics.scoring.samples import plan
     from clip_aesthetics.scoring.uris import download_model, model_identity, resolve

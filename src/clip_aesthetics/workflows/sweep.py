@@ -14,21 +14,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from clip_aesthetics.reports import gallery
-from clip_aesthetics.reports import plots
-from clip_aesthetics.tracking import runs as tracking
-from clip_aesthetics.tracking.stores import use_store
+from clip_aesthetics.backbones.families import resolve_backbone
+from clip_aesthetics.embedding.filling import EmbedReport, embed_dataset
+from clip_aesthetics.engines import embedder
 from clip_aesthetics.errors import SweepError
 from clip_aesthetics.heads.metrics import ranking_key
-from clip_aesthetics.tracking.runs import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
+from clip_aesthetics.heads.training import SELECTION_METRIC, backbone_label, default_run_name
+from clip_aesthetics.reports import gallery, plots
 from clip_aesthetics.settings import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
-from clip_aesthetics.backbones.families import resolve_backbone
-from clip_aesthetics.engines import embedder
-from clip_aesthetics.embedding.filling import EmbedReport, embed_dataset
+from clip_aesthetics.tracking import runs as tracking
+from clip_aesthetics.tracking.runs import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
+from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.workflows.embed import clip_params
 from clip_aesthetics.workflows.train import checked_dataset, train_and_log
-from clip_aesthetics.heads.training import SELECTION_METRIC, backbone_label, default_run_name
-
 
 
 def code_version() -> str:

@@ -21,11 +21,13 @@ from clip_aesthetics.heads.training import TrainResult, default_run_name, train_
 from clip_aesthetics.reports import gallery as gallery_module
 from clip_aesthetics.reports import plots
 from clip_aesthetics.scoring.model import MODEL_NAME, log_scorer
-from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY, describe as reference_line, make as make_reference
+from clip_aesthetics.scoring.reference import KEY as REFERENCE_KEY
+from clip_aesthetics.scoring.reference import describe as reference_line
+from clip_aesthetics.scoring.reference import make as make_reference
 from clip_aesthetics.settings import CacheSettings, DataSettings, EmbedSettings, TrainSettings
 from clip_aesthetics.tracking import runs as tracking
-from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.tracking.runs import DEGENERATE_TAG, SELECTION_TAG
+from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.workflows.embed import clip_params, embed_and_log
 
 

@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import FAMILIES
 from PIL import Image
 
-from clip_aesthetics.cli import app as cli
 from clip_aesthetics.backbones.families import load_backbone, resolve_backbone
+from clip_aesthetics.cli import app as cli
 from clip_aesthetics.embedding.embed import embed_sources
 from clip_aesthetics.images.decode import crop_long_side, decode_rgb
 from clip_aesthetics.images.pixels import ModelPixels
-from helpers import FAMILIES
+
 
 def varied_images() -> list[Image.Image]:
     """Odd sizes, grayscale, a 16-bit PNG, a 1x5 strip: decoded as the project decodes them."""

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from clip_aesthetics.cli import app as cli
-from clip_aesthetics.tracking.runs import SWEEP_TAG
 from clip_aesthetics.data.cells import content_id
 from clip_aesthetics.data.labels import LabelsError, read_labels
 from clip_aesthetics.data.sample_data import write_sample_ratings
+from clip_aesthetics.tracking.runs import SWEEP_TAG
 
 TRAINING = ["--epochs", "4", "--lr", "0.003", "--batch-size", "16", "--num-workers", "0", "--precision", "float32"]
 N = 90

@@ -6,17 +6,17 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import embed_named
 
-from clip_aesthetics.embedding import embed as embed_module
-from clip_aesthetics.data import ava
-from clip_aesthetics.embedding import features, filling
-from clip_aesthetics.data.ava import read_ava
-from clip_aesthetics.settings import DataSettings, EmbedSettings
 from clip_aesthetics.backbones.families import BackboneUnavailableError, load_backbone, resolve_backbone
+from clip_aesthetics.data import ava
+from clip_aesthetics.data.ava import read_ava
+from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
+from clip_aesthetics.embedding import embed as embed_module
+from clip_aesthetics.embedding import features, filling
 from clip_aesthetics.embedding.embed import embed_pixels
 from clip_aesthetics.images.decode import ImageError, load_rgb
-from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
-from helpers import embed_named
+from clip_aesthetics.settings import DataSettings, EmbedSettings
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_aesthetics.images.decode import ImageError, decode_rgb, load_rgb
 from clip_aesthetics.data.sample_data import TRAPS_EMBEDDED, TRAPS_SKIPPED
+from clip_aesthetics.images.decode import ImageError, decode_rgb, load_rgb
 
 
 @pytest.mark.parametrize("image_id", sorted(TRAPS_EMBEDDED))

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from clip_aesthetics.cli import app as cli
-from clip_aesthetics.heads import training
-from clip_aesthetics.settings import TrainSettings
-from clip_aesthetics.heads.metrics import ranking_key
-from clip_aesthetics.settings.values import direction
 from clip_aesthetics.embedding.features import Dataset, SplitFeatures
+from clip_aesthetics.heads import training
+from clip_aesthetics.heads.metrics import ranking_key
+from clip_aesthetics.settings import TrainSettings
+from clip_aesthetics.settings.values import direction
 
 # A head that gives every image the same score (clipped to 10): its Spearman is undefined.
 CONSTANT = (0.0, 0.0, 100.0)
