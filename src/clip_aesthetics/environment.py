@@ -17,6 +17,9 @@ STARTED = time.perf_counter()
 # Import names of the runtime dependencies in pyproject.toml.
 REQUIRED_MODULES = ["mlflow", "torch", "transformers", "pandas", "numpy", "scipy", "PIL", "pydantic_settings",
                     "tqdm", "matplotlib"]
+# What a PyTorch scorer runs on: pinned in every logged model's requirements and recorded (as *_version params) on
+# every training run.
+RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
 HOW_TO_FIX = ("run `make install` in the repository and `source .venv/bin/activate` (or `pip install -e .` into "
               "this interpreter's environment), or let MLflow build one with `mlflow run . --env-manager conda`")
 

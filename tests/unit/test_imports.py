@@ -125,13 +125,19 @@ def modules_importing(library: str) -> set[str]:
     return found
 
 
-def test_mlflow_is_imported_only_by_the_tracking_edge_the_workflows_and_the_model_formats():
-    # "" is the package itself: `clip_aesthetics.load(uri, tracking_uri)` sets the store before loading
-    model_formats = {"", "scoring.model", "scoring.onnx_model", "scoring.requests", "scoring.uris"}
+def test_mlflow_is_imported_only_by_the_tracking_edge_and_the_model_formats():
+    # the model formats: a scorer's files logged and loaded as a pyfunc, its requests, its URIs, its bundled copy
+    model_formats = {"scoring.model", "scoring.onnx_model", "scoring.requests", "scoring.uris", "scoring.bundle"}
     importers = modules_importing("mlflow")
-    assert {"tracking.runs", "workflows.export", "scoring.model"} <= importers, "the scan found too little"
-    stray = sorted(m for m in importers if m.split(".")[0] not in ("tracking", "workflows") and m not in model_formats)
-    assert stray == [], "MLflow belongs to tracking/, workflows/ and the model formats"
+    assert {"tracking.runs", "tracking.registry", "scoring.model"} <= importers, "the scan found too little"
+    stray = sorted(m for m in importers if m.split(".")[0] != "tracking" and m not in model_formats)
+    assert stray == [], "MLflow belongs to tracking/ and the model formats in scoring/ (workflows go through them)"
+
+
+def test_tracking_imports_neither_torch_nor_transformers():
+    """The MLflow edge logs and registers what others computed: bundling weights is the model format's."""
+    for library in ("torch", "transformers"):
+        assert sorted(m for m in modules_importing(library) if m.split(".")[0] == "tracking") == [], library
 
 
 def test_transformers_is_imported_only_by_the_backbones_package():

@@ -150,7 +150,7 @@ def test_training_counts_the_test_predictions_it_had_to_clip(sample_ava, tiny_cl
 
 def test_the_bundle_holds_the_weights_the_model_computed_with(tiny_clip, tmp_path):
     from clip_aesthetics.backbones.families import load_backbone, resolve_backbone, save_random_backbone
-    from clip_aesthetics.tracking.registry import _bundled_weights
+    from clip_aesthetics.scoring.bundle import bundled_weights as _bundled_weights
 
     def dtypes(model):
         return {name.removeprefix("tower."): parameter.dtype for name, parameter in model.named_parameters()}

@@ -43,6 +43,15 @@ class HeadSpec:
         return (np.asarray(scores, np.float64) - self.target_offset) / self.target_scale
 
 
+def state_bytes(state: dict) -> bytes:
+    """A head's state dict as the bytes of a torch file (a per-epoch checkpoint artifact)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
 def build_head(spec: HeadSpec) -> nn.Module:
     """The untrained module of the spec's head kind (extensions.HEADS), ready for its weights."""
     from clip_aesthetics.extensions import HEADS

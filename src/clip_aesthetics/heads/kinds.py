@@ -9,7 +9,7 @@ its own module defining a `HeadKind`; training, saving, loading and scoring need
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -34,8 +34,12 @@ class HeadKind:
     ONNX export included; `metrics(split, head, spec, features, part)` adds metrics to each split's row (`part`:
     the split's SplitFeatures, with its votes or pairs). `fit_inputs(part, features, spec) -> (x, y)` gives what
     `fit` iterates over (default: the features and the spec's targets of the scores); `finish(head, spec,
-    train features) -> spec` fixes the spec after training (a pairwise head's scale); `selection_metric` replaces
-    val_spearman where the data has no scores. `trainable` False: only imported (published heads), never `--head`."""
+    train features) -> spec` fixes the spec after training (a pairwise head's scale). A kind owns the metrics it is
+    judged by: `selection_metric` keeps its best epoch and ranks it in a sweep and at registration (on val), and
+    `reported_metric` is what its runs report (on test); runs record both as tags, and everything that compares runs
+    reads them there. `metric_directions` says which way is better for the metrics its `metrics` adds (by their last
+    word after the split: {"pair_logloss": -1}). `trainable` False: only imported (published heads), never
+    `--head`."""
 
     build: Callable  # HeadSpec -> nn.Module (its output: N x 1, the score on the spec's target scale)
     description: str
@@ -47,7 +51,9 @@ class HeadKind:
     metrics: Callable | None = None  # (split, head, spec, prepared features, SplitFeatures) -> {name: value}
     fit_inputs: Callable | None = None  # (SplitFeatures, prepared features, spec) -> (x, y) for fit
     finish: Callable | None = None  # (head, spec, prepared train features) -> the spec the model is saved with
-    selection_metric: str = ""  # empty: training.SELECTION_METRIC
+    selection_metric: str = "val_spearman"  # keeps its best epoch; ranks it in sweeps and registration
+    reported_metric: str = "test_spearman"  # what its runs report
+    metric_directions: dict = field(default_factory=dict)  # its own metrics' kinds -> +1 higher / -1 lower is better
     targets_text: str = ""  # what its scores are, for a registered version's description (empty: the spec's map)
 
 

@@ -83,7 +83,8 @@ def slope(spec) -> float:
 PAIRWISE = HeadKind(_build, "a score learned from pairwise preferences (Bradley-Terry: logistic of the utility "
                     "difference), mapped onto a declared 1-10 scale; needs a pair table",
                     trains_on="pairs", loss=_loss, metrics=_metrics, finish=_finish,
-                    selection_metric=SELECTION_METRIC,
+                    selection_metric=SELECTION_METRIC, reported_metric="test_pair_accuracy",
+                    metric_directions={"pair_accuracy": 1, "pair_logloss": -1},
                     targets_text="Bradley-Terry utilities learned from pairwise preferences, mapped onto 1-10 (5.5: "
                                  "the training images' mean; 1.5 points: one standard deviation of them)",
                     fit_inputs=lambda part, features, spec: (pair_features(features, part.pairs),

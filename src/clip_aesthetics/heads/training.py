@@ -17,7 +17,7 @@ from clip_aesthetics.heads import metrics
 from clip_aesthetics.heads.head import HeadSpec, build_head, fit, head_outputs, n_outside_range, predict_scores, prepare
 from clip_aesthetics.settings import TrainSettings
 
-SELECTION_METRIC = "val_spearman"  # select on val, report test
+SELECTION_METRIC = "val_spearman"  # select on val, report test (a head kind may name its own: kinds.HeadKind)
 
 
 @dataclass
@@ -33,7 +33,8 @@ class TrainResult:
     # epoch had a defined SELECTION_METRIC (the last epoch is kept, but it is no result to compare or register).
     selection: str = ""
     degenerate: str = ""  # why the kept model cannot rank images (constant or mostly clipped scores), or ""
-    metric: str = SELECTION_METRIC  # what the epoch was kept by (the head kind's own, where the data has no scores)
+    metric: str = SELECTION_METRIC  # what the epoch was kept by: the head kind's selection metric
+    reported: str = "test_spearman"  # what the run reports: the head kind's
 
 
 
@@ -50,7 +51,7 @@ def train_and_evaluate(
     features = {name: prepare(getattr(dataset, name).embeddings, spec.embed_norm) for name in ("train", "val", "test")}
     torch.manual_seed(seed)
     head = build_head(spec)
-    result = TrainResult(spec, metric=kind.selection_metric or SELECTION_METRIC)
+    result = TrainResult(spec, metric=kind.selection_metric, reported=kind.reported_metric)
     has_val = len(dataset.val.ids) > 1
     has_scores = "scores" in dataset.offers  # a pair table's images have none: its metrics are its kind's
 

@@ -9,24 +9,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def epoch_curves(history: list[dict[str, float]]):
-    """Spearman and MSE per epoch for each split that has them (on a pair table: pair accuracy and log-loss)."""
+def epoch_curves(history: list[dict[str, float]], selected: str = "val_spearman", reported: str = "test_spearman"):
+    """The metric a head kind is selected by and the one it reports, per epoch for each split that has them (left),
+    and its loss (right)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [row["epoch"] for row in history]
-    pairs = not any(k.endswith("_spearman") for k in history[0]) and any(k.endswith("_pair_accuracy")
-                                                                         for k in history[0])
-    rank, error = ("pair_accuracy", "pair_logloss") if pairs else ("spearman", "mse")
+    shown = dict.fromkeys(m.split("_", 1)[1] for m in (reported, selected))  # spearman; pair_accuracy, pair_logloss
+    for name in shown:
+        for split in ("train", "val", "test"):
+            if f"{split}_{name}" in history[0]:
+                left.plot(epochs, [row[f"{split}_{name}"] for row in history], marker="o",
+                          label=f"{split} {name}" if len(shown) > 1 else split)
+    error = "mse" if "train_mse" in history[0] else "loss"
     for split in ("train", "val", "test"):
-        if f"{split}_{rank}" in history[0]:
-            left.plot(epochs, [row[f"{split}_{rank}"] for row in history], marker="o", label=split)
-        if f"{split}_{error}" in history[0]:
-            right.plot(epochs, [row[f"{split}_{error}"] for row in history], marker="o", label=split)
-    if pairs:
-        left.set(xlabel="epoch", ylabel="pair accuracy", title="preferred image scored higher (chance 0.5)")
-        right.set(xlabel="epoch", ylabel="log-loss", title="pairwise log-loss (ln 2 = 0.693: no information)")
-    else:
-        left.set(xlabel="epoch", ylabel="Spearman", title="rank correlation")
-        right.set(xlabel="epoch", ylabel="MSE (1-10 scale)", title="squared error")
+        key = f"{split}_{error}"
+        if key in history[0]:
+            right.plot(epochs, [row[key] for row in history], marker="o", label=split)
+    left.set(xlabel="epoch", ylabel=", ".join(shown), title=f"selected by {selected}, reported by {reported}")
+    right.set(xlabel="epoch", ylabel="MSE (the data's scale)" if error == "mse" else "training loss",
+              title="squared error" if error == "mse" else "the head kind's loss")
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend()

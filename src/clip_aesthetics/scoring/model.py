@@ -22,6 +22,7 @@ from mlflow.pyfunc import PythonModel
 from clip_aesthetics.backbones.families import BackboneSource, load_backbone, resolve_backbone
 from clip_aesthetics.embedding import precision as precisions
 from clip_aesthetics.embedding.embed import batch_for, default_workers, embed_sources, pick_device
+from clip_aesthetics.environment import RUNTIME_PACKAGES
 from clip_aesthetics.errors import ModelFolderError, non_finite_reason
 from clip_aesthetics.heads.head import HeadSpec, build_head, head_extras, predict_scores, prepare
 from clip_aesthetics.images.decode import load_source
@@ -32,7 +33,6 @@ from clip_aesthetics.scoring.uris import HEAD_FILE, SPEC_FILE
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the whole package: copied into every model
 SCORER_ENTRY = PACKAGE_DIR / "scorer_entry.py"  # models-from-code: this file builds the pyfunc at load time
-RUNTIME_PACKAGES = ["mlflow", "torch", "transformers", "pillow", "pandas", "numpy", "scipy", "pydantic-settings"]
 MODEL_NAME = "model"  # the scorer every training run logs (it refers to the CLIP checkpoint, not carrying it)
 
 

@@ -119,8 +119,10 @@ class RegisterSettings(BundleSettings):
     experiment_name: str = Field(
         "", description="choose among all finished runs of this experiment instead of the latest sweep"
     )
-    metric: str = Field("val_spearman", description="what 'best' means: the run's value at its best epoch; "
-                        "higher is better for *_spearman, *_pearson, *_accuracy, lower for *_mse, *_mae")
+    metric: str = Field("", description="what 'best' means: the run's value at its best epoch; higher is better for "
+                        "*_spearman, *_pearson, *_accuracy, lower for *_mse, *_mae, *_logloss (a head kind may declare "
+                        "its own); empty = the metric the candidates' head kind is selected by (val_spearman; "
+                        "val_pair_logloss for pairwise heads)")
     model_name: str = Field("clip-aesthetics", description="registered model name")
 
     @field_validator("model_name")
@@ -131,5 +133,6 @@ class RegisterSettings(BundleSettings):
     @field_validator("metric")
     @classmethod
     def _known_direction(cls, value: str) -> str:
-        direction(value)  # refuses a name whose better direction is unknown
+        if value:
+            direction(value)  # refuses a name whose better direction is unknown
         return value

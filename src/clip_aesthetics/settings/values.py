@@ -120,15 +120,31 @@ LOWER_IS_BETTER = ("mse", "mae", "loss", "emd", "logloss")
 
 
 def direction(metric: str) -> int:
-    """+1 when a higher value of `metric` is better, -1 when a lower one is; ValueError when unknown."""
+    """+1 when a higher value of `metric` is better, -1 when a lower one is (a head kind's own metrics: as its
+    `metric_directions` say); ValueError when unknown."""
     kind = metric.rsplit("_", 1)[-1]
     if kind in HIGHER_IS_BETTER:
         return 1
     if kind in LOWER_IS_BETTER:
         return -1
+    owned = _head_metric_direction(metric)
+    if owned:
+        return owned
     raise ValueError(f"metric {metric!r}: cannot tell whether higher or lower is better; expected a name ending in "
                      f"{', '.join(f'_{k}' for k in HIGHER_IS_BETTER)} (higher is better) or "
                      f"{', '.join(f'_{k}' for k in LOWER_IS_BETTER)} (lower is better)")
+
+
+def _head_metric_direction(metric: str) -> int:
+    """The direction a head kind declares for one of its metrics (`val_fake_score` -> its `fake_score`), or 0."""
+    name = metric.removeprefix("best_").split("_", 1)[-1]
+    for kind_name in HEADS.names():
+        if kind_name in HEADS_BUILT_IN:
+            continue  # their metrics end in the words above
+        directions = getattr(HEADS.get(kind_name), "metric_directions", {}) or {}
+        if name in directions:
+            return int(directions[name])
+    return 0
 
 
 # ---------------------------------------------------------------- typed values, spelled as the CLI and MLproject do

@@ -16,10 +16,9 @@ from typing import Iterator
 
 import mlflow
 import pandas as pd
-import torch
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
 
-from clip_aesthetics.scoring.model import RUNTIME_PACKAGES
+from clip_aesthetics.environment import RUNTIME_PACKAGES
 
 # The MLflow UI opens an experiment in the view for its kind; without the tag it may guess GenAI.
 EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
@@ -27,20 +26,24 @@ DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the UI
 KEY_TAG = "clip_aesthetics.run_key"  # a sweep child's parameters + code version, for reusing finished runs
 SWEEP_TAG = "clip_aesthetics.sweep"  # on a sweep's parent run
 SELECTION_TAG = "selection"  # on a training run: how its kept epoch was chosen (`undefined`: on nothing)
+SELECTED_BY_TAG = "selected_by"  # on a training run: its head kind's selection metric (what compares it with others)
+REPORTED_BY_TAG = "reported_by"  # on a training run: its head kind's reported metric
 DEGENERATE_TAG = "degenerate"  # on a training run whose kept model gives constant or mostly clipped scores
 CHILDREN_TAG = "clip_aesthetics.children"  # on a sweep's parent: run ids of every grid point, trained or reused
 
 
 @contextmanager
-def run(experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None) -> Iterator:
-    """Resume the run `mlflow run` created (MLFLOW_RUN_ID), start a child of `parent_run_id`, or a run in `experiment`."""
-    launched = "MLFLOW_RUN_ID" in os.environ and parent_run_id is None
+def run(experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None,
+        experiment_id: str | None = None) -> Iterator:
+    """Resume the run `mlflow run` created (MLFLOW_RUN_ID), start a child of `parent_run_id`, or a run in `experiment`
+    (or in the experiment `experiment_id`: an export beside its source)."""
+    launched = "MLFLOW_RUN_ID" in os.environ and parent_run_id is None and experiment_id is None
     kwargs = {} if launched else {"run_name": run_name or None}
     if parent_run_id:  # children live in their parent's experiment, whatever is active in this thread
         parent = mlflow.get_run(parent_run_id)
         kwargs.update(parent_run_id=parent_run_id, nested=True, experiment_id=parent.info.experiment_id)
     elif not launched:
-        kwargs["experiment_id"] = mlflow.set_experiment(experiment).experiment_id
+        kwargs["experiment_id"] = experiment_id or mlflow.set_experiment(experiment).experiment_id
     with mlflow.start_run(tags=tags, **kwargs) as active:
         if launched and run_name:
             mlflow.set_tag("mlflow.runName", run_name)
@@ -109,11 +112,11 @@ def log_figure(figure, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 
 
-def log_state(state: dict, artifact_file: str) -> None:
-    """A torch state_dict as an artifact (per-epoch checkpoints)."""
+def log_bytes(data: bytes, artifact_file: str) -> None:
+    """A file of bytes as an artifact (a per-epoch checkpoint, as heads.head.state_bytes writes it)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
-        torch.save(state, path)
+        path.write_bytes(data)
         mlflow.log_artifact(str(path), str(Path(artifact_file).parent))
 
 
@@ -151,6 +154,27 @@ def find_finished_run(experiment_id: str, tag: str, value: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+class MissingRun(LookupError):
+    """No run of that id in the tracking store."""
+
+
+def store() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def get_run(run_id: str):
+    """A run: its info, params, metrics, tags and inputs; MissingRun when the store has none of that id."""
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise MissingRun(run_id) from None
+
+
+def load_text(run_id: str, artifact_file: str) -> str:
+    """A text artifact of a run."""
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_file}")
+
+
 def run_data(run_id: str):
     """A run's metrics, params and tags, in one request."""
     return mlflow.MlflowClient().get_run(run_id).data
@@ -165,7 +189,7 @@ def load_csv(run_id: str, artifact_file: str) -> pd.DataFrame:
 def not_comparable(tags: dict) -> str:
     """Why a training run's result must not be compared, elected or registered (its tags say so), or ""."""
     if tags.get(SELECTION_TAG) == "undefined":
-        return f"no epoch had a defined val_spearman ({SELECTION_TAG}=undefined)"
+        return f"no epoch had a defined {tags.get(SELECTED_BY_TAG, 'val_spearman')} ({SELECTION_TAG}=undefined)"
     if tags.get(DEGENERATE_TAG):
         return f"degenerate model: {tags[DEGENERATE_TAG]}"
     return ""

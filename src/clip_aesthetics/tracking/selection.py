@@ -14,7 +14,7 @@ from clip_aesthetics.errors import UserError
 from clip_aesthetics.heads.metrics import is_defined, ranking_key
 from clip_aesthetics.settings import RegisterSettings
 from clip_aesthetics.settings.values import direction
-from clip_aesthetics.tracking.runs import CHILDREN_TAG, SWEEP_TAG, not_comparable
+from clip_aesthetics.tracking.runs import CHILDREN_TAG, SELECTED_BY_TAG, SWEEP_TAG, not_comparable
 
 
 class RegistryError(UserError, RuntimeError):
@@ -85,14 +85,26 @@ class Choice:
     value: float  # the winner's metric at its best epoch
     run: object  # the winning mlflow Run
     passed_over: list[str]  # "RUN_ID (name): why" for every candidate that could not be chosen
+    metric: str = "val_spearman"  # what it was chosen by
+
+
+def selection_metric(runs: list) -> str:
+    """What the candidates are compared by when no metric is named: the metric their head kinds are selected by (their
+    `selected_by` tag; runs from before it: val_spearman), when they share one."""
+    chosen = {run.data.tags.get(SELECTED_BY_TAG, "val_spearman") for run in runs}
+    if len(chosen) > 1:
+        raise RegistryError(f"the candidate runs are selected by different metrics ({', '.join(sorted(chosen))}): "
+                            "pass --metric to say which one compares them (val_spearman, if they all have it)")
+    return chosen.pop() if chosen else "val_spearman"
 
 
 def choose(settings: RegisterSettings) -> Choice:
     """The run to register and the candidates passed over, decided before anything is written."""
     runs = candidate_runs(MlflowClient(), settings)
-    value, run, reasons = pick_best(runs, settings.metric)
+    metric = settings.metric or selection_metric(runs)
+    value, run, reasons = pick_best(runs, metric)
     return Choice(value, run, [f"{r.info.run_id} ({r.info.run_name}): {reasons[r.info.run_id]}" for r in runs
-                               if r.info.run_id in reasons])
+                               if r.info.run_id in reasons], metric)
 
 
 def has_direction(metric: str) -> bool:

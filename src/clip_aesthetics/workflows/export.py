@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 
 from clip_aesthetics.errors import UserError
 from clip_aesthetics.extensions import RUNTIMES
+from clip_aesthetics.tracking import runs as tracking
 
 FLOAT32_TOLERANCE = 1e-4  # of the score range
 MIN_SPEARMAN = 0.995  # a quantised export against the source, unless --accept-fidelity says otherwise
@@ -52,7 +52,7 @@ def calibration_sources(settings, source_run) -> tuple[list, str]:
     try:
         data = DataSettings(**{k: params[k] for k in DataSettings.model_fields if params.get(k) not in (None, "")})
         labelled = read_dataset(data)
-        tests = mlflow.artifacts.load_text(f"runs:/{source_run.info.run_id}/predictions/test.csv")
+        tests = tracking.load_text(source_run.info.run_id, "predictions/test.csv")
     except Exception as error:  # noqa: BLE001  any reason the run's data cannot be found again
         raise UserError(f"cannot read the test images of run {source_run.info.run_id} ({error}): pass "
                         "--calibration DIR (a folder of images like the ones you will score)") from None
@@ -156,10 +156,10 @@ def _source(model_uri: str) -> Source:
 
     ref = resolve(model_uri)
     try:
-        run = mlflow.MlflowClient().get_run(ref.run_id) if ref.run_id else None
-    except mlflow.exceptions.MlflowException:
-        raise UserError(f"--model {model_uri}: no run {ref.run_id!r} in tracking store {mlflow.get_tracking_uri()}; "
-                        "copy the run id from the MLflow UI, or name a registered model (models:/NAME@ALIAS)") from None
+        run = tracking.get_run(ref.run_id) if ref.run_id else None
+    except tracking.MissingRun:
+        raise UserError(f"--model {model_uri}: no run {ref.run_id!r} in tracking store {tracking.store()}; copy the "
+                        "run id from the MLflow UI, or name a registered model (models:/NAME@ALIAS)") from None
     folder = download_model(model_uri)
     scorer = load_scorer(folder, "float32")
     if getattr(scorer, "runtime", "torch") != "torch":
@@ -173,24 +173,22 @@ def _log(runtime, artifacts: dict, source: Source, run_name: str, params: dict, 
          verdict: str) -> tuple[str, str]:
     """The export as a run of its own, in the source's experiment: (its model URI, the run's id); a verdict
     against it is tagged and raised once it is logged."""
-    experiment = source.run.info.experiment_id if source.run else mlflow.set_experiment("clip-aesthetics").experiment_id
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags(tags)
+    experiment_id = source.run.info.experiment_id if source.run else None
+    with tracking.run("clip-aesthetics", run_name, tags=tags, experiment_id=experiment_id) as run:
+        tracking.log_params(params)
+        tracking.log_metrics(metrics)
         logged = runtime.log_model(artifacts)
         if verdict:
-            mlflow.set_tag("not_registered", verdict)
+            tracking.set_tags({"not_registered": verdict})
             raise NotRegistered(f"{verdict}: logged in run {run.info.run_id}, not registered")
     return logged, run.info.run_id
 
 
 def _register(logged: str, name: str, alias: str, tags: dict, description: str) -> str:
-    version = mlflow.register_model(logged, name, tags=tags)
-    client = mlflow.MlflowClient()
-    client.update_model_version(name, version.version, description)
-    client.set_registered_model_alias(name, alias, version.version)
-    return version.version
+    """A new version of `name` (an export is always a new one), aliased by its weights (float32, int8)."""
+    from clip_aesthetics.tracking.registry import AliasPolicy, register_version
+
+    return register_version(name, lambda: (logged, tags, description), AliasPolicy("fixed", alias=alias)).version
 
 
 def _verdict(figures: dict, weights: str, floor: float, expected=None, got=None) -> str:

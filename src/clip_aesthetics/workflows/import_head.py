@@ -27,11 +27,11 @@ PUBLISHED_PRECISION = "float32"  # how the published heads' authors computed the
 def import_head_step(command) -> None:
     """`import-head`: a published head's weight file + its backbone -> an import run and a registered version."""
     use_store(command.tracking_uri)  # the one way every command chooses its tracking store
-    from mlflow import MlflowClient
-
     from clip_aesthetics.backbones.families import embedding_dim
     from clip_aesthetics.heads.published import import_head
-    from clip_aesthetics.tracking.registry import register_imported
+    from clip_aesthetics.scoring.bundle import bundle_scorer
+    from clip_aesthetics.tracking.registry import AliasPolicy, register_version
+    from clip_aesthetics.tracking.versions import imported_description, imported_tags
 
     source = resolve_backbone(command.clip, command.clip_revision)
     state, spec, facts = import_head(Path(command.path), embedding_dim(source), command.activation)
@@ -62,13 +62,20 @@ def import_head_step(command) -> None:
             tracking.log_params({"percentile_reference": reference_line(reference)})
             print(reference_line(reference))
         log_scorer(MODEL_NAME, state, spec_doc)
-    run = MlflowClient().get_run(active.info.run_id)
-    version, alias, created = register_imported(run, name, facts, command.bundle_dtype)
-    what = "registered as" if created else "was already"
-    print(f"{facts['head_file']} on {source.model_id} {what} {name} version {version}, alias {alias or '(none)'}: "
-          f"models:/{name}/{version}")
-    if created:
-        print(record_fidelity(name, version, scored))
+    run = tracking.get_run(active.info.run_id)
+
+    def make():
+        uri, _, bundled = bundle_scorer(run, command.bundle_dtype)
+        return uri, imported_tags(run, bundled, facts), imported_description(bundled, facts)
+
+    revision = run.data.params.get("clip_resolved_revision", "")
+    done = register_version(name, make, AliasPolicy("if_none"), same=lambda version: (
+        version.tags.get("head_sha256") == facts["head_sha256"] and version.tags.get("clip_revision") == revision))
+    what = "registered as" if done.created else "was already"
+    print(f"{facts['head_file']} on {source.model_id} {what} {name} version {done.version}, alias "
+          f"{done.alias or '(none)'}: models:/{name}/{done.version}")
+    if done.created:
+        print(record_fidelity(name, done.version, scored))
 
 
 def scores_of_folder(folder: Path, head_state: dict, spec_doc: dict) -> tuple[list[Path], np.ndarray]:
@@ -88,28 +95,24 @@ def record_fidelity(name: str, version: str, scored: tuple[list[Path], np.ndarra
     """How far the registered version (its bundled weights, in the precision it scores in) is from the float32
     computation of the same head on the reference images; written into the version's description and tags.
     Returns the line printed."""
-    from mlflow import MlflowClient
-
     from clip_aesthetics.scoring.runtime import measure_fidelity
     from clip_aesthetics.scoring.uris import load_scorer
+    from clip_aesthetics.tracking.registry import add_to_version, version_info
 
-    client = MlflowClient()
-    described = client.get_model_version(name, version).description or ""
     if scored is None:
-        line = ("Fidelity to a float32 computation: not measured (no --reference images to measure it on).")
-    else:
-        paths, expected = scored
-        scorer = load_scorer(f"models:/{name}/{version}", "auto")
-        got = scorer.score_paths(paths)["score"].to_numpy(dtype=float)
-        figures = measure_fidelity(expected, got, scorer.score_range)
-        spread = float(np.nanstd(expected))
-        share = figures["max_abs_diff"] / spread if spread > 0 else float("nan")
-        line = (f"Fidelity to a float32 computation of the same head on the {figures['n_images']} reference images, "
-                f"as registered (backbone weights bundled as "
-                f"{client.get_model_version(name, version).tags.get('clip_dtype', '?')}, scoring in "
-                f"{scorer.compute_precision}): max |score difference| {figures['max_abs_diff']:.3g} "
-                f"({share:.2%} of the scores' standard deviation), Spearman {figures['spearman']:.6f}.")
-        client.set_model_version_tag(name, version, "fidelity_max_abs_diff", f"{figures['max_abs_diff']:.6g}")
-        client.set_model_version_tag(name, version, "fidelity_spearman", f"{figures['spearman']:.6f}")
-    client.update_model_version(name, version, description=f"{described} {line}".strip())
+        line = "Fidelity to a float32 computation: not measured (no --reference images to measure it on)."
+        add_to_version(name, version, {}, line)
+        return line
+    paths, expected = scored
+    scorer = load_scorer(f"models:/{name}/{version}", "auto")
+    got = scorer.score_paths(paths)["score"].to_numpy(dtype=float)
+    figures = measure_fidelity(expected, got, scorer.score_range)
+    spread = float(np.nanstd(expected))
+    share = figures["max_abs_diff"] / spread if spread > 0 else float("nan")
+    line = (f"Fidelity to a float32 computation of the same head on the {figures['n_images']} reference images, as "
+            f"registered (backbone weights bundled as {version_info(name, version).tags.get('clip_dtype', '?')}, "
+            f"scoring in {scorer.compute_precision}): max |score difference| {figures['max_abs_diff']:.3g} "
+            f"({share:.2%} of the scores' standard deviation), Spearman {figures['spearman']:.6f}.")
+    add_to_version(name, version, {"fidelity_max_abs_diff": f"{figures['max_abs_diff']:.6g}",
+                                   "fidelity_spearman": f"{figures['spearman']:.6f}"}, line)
     return line

@@ -23,7 +23,7 @@ from clip_aesthetics.heads.training import SELECTION_METRIC, backbone_label, def
 from clip_aesthetics.reports import gallery, plots
 from clip_aesthetics.settings import DataSettings, EmbedSettings, SweepSettings, TrackingSettings, TrainSettings
 from clip_aesthetics.tracking import runs as tracking
-from clip_aesthetics.tracking.runs import CHILDREN_TAG, KEY_TAG, SWEEP_TAG
+from clip_aesthetics.tracking.runs import CHILDREN_TAG, KEY_TAG, REPORTED_BY_TAG, SELECTED_BY_TAG, SWEEP_TAG
 from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.workflows.embed import clip_params
 from clip_aesthetics.workflows.train import checked_dataset, train_and_log
@@ -135,6 +135,8 @@ def _run_child(child: Child, report, parent, data: DataSettings, gallery: bool =
 
 
 def summarise(children: list[Child]) -> pd.DataFrame:
+    """One row per child, best first: ranked by the metric its head kind is selected by (its `selected_by` tag),
+    with what it reports; a child that is not comparable, or whose value is undefined, after every defined one."""
     rows = []
     for child in children:
         row = {"run_name": child.name, "run_id": child.run_id, "status": child.status, "clip": child.clip,
@@ -142,27 +144,35 @@ def summarise(children: list[Child]) -> pd.DataFrame:
                "embed_norm": child.train.embed_norm}
         if child.run_id and child.status != "FAILED":
             data = tracking.run_data(child.run_id)
-            row.update({name: data.metrics.get(name) for name in (
-                "best_epoch", "best_val_spearman", "best_test_spearman", "test_spearman", "test_mse", "test_accuracy")})
-            if "best_val_pair_logloss" in data.metrics:  # trained on pairs: no Spearman, its own metrics
-                row.update({name: data.metrics.get(name) for name in (
-                    "best_val_pair_logloss", "best_test_pair_accuracy", "best_test_pair_logloss")})
+            selected = data.tags.get(SELECTED_BY_TAG, SELECTION_METRIC)
+            reported = data.tags.get(REPORTED_BY_TAG, "test_spearman")
+            row.update({"selected_by": selected, "reported_by": reported, "best_epoch": data.metrics.get("best_epoch"),
+                        **{f"best_{m}": data.metrics.get(f"best_{m}") for m in dict.fromkeys(
+                            (selected, reported, "val_spearman", "test_spearman"))},
+                        **{m: data.metrics.get(m) for m in ("test_spearman", "test_mse", "test_accuracy")}})
             row["not_comparable"] = tracking.not_comparable(data.tags)
         rows.append(row)
     table = pd.DataFrame(rows)
-    if "best_val_spearman" not in table:
+    chosen_by, _ = measures(table)
+    if f"best_{chosen_by}" not in table:
         return table
-    # Best first; a child whose value is undefined (or that is degenerate) after every defined one.
-    keys = [_ranking(row) for row in table.to_dict("records")]
+    keys = [_ranking(row, chosen_by) for row in table.to_dict("records")]
     order = sorted(range(len(table)), key=lambda i: keys[i], reverse=True)
     return table.iloc[order].reset_index(drop=True)
 
 
-def _ranking(row: dict) -> tuple:
-    """Comparable first, then by val_spearman (a sweep on a pair table, whose children have none: val_pair_logloss)."""
-    if _number(row.get("best_val_spearman")) is None and _number(row.get("best_val_pair_logloss")) is not None:
-        return (not row.get("not_comparable"), ranking_key(row.get("best_val_pair_logloss"), "val_pair_logloss"))
-    return (not row.get("not_comparable"), ranking_key(row.get("best_val_spearman"), SELECTION_METRIC))
+def measures(table: pd.DataFrame) -> tuple[str, str]:
+    """(what the children are compared by, what they report): their head kinds' metrics when they share them (a
+    sweep of pairwise heads: val_pair_logloss, test_pair_accuracy), else Spearman, which every head on scores has."""
+    selected = set(table["selected_by"].dropna()) if "selected_by" in table else set()
+    reported = set(table["reported_by"].dropna()) if "reported_by" in table else set()
+    return (selected.pop() if len(selected) == 1 else SELECTION_METRIC,
+            reported.pop() if len(reported) == 1 else "test_spearman")
+
+
+def _ranking(row: dict, metric: str) -> tuple:
+    """Comparable first, then by `metric` at the child's best epoch (an undefined value after every defined one)."""
+    return (not row.get("not_comparable"), ranking_key(row.get(f"best_{metric}"), metric))
 
 
 def _number(value) -> float | None:
@@ -171,10 +181,11 @@ def _number(value) -> float | None:
 
 def best_child(table: pd.DataFrame) -> dict | None:
     """The child to name as best: the first of the ranked table, if its selection metric is defined."""
-    if table.empty or "best_val_spearman" not in table:
+    chosen_by, _ = measures(table)
+    if table.empty or f"best_{chosen_by}" not in table:
         return None
     first = table.iloc[0].to_dict()
-    usable, (defined, _) = _ranking(first)
+    usable, (defined, _) = _ranking(first, chosen_by)
     return first if usable and defined else None
 
 
@@ -192,16 +203,10 @@ def _log_dataset(data: DataSettings, reports: dict) -> None:
         tracking.log_dataset(data, report.labelled, {"all splits": {"num_rows": len(report.labelled.frame)}})
 
 
-def _measures(table: pd.DataFrame) -> tuple[str, str]:
-    """(what the best child is chosen by, what it reports on test): Spearman, or on a pair table its pair metrics."""
-    pairs = "best_val_pair_logloss" in table and table["best_val_spearman"].isna().all()
-    return ("val_pair_logloss", "test_pair_accuracy") if pairs else ("val_spearman", "test_spearman")
-
-
 def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
     tracking.log_table(table, "comparison/children.json")
     tracking.log_csv(table, "comparison/children.csv")
-    chosen_by, reported = _measures(table)
+    chosen_by, reported = measures(table)
     epochs = epoch_table(children, reported)
     tracking.log_text(epochs.round(4).to_string(), "comparison/epoch_table.txt")
     tags = {CHILDREN_TAG: ",".join(c.run_id for c in children if c.run_id)}
@@ -231,7 +236,7 @@ def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child
 
 def _description(table: pd.DataFrame, epochs: pd.DataFrame) -> str:
     """The parent's description in the UI: what was compared, the winner, and the seed's epoch table."""
-    chosen_by, reported = _measures(table)
+    chosen_by, reported = measures(table)
     lines = [f"Sweep of {len(table)} grid points (backbone x target normalisation x head x lr x embedding "
              f"normalisation); each child is one training run, the best is chosen by `{chosen_by}` at its best epoch."]
     best = best_child(table)

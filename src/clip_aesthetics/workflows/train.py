@@ -17,6 +17,7 @@ from clip_aesthetics.data.labels import Labelled, read_dataset
 from clip_aesthetics.data.splits import check_split, split_table
 from clip_aesthetics.embedding.features import dataset_split, load_dataset
 from clip_aesthetics.embedding.filling import EmbedReport, locate_cache
+from clip_aesthetics.heads.head import state_bytes
 from clip_aesthetics.heads.training import TrainResult, default_run_name, train_and_evaluate
 from clip_aesthetics.reports import gallery as gallery_module
 from clip_aesthetics.reports import plots
@@ -26,7 +27,7 @@ from clip_aesthetics.scoring.reference import describe as reference_line
 from clip_aesthetics.scoring.reference import make as make_reference
 from clip_aesthetics.settings import CacheSettings, DataSettings, EmbedSettings, TrainSettings
 from clip_aesthetics.tracking import runs as tracking
-from clip_aesthetics.tracking.runs import DEGENERATE_TAG, SELECTION_TAG
+from clip_aesthetics.tracking.runs import DEGENERATE_TAG, REPORTED_BY_TAG, SELECTED_BY_TAG, SELECTION_TAG
 from clip_aesthetics.tracking.stores import use_store
 from clip_aesthetics.workflows.embed import clip_params, embed_and_log
 
@@ -76,8 +77,7 @@ def outcome(run_id: str, run_name: str, result: TrainResult) -> str:
         chosen = f"no epoch had a defined {result.metric}: last epoch kept, not a result"
     else:
         chosen = f"best epoch {result.best_epoch} by {result.metric} {best[result.metric]:.4f}"
-    reported = "test_" + result.metric.removeprefix("val_")
-    return f"run {run_id} ({run_name}): {chosen}, {reported} {_number(best.get(reported, float('nan')))}"
+    return f"run {run_id} ({run_name}): {chosen}, {result.reported} {_number(best.get(result.reported, float('nan')))}"
 
 
 def run_warnings(result: TrainResult) -> list[str]:
@@ -119,7 +119,8 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
     if result.ridge_lambda is not None:
         tracking.log_metrics({"ridge_lambda": result.ridge_lambda})
     tracking.log_metrics({"train_seconds": result.seconds})
-    tracking.set_tags({SELECTION_TAG: result.selection, "kept_epoch": result.best_epoch,
+    tracking.set_tags({SELECTION_TAG: result.selection, SELECTED_BY_TAG: result.metric,
+                       REPORTED_BY_TAG: result.reported, "kept_epoch": result.best_epoch,
                        **({DEGENERATE_TAG: result.degenerate} if result.degenerate else {})})
     if result.selection != "undefined":  # an epoch chosen on nothing is no result: no best_* to compare
         tracking.log_metrics({"best_epoch": result.best_epoch, **best_metrics(best)})
@@ -132,7 +133,7 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
         predictions.insert(1, "image", labelled.frame.set_index("image_id")["image"].reindex(dataset.test.ids)
                            .to_numpy())
     tracking.log_csv(predictions, "predictions/test.csv")
-    figures = {"plots/epoch_metrics.png": plots.epoch_curves(result.history)}
+    figures = {"plots/epoch_metrics.png": plots.epoch_curves(result.history, result.metric, result.reported)}
     if "scores" in dataset.offers:  # against true scores (a pair table has none)
         figures.update({
             "plots/test_scatter.png": plots.predicted_vs_true(dataset.test.scores, result.test_pred,
@@ -174,7 +175,7 @@ def best_metrics(row: dict) -> dict[str, float]:
 def log_epoch(epoch: int, row: dict, state: dict) -> None:
     """Per-epoch logging into the active run: metrics at step=epoch and a checkpoint."""
     tracking.log_metrics({k: v for k, v in row.items() if k != "epoch" and np.isfinite(v)}, step=epoch)
-    tracking.log_state(state, f"checkpoints/epoch_{epoch:03d}.pt")
+    tracking.log_bytes(state_bytes(state), f"checkpoints/epoch_{epoch:03d}.pt")
 
 
 def scorer_spec(result: TrainResult, report: EmbedReport) -> dict:
