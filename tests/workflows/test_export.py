@@ -305,3 +305,48 @@ def test_the_onnx_scorer_takes_one_image_alone_and_gives_an_odd_item_its_error(e
     mixed = scorer.score([path, None, 3.5])
     assert mixed["score"].notna().tolist() == [True, False, False]
     assert "an item of type NoneType" in mixed["error"].iat[1] and "an item of type float" in mixed["error"].iat[2]
+
+
+@pytest.mark.parametrize("name", ["m-clip", "0123456789abcdef0123456789abcdef"])
+def test_a_registered_model_named_like_a_model_or_run_id_keeps_its_version_everywhere(trained, sample_ava, tmp_path,
+                                                                                       monkeypatch, capsys, name):
+    """MLflow's own grammar decides what a URI names: `models:/m-clip/1` is version 1 of the model m-clip (not a
+    logged model's id), so export finds its training run's test images, and score and evaluate name the version."""
+    monkeypatch.chdir(trained["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    mlflow.set_tracking_uri(trained["uri"])
+    run_id = trained["run"].info.run_id
+    assert cli.main(["register", "--run-id", run_id, "--model-name", name]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", "--model", f"models:/{name}/1", "--model-name", f"{name}-export"]) == 0
+    printed = capsys.readouterr().out
+    assert f"test image(s) of run {run_id}" in printed, "calibrated on its training run's recorded test images"
+    version = mlflow.MlflowClient().get_model_version_by_alias(f"{name}-export", "float32")
+    assert version.tags["source_model"] == name and version.tags["source_version"] == "1"
+    assert version.tags["source_run_id"] == run_id
+    image = sample_ava / "image" / "14.jpg"
+    assert cli.main(["score", str(image), "--model", f"models:/{name}@champion", "--out", str(tmp_path / "s.csv")]) == 0
+    assert f"models:/{name}@champion -> version 1 of {name}, logged by run {run_id}" in capsys.readouterr().out
+    assert cli.main(["evaluate", "--model", f"models:/{name}/1", "--ava-dir", str(sample_ava), "--cache-dir",
+                     str(trained["root"] / "cache"), "--gallery", "false", "--run-name", f"eval-{name}"]) == 0
+    (run,) = mlflow.search_runs(search_all_experiments=True, filter_string=f"attributes.run_name = 'eval-{name}'",
+                                output_format="list")
+    bundled = mlflow.MlflowClient().get_model_version(name, "1").source.removeprefix("models:/")
+    logged = mlflow.MlflowClient().get_logged_model(bundled)
+    assert {m.key for m in logged.metrics or []} >= {"eval_spearman"}, "the measurement is linked to the version's model"
+    assert np.isfinite(run.data.metrics["eval_spearman"])
+
+
+def test_an_export_of_a_run_whose_test_images_moved_names_calibration(trained, tmp_path, monkeypatch, capsys):
+    """The export calibrates on the files the training run recorded, never by reading its dataset again."""
+    from clip_aesthetics.workflows.export import calibration_sources
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    mlflow.set_tracking_uri(trained["uri"])
+    run = mlflow.MlflowClient().get_run(trained["run"].info.run_id)
+    settings = type("S", (), {"calibration": "", "model": trained["model"]})()
+    sources, what = calibration_sources(settings, run)
+    assert len(sources) == int(run.data.params["n_test"]) and all(p.is_file() for p in sources)
+    monkeypatch.setattr("pathlib.Path.is_file", lambda self: False)  # as if the dataset had been moved away
+    with pytest.raises(Exception, match="is where it was .*--calibration DIR"):
+        calibration_sources(settings, run)

@@ -76,6 +76,48 @@ def test_a_new_head_kind_trains_logs_and_scores_through_the_cli(sample_ava, tiny
     assert "'bottleneck' is not a head kind that can be trained" in capsys.readouterr().err
 
 
+def _close_share(split, head, spec, features, part) -> dict[str, float]:
+    """The fake kind's own metric: the share of a split's images predicted within one point of their score."""
+    from clip_aesthetics.heads.head import predict_scores
+
+    return {f"{split}_fake_close": float(np.mean(np.abs(predict_scores(head, spec, features) - part.scores) < 1.0))}
+
+
+def test_a_head_kind_with_its_own_metric_trains_sweeps_registers_and_evaluates_through_the_cli(
+        sample_ava, tiny_clip, tmp_path, tracking_uri, capsys):
+    """A kind selected by a metric of its own (higher is better, as it declares): its epochs are kept by it, the sweep
+    ranks its children by it, register promotes by it, evaluate measures it; no other file names it."""
+    from clip_aesthetics.heads.kinds import HeadKind
+
+    kind = HeadKind(lambda spec: nn.Linear(spec.in_dim, 1), "a linear head judged by its near misses",
+                    metrics=_close_share, selection_metric="val_fake_close", reported_metric="test_fake_close",
+                    metric_directions={"fake_close": 1})
+    client = mlflow.MlflowClient()
+    with extensions.HEADS.registered("close", kind):
+        assert cli.main(["sweep", "--clips", str(tiny_clip), "--heads", "close", "--norms", "true",
+                         "--lrs", "0.003,0.0001", *_train_args(sample_ava, tiny_clip, tmp_path / "cache")[2:]]) == 0
+        runs = client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+        assert len(children) == 2 and {c.data.tags["selected_by"] for c in children} == {"val_fake_close"}
+        assert all(c.data.tags["selection"] == "val_fake_close" for c in children)
+        best = max(children, key=lambda c: c.data.metrics["best_val_fake_close"])
+        assert parent.data.tags["best_run"] == best.info.run_id
+        assert "best_val_fake_close" in parent.data.metrics and "val_fake_close" in parent.data.tags[
+            "mlflow.note.content"]
+        capsys.readouterr()
+        assert cli.main(["register"]) == 0  # by the candidates' own selection metric
+        assert "(val_fake_close " in capsys.readouterr().out
+        version = client.get_model_version_by_alias("clip-aesthetics", "champion")
+        assert version.tags["run_id"] == best.info.run_id and version.tags["registered_by"] == "val_fake_close"
+        assert "val_fake_close" in version.description and "test_fake_close" in version.description
+        assert cli.main(["evaluate", "--model", "models:/clip-aesthetics@champion", "--ava-dir", str(sample_ava),
+                         "--cache-dir", str(tmp_path / "cache"), "--gallery", "false"]) == 0
+        assert cli.main(["register", "--metric", "val_fake_close", "--run-id", best.info.run_id]) == 0
+    capsys.readouterr()
+    assert cli.main(["register", "--metric", "val_fake_close"]) == 2, "its direction is the kind's: gone with it"
+
+
 def test_a_published_only_head_kind_is_refused_for_training(capsys):
     assert cli.main(["train", "--head", "chain"]) == 2
     assert "published heads only" in capsys.readouterr().err
@@ -141,6 +183,62 @@ def test_a_new_score_input_format_is_scored_and_curated_through_the_cli(trained_
     direct = mlflow.pyfunc.load_model(trained_store["model"]).predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
     assert np.allclose(frame.loc[[f"photos.zip/{p.name}" for p in images], "score"], direct["score"], atol=1e-5)
     assert len(pd.read_parquet(tmp_path / "out" / "_report" / "kept.parquet")) == 4  # half of 9, rounded down
+
+
+def _npy_reader():
+    """A per-file format: `.npy` arrays of 8-bit pixels, one image per file, read as PNG bytes."""
+    import io as _io
+
+    from PIL import Image
+
+    from clip_aesthetics.scoring.samples import InputReader, Sample
+
+    def sample(key, data):
+        try:
+            pixels = np.load(_io.BytesIO(data), allow_pickle=False)
+            buffer = _io.BytesIO()
+            Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+            return Sample(key, image=buffer.getvalue())
+        except (ValueError, TypeError, OSError) as error:
+            return Sample(key, error=f"not an array of pixels ({error})")
+
+    def read(path, image_column="", keep_members=False, name=None):
+        yield sample(str(path), Path(path).read_bytes())
+
+    return InputReader((".npy",), read, "arrays of 8-bit pixels", per_file=True, from_bytes=sample)
+
+
+def test_a_new_per_file_input_format_is_scored_through_the_cli_with_a_folder(trained_store, sample_ava, tmp_path):
+    """A folder mixing its files with images: one row each, in path order, each scored as its pixels."""
+    from PIL import Image
+
+    images = sorted((sample_ava / "image").glob("*.jpg"))[:4]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for k, path in enumerate(images):
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        if k % 2:
+            np.save(folder / f"{k}.npy", pixels)
+        else:
+            Image.fromarray(pixels).save(folder / f"{k}.png")
+    (folder / "9.npy").write_bytes(b"not an array")
+    (folder / "notes.txt").write_text("not read: no reader has .txt")
+    with extensions.SCORE_INPUTS.registered("npy", _npy_reader()):
+        assert cli.main(["score", str(folder), "--model", trained_store["model"], "--out", str(tmp_path / "s.csv"),
+                         "--num-workers", "0"]) == 0
+    frame = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert [Path(p).name for p in frame["path"]] == ["0.png", "1.npy", "2.png", "3.npy", "9.npy"]
+    assert frame["error"].iat[4].startswith("not an array of pixels")
+    direct = clip_aesthetics_scores(trained_store, [folder / "0.png", folder / "2.png"])
+    np.testing.assert_allclose(frame["score"].iloc[[0, 2]].astype(float), direct, atol=1e-5)
+    assert frame["score"].iloc[[1, 3]].astype(float).notna().all()
+
+
+def clip_aesthetics_scores(store, paths) -> np.ndarray:
+    import clip_aesthetics
+
+    return clip_aesthetics.load(store["model"], tracking_uri=store["uri"]).score(paths)["score"].to_numpy()
 
 
 def test_a_new_output_format_is_written_through_the_cli(trained_store, sample_ava, tmp_path):

@@ -406,7 +406,8 @@ def test_evaluate_measures_the_models_it_can_and_leaves_no_failed_run(trained, s
         assert missing in one_error_line(capsys)
         assert {r.info.run_id for r in client.search_runs([experiment])} == before, "refused before any run opened"
         (logged,) = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list",
-                                                filter_string=f"source_run_id = '{trained['run'].info.run_id}'")
+                                                filter_string=f"source_run_id = '{trained['run'].info.run_id}' "
+                                                "and name = 'model'")  # not a copy another test registered
         same_by_id = f"models:/{logged.model_id}"  # the same model under its other URI: a second measured model
         assert cli.main(["evaluate", "--model", missing, "--model", trained["model"], "--model", same_by_id,
                          "--ava-dir", str(sample_ava), "--cache-dir", str(trained["root"] / "cache"),

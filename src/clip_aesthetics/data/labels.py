@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -38,16 +40,18 @@ AVA_THRESHOLD = 5.0  # AVA's good/bad convention (metrics.accuracy)
 
 @dataclass
 class Labelled:
-    """The labelled images of one dataset, before any embedding.
+    """The labelled images of one dataset, before any embedding, with what each kind of dataset answers differently
+    filled in by its reader (from_ava, read_labels, read_pairs), so that nothing downstream asks its kind.
 
     `frame` has one row per usable image: image_id (the cache key: AVA's id, or the image's content id),
     image (as the table wrote it), score (on the data's own scale) and split ("" unless the table gave one).
     `sources` maps each image_id to what is decoded (a file, or encoded bytes). `skipped` holds the rows set
     aside before embedding (image_id, image, reason). `images` is AVA's image folder (its cache is keyed by
-    it); None for a table, whose cache is keyed by content.
+    it); None for a table, whose cache is keyed by content. `split` and `split_info` are settled once, by
+    data/splits.settle, for every use after it (training, its logging, evaluation).
     """
 
-    kind: str  # "ava" | "table"
+    kind: str  # "ava" | "table" | "pairs": what it is, for reports (nothing branches on it)
     name: str  # as logged in MLflow's dataset record
     location: Path
     digest: str
@@ -57,14 +61,22 @@ class Labelled:
     threshold: float  # accuracy's good/bad line
     images: Path | None = None
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "image", "reason"]))
-    ava_table: pd.DataFrame | None = None  # AVA.txt as parsed (its split needs the file's row order)
-    given_split: bool = False
+    # (split, val_fraction, test_fraction, seed) -> (Split, its record for the logged dataset): AVA's own split (which
+    # needs AVA.txt's row order), a table's split column or a seeded split, a pair table's split by pair
+    splitter: Callable | None = None
     # Vote counts per rating 1..K (index image_id, one column per rating, lowest first): AVA's c1..c10, a table's
     # vote_columns; None for a table of scores. What a distribution head trains on.
     votes: pd.DataFrame | None = None
     # A pair table's pairs (a_id, b_id, preference: the share preferring image a, split, place); `frame` then
     # lists the images they name, without scores. What a pairwise head trains on (data/pairs.py).
     pairs: pd.DataFrame | None = None
+    norm_target: tuple[float, float] = (1.0, 0.0)  # (scale, offset) of norm=true targets: AVA's /10, a range's 0-1
+    norm_fixed: bool = False  # the targets are `norm_target` whatever `norm` says (pairs: utilities, until training)
+    names_images: bool = True  # its images have names of their own worth writing beside results (AVA's: ids)
+    truth: str = "the table's score"  # what its scores are, in a report's words
+    identity: dict = field(default_factory=dict)  # what decides its content beyond the settings (a run key's part)
+    split: ava.Split | None = None  # settled by data/splits.settle
+    split_info: dict = field(default_factory=dict)  # how the split was made, for the logged dataset's profile
 
     @property
     def offers(self) -> set[str]:
@@ -74,43 +86,8 @@ class Labelled:
         return {"scores"} | ({"votes"} if self.votes is not None else set())
 
     def target(self, norm: bool) -> tuple[float, float]:
-        """(scale, offset): score = head output * scale + offset. AVA's norm divides by 10, as in the seed; a
-        table's maps its score range to [0, 1]."""
-        if self.kind == "pairs":  # utilities, centred on the declared scale until training fixes the map
-            from clip_aesthetics.data.pairs import PAIR_TARGET
-
-            return PAIR_TARGET
-        if not norm:
-            return 1.0, 0.0
-        if self.kind == "ava":
-            return ava.target_scale(True), 0.0
-        low, high = self.score_range
-        return high - low, low
-
-    @property
-    def names_images(self) -> bool:
-        """Whether its images have names of their own (a table's paths), worth writing beside each result; AVA's
-        images are known by their ids."""
-        return self.kind != "ava"
-
-    @property
-    def truth(self) -> str:
-        """What its scores are, in a report's words."""
-        return {"ava": "the true mean vote", "pairs": "no score (preferences only)"}.get(self.kind, "the table's score")
-
-    def split_record(self, split: str, val_fraction: float, seed: int, test_fraction: float) -> dict:
-        """How its train/val/test were made, for the logged dataset's profile."""
-        record = {"split": split if self.kind == "ava" else ("given" if self.given_split else "seeded"),
-                  "val_fraction": val_fraction, "seed": seed, "table_rows": len(self.frame),
-                  "score_range": self.scale_text()}
-        if self.kind != "ava" and not self.given_split:
-            record["test_fraction"] = test_fraction
-        return record
-
-    def identity(self) -> dict[str, str]:
-        """What decides its content beyond the settings (a table: its resolved file and digest; AVA: its folder,
-        already a setting)."""
-        return {} if self.kind == "ava" else {"labels": str(self.location), "dataset_digest": self.digest}
+        """(scale, offset): score = head output * scale + offset."""
+        return self.norm_target if norm or self.norm_fixed else (1.0, 0.0)
 
     def scale_text(self) -> str:
         low, high = self.score_range
@@ -159,8 +136,12 @@ def from_ava(data) -> Labelled:
     folder = Path(data.ava_dir).resolve()
     votes = pd.DataFrame(voted[ava.VOTE_COLUMNS].to_numpy(np.int64), index=pd.Index(frame["image_id"], name="image_id"),
                          columns=ava.VOTE_COLUMNS)
+    from clip_aesthetics.data.splits import split_ava_labelled
+
     return Labelled("ava", f"{folder.name}/AVA.txt", folder, ava.table_digest(table), frame, sources, declared,
-                    AVA_THRESHOLD if threshold is None else threshold, images=images, ava_table=table, votes=votes)
+                    AVA_THRESHOLD if threshold is None else threshold, images=images, votes=votes,
+                    splitter=partial(split_ava_labelled, table, folder), norm_target=(ava.target_scale(True), 0.0),
+                    names_images=False, truth="the true mean vote")
 
 
 # ---------------------------------------------------------------- the table -> Labelled
@@ -283,9 +264,13 @@ def read_labels(path: Path, image_dir: Path | None = None, image_column: str = "
     votes = pd.DataFrame(np.asarray(kept_votes, dtype=np.int64).reshape(len(frame), len(vote_columns)),
                          index=pd.Index(frame["image_id"], name="image_id"), columns=vote_columns) \
         if vote_columns else None
+    from clip_aesthetics.data.splits import split_table_labelled
+
     return Labelled("table", table_name, path.resolve(), _digest(frame, votes), frame, sources, declared, threshold,
-                    skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]),
-                    given_split=rows.has_split, votes=votes)
+                    skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]), votes=votes,
+                    splitter=partial(split_table_labelled, frame, rows.has_split, path.resolve()),
+                    norm_target=(declared[1] - declared[0], declared[0]),
+                    identity={"labels": str(path.resolve()), "dataset_digest": _digest(frame, votes)})
 
 
 def _digest(frame: pd.DataFrame, votes: pd.DataFrame | None = None) -> str:

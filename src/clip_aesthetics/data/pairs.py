@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clip_aesthetics.data.ava import Split
 from clip_aesthetics.data.cells import ContentIds, image_source
 from clip_aesthetics.data.pair_layouts import layout_of
 from clip_aesthetics.data.tables import LabelsError, locate_table, read_table, split_in
@@ -80,10 +81,14 @@ def read_pairs(path: Path, image_dir: Path | None = None, preference_column: str
     frame = pd.DataFrame({"image_id": used.astype(np.int64), "image": [names[int(i)] for i in used],
                           "score": np.nan, "split": ""})
     table_name = path.name if path.is_file() else f"{path.name}/{locate_table(path)[0][0].name}"
+    from functools import partial
+
     return dict(kind="pairs", name=table_name, location=path.resolve(), digest=_digest(pairs), frame=frame,
                 sources={int(i): sources[int(i)] for i in used}, score_range=PAIR_SCALE,
                 threshold=sum(PAIR_SCALE) / 2, skipped=pd.DataFrame(skipped, columns=["image_id", "image", "reason"]),
-                given_split=has_split, pairs=pairs)
+                splitter=partial(split_pairs_labelled, pairs, has_split, path.resolve()), pairs=pairs,
+                norm_target=PAIR_TARGET, norm_fixed=True, truth="no score (preferences only)",
+                identity={"labels": str(path.resolve()), "dataset_digest": _digest(pairs)})
 
 
 def _shown(cell) -> str:
@@ -125,17 +130,17 @@ def pair_key(pairs: pd.DataFrame) -> np.ndarray:
     return np.array([f"{a:020d}-{b:020d}" for a, b in zip(low, high, strict=True)])
 
 
-def split_pairs(labelled, val_fraction: float, test_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
-    """train/val/test pairs: as the table's split column gives them, else seeded over the distinct pairs in
-    content order, every rating of the same two images in one split (so no test pair is ever trained on)."""
-    pairs = labelled.pairs
+def split_pairs(pairs: pd.DataFrame, given: bool, location, val_fraction: float, test_fraction: float,
+                seed: int) -> dict[str, pd.DataFrame]:
+    """train/val/test pairs: as the table's split column gives them (`given`), else seeded over the distinct pairs
+    in content order, every rating of the same two images in one split (so no test pair is ever trained on)."""
     rng = np.random.RandomState(seed)
     keys = pair_key(pairs)
-    if labelled.given_split:
+    if given:
         parts = {name: pairs[pairs["split"] == name] for name in ("train", "val", "test")}
         crossing = set(pair_key(parts["test"])) & (set(pair_key(parts["train"])) | set(pair_key(parts["val"])))
         if crossing:
-            raise LabelsError(f"{labelled.location}: the same two images are rated in the test split and in train or "
+            raise LabelsError(f"{location}: the same two images are rated in the test split and in train or "
                               f"val ({len(crossing)} pair(s)); a test pair must never be trained on")
         if len(parts["val"]) == 0 and val_fraction > 0:
             train_keys = np.unique(pair_key(parts["train"]))
@@ -151,3 +156,13 @@ def split_pairs(labelled, val_fraction: float, test_fraction: float, seed: int) 
     parts = {name: pairs[np.isin(keys, list(values))] for name, values in chosen.items()}
     parts["train"] = pairs[~np.isin(keys, list(chosen["test"]) + list(chosen["val"]))]
     return {name: part.reset_index(drop=True) for name, part in parts.items()}
+
+
+def split_pairs_labelled(pairs: pd.DataFrame, given: bool, location: Path, split: str, val_fraction: float,
+                         test_fraction: float, seed: int) -> tuple[Split, dict]:
+    """Split by pair; each split's images are those its pairs name."""
+    parts = split_pairs(pairs, given, location, val_fraction, test_fraction, seed)
+    frames = {name: pd.DataFrame({"image_id": pd.unique(part[["a_id", "b_id"]].to_numpy().ravel()).astype(
+        np.int64), "mean_score": np.nan}) for name, part in parts.items()}
+    made = Split(**frames, no_votes=np.zeros(0, np.int64), pairs=parts)
+    return made, ({"split": "given"} if given else {"split": "seeded", "test_fraction": test_fraction})

@@ -4,17 +4,14 @@ id, never by position; the images left out, each with its reason."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clip_aesthetics.data import ava
 from clip_aesthetics.data.ava import DatasetError
-from clip_aesthetics.data.labels import Labelled, read_dataset
-from clip_aesthetics.data.splits import split_labelled
+from clip_aesthetics.data.labels import Labelled
 from clip_aesthetics.embedding.cache import EmbeddingCache
-from clip_aesthetics.settings import DataSettings
 
 
 @dataclass
@@ -66,10 +63,10 @@ class Dataset:
         return self.norm_target if norm else (1.0, 0.0)
 
 
-def load_dataset(data: DataSettings, cache: EmbeddingCache, labelled: Labelled | None = None) -> Dataset:
-    """Split the dataset by image id, then join each split to cached embeddings by id, never by position."""
-    labelled = labelled if labelled is not None else read_dataset(data)
-    split = dataset_split(labelled, data)
+def load_dataset(cache: EmbeddingCache, labelled: Labelled) -> Dataset:
+    """Join each split of the dataset (settled once: data/splits.settle) to cached embeddings by image id, never by
+    position."""
+    split = labelled.split
     cached = cache.load()
     position = pd.Index(cached.ids)
     failures = cached.failures.set_index("image_id")["reason"]
@@ -133,8 +130,3 @@ def distributions(labelled: Labelled, ids: np.ndarray) -> np.ndarray | None:
         return None
     counts = labelled.votes.loc[ids].to_numpy(np.float64)
     return counts / counts.sum(axis=1, keepdims=True)
-
-
-def dataset_split(labelled: Labelled, data: DataSettings) -> ava.Split:
-    return split_labelled(labelled, data.split, data.val_fraction, getattr(data, "test_fraction", 0.1), data.seed,
-                          Path(data.ava_dir))

@@ -93,8 +93,7 @@ def resolve(model_uri: str) -> ModelRef:
                 found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
             except (MlflowException, ValueError) as error:
                 return ModelRef(uri, "version", name, number, alias, missing=getattr(error, "message", str(error)))
-            return ModelRef(uri, "version", name, str(found.version), alias, found.run_id or "",
-                            getattr(found, "model_id", "") or "")
+            return ModelRef(uri, "version", name, str(found.version), alias, found.run_id or "", model_of_version(found))
         try:
             logged = mlflow.get_logged_model(rest)
         except MlflowException as error:
@@ -105,6 +104,12 @@ def resolve(model_uri: str) -> ModelRef:
         run_id, _, path = uri.removeprefix("runs:/").partition("/")
         return ModelRef(uri, "run", run_id=run_id, model_id=_logged_by(run_id, path))
     return ModelRef(uri, "folder" if Path(uri).is_dir() else "other")
+
+
+def model_of_version(version) -> str:
+    """The logged model a registered version was made from (MLflow keeps it as the version's source URI)."""
+    source = str(getattr(version, "source", "") or "").removeprefix("models:/")
+    return getattr(version, "model_id", None) or (source if LOGGED_MODEL_ID.match(source) else "")
 
 
 def _logged_by(run_id: str, name: str) -> str:

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from clip_aesthetics.heads.metrics import ranking_key
+from clip_aesthetics.scoring.uris import model_of_version
 from clip_aesthetics.tracking.selection import RegistryError
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -78,11 +79,11 @@ def register_version(name: str, make: Callable[[], tuple[str, dict, str]], polic
     client = MlflowClient()
     existing = versions_of(client, name, same) if same is not None else []
     if existing:
-        version, model_id, created = str(existing[0].version), getattr(existing[0], "model_id", "") or "", False
+        version, model_id, created = str(existing[0].version), model_of_version(existing[0]), False
     else:
         uri, tags, description = make()
         made = mlflow.register_model(uri, name, tags=tags)
-        version, model_id, created = str(made.version), getattr(made, "model_id", "") or "", True
+        version, model_id, created = str(made.version), model_of_version(made), True
         first = versions_of(client, name, same)[0] if same is not None else made
         if str(first.version) != version:  # another writer registered the same thing first: theirs stays
             client.delete_model_version(name, version)

@@ -199,12 +199,11 @@ def metric_history(run_id: str, name: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, name)]
 
 
-def log_dataset(data, labelled, profiles: dict[str, dict]) -> None:
+def log_dataset(labelled, profiles: dict[str, dict]) -> None:
     """The label table as the active run's input, once per context, all with the table's digest.
 
     Named `<AVA folder name>/AVA.txt` or the table's file name; each context's profile also holds the split
-    that made it and the data's scale.
+    that made it and the data's scale (labelled.split_info, settled before).
     """
-    split = labelled.split_record(data.split, data.val_fraction, data.seed, getattr(data, "test_fraction", 0.1))
     log_datasets(labelled.name, labelled.digest, str(labelled.location),
-                          {context: {**profile, **split} for context, profile in profiles.items()})
+                 {context: {**profile, **labelled.split_info} for context, profile in profiles.items()})

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from clip_aesthetics.data.labels import Labelled, read_dataset
-from clip_aesthetics.data.splits import check_split
-from clip_aesthetics.embedding.features import dataset_split
+from clip_aesthetics.data.splits import settle
 from clip_aesthetics.errors import UserError
 from clip_aesthetics.heads import metrics
 from clip_aesthetics.heads.evaluation import measure, measure_pairs, same_scale
@@ -46,18 +45,18 @@ class Evaluated:
     note: str = ""
 
 
-def pairs_of(labelled: Labelled, data, part: str) -> pd.DataFrame | None:
+def pairs_of(labelled: Labelled, part: str) -> pd.DataFrame | None:
     """A pair table's pairs of the split `part` (or all of them); None for data of scores."""
     if labelled.pairs is None:
         return None
-    return labelled.pairs if part == "all" else dataset_split(labelled, data).pairs[part]
+    return labelled.pairs if part == "all" else labelled.split.pairs[part]
 
 
-def images_of(labelled: Labelled, data, part: str) -> pd.DataFrame:
+def images_of(labelled: Labelled, part: str) -> pd.DataFrame:
     """image_id, score of the split `part` (train, val, test) or of every image (`all`)."""
     if part == "all":
         return labelled.frame[["image_id", "score"]].reset_index(drop=True)
-    frame = getattr(dataset_split(labelled, data), part)
+    frame = getattr(labelled.split, part)
     return frame.rename(columns={"mean_score": "score"})[["image_id", "score"]]
 
 
@@ -66,11 +65,11 @@ def short_name(uri: str) -> str:
     return rest.replace("/", "-").replace("@", "-")[:60]
 
 
-def evaluate_models(uris: list[str], labelled: Labelled, data, cache_dir, experiment: str, part: str = "test",
+def evaluate_models(uris: list[str], labelled: Labelled, cache_dir, experiment: str, part: str = "test",
                     run_name: str = "", gallery: bool = True, num_workers: int = -1) -> list[Evaluated]:
     """One run per model; with several, children of one parent that holds the leaderboard."""
-    images = images_of(labelled, data, part)
-    pairs = pairs_of(labelled, data, part)  # a pair table's pairs of that part, split once for every model
+    images = images_of(labelled, part)
+    pairs = pairs_of(labelled, part)  # a pair table's pairs of that part, split once for every model
     if len(images) < 2:
         raise EvaluationError(f"the {part} split of {labelled.location} holds {len(images)} image(s); need two")
     results = [Evaluated(uri, short_name(uri)) for uri in dict.fromkeys(uris)]
@@ -86,7 +85,7 @@ def evaluate_models(uris: list[str], labelled: Labelled, data, cache_dir, experi
         if scorer is None:
             raise EvaluationError(results[0].note.removeprefix("not measured: "))
         with tracking.run(experiment, run_name or f"evaluate-{results[0].name}"):
-            _evaluate_one(results[0], scorer, labelled, data, images, pairs, cache_dir, part, gallery,
+            _evaluate_one(results[0], scorer, labelled, images, pairs, cache_dir, part, gallery,
                           num_workers)
         return results
     with tracking.run(experiment, run_name or "evaluate", tags={"clip_aesthetics.evaluation": "parent"}) as parent:
@@ -97,7 +96,7 @@ def evaluate_models(uris: list[str], labelled: Labelled, data, cache_dir, experi
                 print(f"{result.uri}: {result.note}", file=sys.stderr)
                 continue
             with tracking.run("", result.name, parent_run_id=parent.info.run_id):
-                _evaluate_one(result, scorer, labelled, data, images, pairs, cache_dir, part, gallery,
+                _evaluate_one(result, scorer, labelled, images, pairs, cache_dir, part, gallery,
                               num_workers)
             del scorer  # one model in memory at a time
         board = leaderboard(results)
@@ -122,7 +121,7 @@ def unmeasured(results: list[Evaluated]) -> list[Evaluated]:
     return [r for r in results if r.metrics is None]
 
 
-def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: pd.DataFrame,
+def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, images: pd.DataFrame,
                   pairs: pd.DataFrame | None, cache_dir, part: str,
                   gallery: bool, num_workers: int) -> None:
     result.run_id = tracking.active_run_id()
@@ -147,7 +146,7 @@ def _evaluate_one(result: Evaluated, scorer, labelled: Labelled, data, images: p
     model_id = resolve(result.uri).model_id
     if model_id:
         tracking.link_metrics_to_model(result.run_id, model_id, values, f"{labelled.name}#evaluation", labelled.digest)
-    tracking.log_dataset(data, labelled, {"evaluation": {"num_rows": int(ok.sum()), "part": part}})
+    tracking.log_dataset(labelled, {"evaluation": {"num_rows": int(ok.sum()), "part": part}})
     names = labelled.frame.set_index("image_id")["image"].reindex(ids).to_numpy()
     result.predictions = pd.DataFrame({"image_id": ids, "image": names, "score_true": true, "score_pred": scores,
                                        "error": [failed.get(int(i), "") for i in ids]})
@@ -209,9 +208,9 @@ def evaluate_step(command) -> None:
 
         raise LabelsError(f"--pairs {command.pairs}: not a pair table (it needs the columns image_a and image_b, and "
                           "a preference); a table of scores is --labels")
-    if labelled.pairs is not None:
-        check_split(labelled, dataset_split(labelled, data))
-    results = evaluate_models(uris, labelled, data, command.cache_dir, command.experiment, command.eval_split,
+    if command.eval_split != "all" or labelled.pairs is not None:  # the split, settled once for every model
+        settle(labelled, data, check=labelled.pairs is not None)
+    results = evaluate_models(uris, labelled, command.cache_dir, command.experiment, command.eval_split,
                               command.run_name, command.gallery, command.num_workers)
     if len(results) > 1:
         from clip_aesthetics.reports.tables import as_text

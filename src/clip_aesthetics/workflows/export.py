@@ -35,9 +35,10 @@ class NotRegistered(UserError):
 
 
 def calibration_sources(settings, source_run) -> tuple[list, str]:
-    """(images to compare the two models on, where they come from): --calibration's images, else the source
-    run's test images (its dataset rebuilt from the run's parameters)."""
+    """(images to compare the two models on, where they come from): --calibration's images, else the test images the
+    source's training run recorded (data/test_images.csv), where they still are; the dataset is never read again."""
     from clip_aesthetics.scoring.image_files import collect as collect_images
+    from clip_aesthetics.workflows.train import TEST_SOURCES
 
     if settings.calibration:
         paths = collect_images([Path(settings.calibration)])
@@ -45,20 +46,21 @@ def calibration_sources(settings, source_run) -> tuple[list, str]:
     if source_run is None:
         raise UserError(f"{settings.model} has no training run whose test images could calibrate the export: pass "
                         "--calibration DIR (a folder of images like the ones you will score)")
-    from clip_aesthetics.data.labels import read_dataset
-    from clip_aesthetics.settings import DataSettings
-
-    params = source_run.data.params
+    run_id = source_run.info.run_id
     try:
-        data = DataSettings(**{k: params[k] for k in DataSettings.model_fields if params.get(k) not in (None, "")})
-        labelled = read_dataset(data)
-        tests = tracking.load_text(source_run.info.run_id, "predictions/test.csv")
-    except Exception as error:  # noqa: BLE001  any reason the run's data cannot be found again
-        raise UserError(f"cannot read the test images of run {source_run.info.run_id} ({error}): pass "
-                        "--calibration DIR (a folder of images like the ones you will score)") from None
-    ids = pd.read_csv(io.StringIO(tests))["image_id"].tolist()[:CALIBRATION_IMAGES]
-    sources = [labelled.sources[i] for i in ids if i in labelled.sources]
-    return sources, f"{len(sources)} test image(s) of run {source_run.info.run_id} ({labelled.name})"
+        recorded = pd.read_csv(io.StringIO(tracking.load_text(run_id, TEST_SOURCES)), keep_default_na=False)
+    except Exception:  # noqa: BLE001  no such artifact: a run from before it was recorded, or not a training run
+        raise UserError(f"run {run_id} has no record of its test images' files ({TEST_SOURCES}: an import, or a run "
+                        "trained before it was recorded): pass --calibration DIR (a folder of images like the ones you "
+                        "will score)") from None
+    files = [Path(f) for f in recorded["file"] if f][:CALIBRATION_IMAGES]
+    present = [f for f in files if f.is_file()]
+    if not present:
+        why = f"none of its {len(files)} recorded test image files is where it was (moved or deleted?)" if files \
+            else "its test images were bytes in a table, not files"
+        raise UserError(f"run {run_id}: {why}; pass --calibration DIR (a folder of images like the ones you will "
+                        "score)")
+    return present, f"{len(present)} test image(s) of run {run_id}"
 
 
 @dataclass

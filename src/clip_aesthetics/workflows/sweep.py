@@ -43,7 +43,7 @@ def run_key(report: EmbedReport, data: DataSettings, train: TrainSettings) -> st
     """Everything that decides a child's result, as strings (params are stored as strings)."""
     values = {**{k: str(v) for k, v in data.model_dump().items()}, **{k: str(v) for k, v in train.model_dump().items()},
               "ava_dir": str(Path(data.ava_dir).resolve()), **clip_params(report.source), "precision": report.precision,
-              **(report.labelled.identity() if report.labelled is not None else {}),
+              **(report.labelled.identity if report.labelled is not None else {}),
               "decoding": report.decoding,
               "code_version": code_version()}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:24]
@@ -95,7 +95,7 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
             if child.clip not in reports:  # once per CLIP model, for all its children
                 reports[child.clip] = _embed_once(child.clip, sources[child.clip], labelled, embed)
             _run_child(child, reports[child.clip], parent, data, track.gallery)
-        _log_dataset(data, reports)
+        _log_dataset(labelled)
         table = summarise(children)
         _log_comparison(table, children)
         if track.gallery:
@@ -128,7 +128,7 @@ def _run_child(child: Child, report, parent, data: DataSettings, gallery: bool =
     try:
         with tracking.run("", child.name, tags={KEY_TAG: key}, parent_run_id=parent.info.run_id) as run:
             child.run_id = run.info.run_id
-            train_and_log(report, data, child.clip, child.train, gallery=gallery)
+            train_and_log(report, {**data.model_dump(), "clip": child.clip}, child.train, data.seed, gallery=gallery)
         child.status = "FINISHED"
     except Exception as error:  # the child run is marked FAILED by MLflow; the sweep goes on
         child.status, child.error = "FAILED", f"{type(error).__name__}: {error}"
@@ -196,11 +196,9 @@ def epoch_table(children: list[Child], metric: str = "test_spearman") -> pd.Data
     return pd.DataFrame(columns).rename_axis("epoch")
 
 
-def _log_dataset(data: DataSettings, reports: dict) -> None:
+def _log_dataset(labelled) -> None:
     """The parent's input: the label table its children were trained and tested on, logged once."""
-    report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.labelled is not None), None)
-    if report is not None:
-        tracking.log_dataset(data, report.labelled, {"all splits": {"num_rows": len(report.labelled.frame)}})
+    tracking.log_dataset(labelled, {"all splits": {"num_rows": len(labelled.frame)}})
 
 
 def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:

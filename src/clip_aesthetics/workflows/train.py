@@ -8,14 +8,15 @@ itself (heads/training.py) returns numbers and logs nothing.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clip_aesthetics.backbones.families import resolve_backbone
 from clip_aesthetics.data.labels import Labelled, read_dataset
-from clip_aesthetics.data.splits import check_split, split_table
-from clip_aesthetics.embedding.features import dataset_split, load_dataset
+from clip_aesthetics.data.splits import settle, split_table
+from clip_aesthetics.embedding.features import load_dataset
 from clip_aesthetics.embedding.filling import EmbedReport, locate_cache
 from clip_aesthetics.heads.head import state_bytes
 from clip_aesthetics.heads.training import TrainResult, default_run_name, train_and_evaluate
@@ -47,22 +48,23 @@ def train_step(command, embed_first: bool) -> None:
     with tracking.run(command.experiment, run_name) as active:
         if report is None:
             report = embed_and_log(labelled, embed, command.clip, source)
-        result = train_and_log(report, data, command.clip, train, gallery=command.gallery)
+        result = train_and_log(report, {**data.model_dump(), "clip": command.clip}, train, data.seed,
+                               gallery=command.gallery)
     print(outcome(active.info.run_id, run_name, result) + f", {time.perf_counter() - started:.1f}s")
     for warning in run_warnings(result):
         print(f"warning: {warning}")
 
 
 def checked_dataset(data: DataSettings, cache_dir, heads: tuple[str, ...] = ()) -> Labelled:
-    """The dataset, read and checked, with a split every part of which can be trained on or measured, and the
-    labels every head kind in `heads` trains on (a distribution head: vote counts)."""
+    """The dataset, read and checked, with the labels every head kind in `heads` trains on (a distribution head:
+    vote counts), and its split settled once, every part of it one that can be trained on or measured."""
     from clip_aesthetics.extensions import HEADS
     from clip_aesthetics.heads.training import refuse_untrainable
 
     labelled = read_dataset(data, cache_dir)
     for head in dict.fromkeys(heads):
         refuse_untrainable(head, HEADS.get(head), labelled.offers, labelled.name)
-    check_split(labelled, dataset_split(labelled, data))
+    settle(labelled, data)
     if len(labelled.skipped):
         print(f"{len(labelled.skipped)} labelled row(s) set aside before embedding (listed in data/skipped.csv), "
               f"e.g. {labelled.skipped['image'].iat[0]!r}: {labelled.skipped['reason'].iat[0]}")
@@ -96,25 +98,27 @@ def _number(value: float) -> str:
     return f"{value:.4f}" if np.isfinite(value) else "undefined"
 
 
-def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: TrainSettings,
-                  gallery: bool = True) -> TrainResult:
-    """Inside an active run: train, and log params, datasets, per-epoch metrics, artifacts and the scorer model."""
-    labelled = report.labelled if report.labelled is not None else read_dataset(data)
-    dataset = load_dataset(data, report.cache, labelled)
+def train_and_log(report: EmbedReport, params: dict, train: TrainSettings, seed: int, gallery: bool = True
+                  ) -> TrainResult:
+    """Inside an active run: train on the report's dataset (its split settled), and log `params` (the settings as
+    given) beside what was resolved, the datasets, per-epoch metrics, artifacts and the scorer model."""
+    labelled = report.labelled
+    dataset = load_dataset(report.cache, labelled)
     tracking.log_params({
-        **data.model_dump(), **train.model_dump(), "clip": clip, **clip_params(report.source), **labelled.record(),
+        **params, **train.model_dump(), **clip_params(report.source), **labelled.record(),
         "embedding_dim": dataset.train.embeddings.shape[1], "n_train": len(dataset.train.ids),
         "n_val": len(dataset.val.ids), "n_test": len(dataset.test.ids), "n_skipped": len(dataset.skipped),
         "device": report.device, "train_device": "cpu", "compute_precision": report.precision,
         "precision_reason": report.precision_reason,
         "decoding": report.decoding, **tracking.library_versions(),
     })
-    tracking.log_dataset(data, labelled, {context: {"num_rows": len(getattr(dataset, part).ids)}
-                                 for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
+    tracking.log_dataset(labelled, {context: {"num_rows": len(getattr(dataset, part).ids)}
+                                    for context, part in (("train", "train"), ("validation", "val"), ("test", "test"))})
     tracking.log_csv(dataset.skipped, "data/skipped.csv")
     if labelled.names_images:  # which image went where (a seeded split is reproduced from these)
         tracking.log_csv(split_table(dataset.split, labelled), "data/split.csv")
-    result = train_and_evaluate(dataset, train, data.seed, log_epoch)
+    tracking.log_csv(test_sources(labelled, dataset.test.ids), TEST_SOURCES)  # what export calibrates on
+    result = train_and_evaluate(dataset, train, seed, log_epoch)
     best = result.history[result.best_epoch - 1]
     if result.ridge_lambda is not None:
         tracking.log_metrics({"ridge_lambda": result.ridge_lambda})
@@ -155,6 +159,15 @@ def train_and_log(report: EmbedReport, data: DataSettings, clip: str, train: Tra
     log_scorer(MODEL_NAME, result.best_state, {**scorer_spec(result, report),
                                                **({REFERENCE_KEY: reference.to_doc()} if reference else {})})
     return result
+
+
+TEST_SOURCES = "data/test_images.csv"  # image_id, file: where each test image was read (empty: bytes in a table)
+
+
+def test_sources(labelled: Labelled, ids) -> pd.DataFrame:
+    """The test images' files, by id, as they were read (what `export` calibrates on without reading the data again)."""
+    files = [labelled.sources.get(int(i)) for i in ids]
+    return pd.DataFrame({"image_id": ids, "file": [str(f) if isinstance(f, Path) else "" for f in files]})
 
 
 def log_test_gallery(labelled: Labelled, predictions: pd.DataFrame, plot_pngs: dict) -> None:

@@ -18,6 +18,8 @@ from clip_aesthetics.cli import app as cli
 from clip_aesthetics.data.cells import content_id
 from clip_aesthetics.data.labels import LabelsError, read_labels
 from clip_aesthetics.data.sample_data import write_sample_ratings
+from clip_aesthetics.data.splits import settle
+from clip_aesthetics.settings import DataSettings
 from clip_aesthetics.tracking.runs import SWEEP_TAG
 
 TRAINING = ["--epochs", "4", "--lr", "0.003", "--batch-size", "16", "--num-workers", "0", "--precision", "float32"]
@@ -309,7 +311,9 @@ def test_an_imagefolder_with_split_subfolders_and_a_json_array_table(ratings, tm
             shutil.copy(ratings / row["file_name"], folder / row["file_name"])
         pd.DataFrame(chunk).to_csv(folder / "metadata.csv", index=False)
     labelled = read_labels(tmp_path / "set")
-    assert labelled.given_split and labelled.frame["split"].value_counts().to_dict() == {"train": 20, "test": 6}
+    assert labelled.frame["split"].value_counts().to_dict() == {"train": 20, "test": 6}
+    settled = settle(labelled, DataSettings(labels=str(tmp_path / "set"), val_fraction=0.1))
+    assert settled.split_info["split"] == "given" and len(settled.split.test) == 6 and len(settled.split.val) == 2
     array = tmp_path / "ratings.json"
     array.write_text(json.dumps(rows[:8]))
     as_array = read_labels(array, image_dir=ratings)

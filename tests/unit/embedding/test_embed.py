@@ -11,7 +11,9 @@ from helpers import embed_named
 from clip_aesthetics.backbones.families import BackboneUnavailableError, load_backbone, resolve_backbone
 from clip_aesthetics.data import ava
 from clip_aesthetics.data.ava import read_ava
+from clip_aesthetics.data.labels import read_dataset
 from clip_aesthetics.data.sample_data import TRAP_NO_VOTES, TRAPS_EMBEDDED, TRAPS_SKIPPED
+from clip_aesthetics.data.splits import settle
 from clip_aesthetics.embedding import embed as embed_module
 from clip_aesthetics.embedding import features, filling
 from clip_aesthetics.embedding.embed import embed_pixels
@@ -189,7 +191,8 @@ def test_train_never_reads_a_damaged_shard(ava_copy, tiny_clip, tmp_path):
     payload[len(payload) // 2] ^= 0x01
     shard.write_bytes(bytes(payload))
     with pytest.raises(features.DatasetError, match="run `clip-aesthetics embed` again"):
-        features.load_dataset(DataSettings(ava_dir=ava_copy), features.EmbeddingCache(cache.root))
+        features.load_dataset(features.EmbeddingCache(cache.root),
+                              settle(read_dataset(DataSettings(ava_dir=ava_copy)), DataSettings(ava_dir=ava_copy)))
 
 
 def test_a_damaged_manifest_is_rewritten_by_embed_and_named_by_train(ava_copy, tiny_clip, tmp_path):
