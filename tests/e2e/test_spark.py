@@ -52,7 +52,8 @@ def photos(sample_ava, tmp_path):
     (folder / "nested").mkdir(parents=True)
     ids = sorted(p.stem for p in (sample_ava / "image").glob("*.jpg"))[:14]
     for index, image_id in enumerate(ids):
-        shutil.copy(sample_ava / "image" / f"{image_id}.jpg", folder / ("nested" if index % 2 else "") / f"{image_id}.jpg")
+        target = folder / ("nested" if index % 2 else "") / f"{image_id}.jpg"
+        shutil.copy(sample_ava / "image" / f"{image_id}.jpg", target)
     shutil.copy(sample_ava / "image" / "21.jpg", folder / "truncated.jpg")
     (folder / "nested" / "empty.jpg").write_bytes(b"")
     return folder
@@ -148,11 +149,13 @@ def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(
     common = ["--clip", str(tiny_clip), "--ava-dir", str(small_ava)]
     assert cli.main(["embed", *common, "--shard-size", "32", "--cache-dir", str(tmp_path / "local"),
                      "--num-workers", "0"]) == 0
-    assert cli.main(["embed", *common, "--shard-size", "32", "--cache-dir", str(tmp_path / "spark"), "--engine", "spark",
+    assert cli.main(["embed", *common, "--shard-size", "32", "--cache-dir", str(tmp_path / "spark"), "--engine",
+                     "spark",
                      "--spark-partitions", "4"]) == 0
     caches = [EmbeddingCache(next((tmp_path / name).glob("*/images-*/*"))) for name in ("local", "spark")]
     local, distributed = (cache.load() for cache in caches)
-    assert len(caches[1].shards()) >= 4 and not list(caches[1].root.glob(".*.tmp")), "one writer per task, no half shard"
+    assert len(caches[1].shards()) >= 4, "one writer per task"
+    assert not list(caches[1].root.glob(".*.tmp")), "no half shard"
     order_l, order_d = np.argsort(local.ids), np.argsort(distributed.ids)
     np.testing.assert_array_equal(local.ids[order_l], distributed.ids[order_d])
     np.testing.assert_allclose(local.embeddings[order_l].astype(float), distributed.embeddings[order_d], atol=1e-3)
@@ -162,7 +165,8 @@ def test_distributed_embed_gives_the_single_process_cache_and_the_same_training(
     for name in ("local", "spark"):
         assert cli.main(["train", *common, "--cache-dir", str(tmp_path / name), *train, "--run-name", name]) == 0
     client = mlflow.MlflowClient()
-    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("clip-aesthetics").experiment_id])}
+    experiment = client.get_experiment_by_name("clip-aesthetics").experiment_id
+    runs = {r.info.run_name: r for r in client.search_runs([experiment])}
     assert runs["spark"].data.metrics["test_spearman"] == pytest.approx(runs["local"].data.metrics["test_spearman"],
                                                                          abs=1e-6)
 
@@ -221,3 +225,66 @@ def test_spark_scores_shards_into_the_rows_one_process_writes(spark_session, tra
     np.testing.assert_allclose(local["score"].to_numpy(), distributed["score"].to_numpy(), atol=1e-5)
     np.testing.assert_allclose(local["percentile"].to_numpy(), distributed["percentile"].to_numpy(), atol=1e-9)
     assert local["percentile"].notna().sum() == 24
+
+
+
+@pytest.mark.usefixtures("trained_store")
+def test_a_platforms_session_scores_files_with_one_call_like_the_cli(spark_session, trained, photos, tmp_path):
+    """The documented call for a notebook's own session: one row per file, the failures counted, the model loaded
+    once per executor process."""
+    from clip_aesthetics.engines import spark
+
+    done = spark.score_files(spark_session, [str(photos)], trained["model"], str(tmp_path / "platform.parquet"))
+    rows = pd.read_parquet(tmp_path / "platform.parquet")
+    assert done["scored"] == 14 and done["failed"] == 2 and len(rows) == 16 and 1 <= done["model_loads"] <= 2
+    assert rows.loc[rows["error"] == "", "score"].between(1, 10).all()
+
+
+@pytest.mark.usefixtures("trained_store")
+@pytest.mark.parametrize("out, says", [("hdfs:///scores.csv", "Spark writes a URI as a folder of parquet parts"),
+                                       ("hdfs:///curated", "shards and tables are written part by part")])
+def test_an_out_uri_spark_would_not_write_as_named_is_refused_before_any_work(spark_session, trained, sample_ava,
+                                                                             tmp_path, monkeypatch, capsys, out, says):
+    import tarfile
+
+    monkeypatch.chdir(tmp_path)
+    given = sample_ava / "image" / "14.jpg"
+    if out.endswith("curated"):
+        given = tmp_path / "00000.tar"
+        with tarfile.open(given, "w") as tar:
+            tar.add(sample_ava / "image" / "14.jpg", arcname="14.jpg")
+    assert cli.main(["score", str(given), "--model", trained["model"], "--out", out, "--engine", "spark"]) == 2
+    assert says in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("hdfs:")]
+
+WORKER_PROBE = """
+from clip_aesthetics.engines import spark
+session = spark.session("local[1]")
+session.sparkContext.setLogLevel("ERROR")
+
+def where(_):
+    import sys
+
+    import clip_aesthetics  # what every task imports first
+    return sys.executable
+
+print("WORKER", session.sparkContext.parallelize([0], 1).map(where).collect()[0])
+session.stop()
+"""
+
+
+def test_a_session_the_engine_starts_runs_its_tasks_in_the_projects_interpreter(tmp_path):
+    """`--engine spark` without spark-submit: the tasks' Python is the interpreter the command runs in (its
+    environment has the project), not a `python3` found on PATH, with nothing set by the user (no PYSPARK_PYTHON)."""
+    import subprocess
+
+    if _available():
+        pytest.skip(f"needs {_available()}")
+    java = shutil.which("java")
+    path = os.pathsep.join(dict.fromkeys([*(os.path.dirname(java),) * bool(java), "/usr/sbin", "/usr/bin", "/bin"]))
+    env = {"HOME": os.environ.get("HOME", str(tmp_path)), "PATH": path, "SPARK_LOCAL_IP": "127.0.0.1",
+           **{k: os.environ[k] for k in ("JAVA_HOME", "JDK_JAVA_OPTIONS") if k in os.environ}}
+    done = subprocess.run([sys.executable, "-c", WORKER_PROBE], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    worker = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("WORKER ")]
+    assert done.returncode == 0 and worker == [sys.executable], done.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""`score` of files and folders and the scorer's model: the registered champion, a run's model, offline in a fresh process, bad inputs."""
+"""`score` of files and folders and the scorer's model: the registered champion, a run's model, offline in a fresh
+process, bad inputs."""
 
 
 import base64
@@ -7,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -171,6 +173,14 @@ def test_score_refuses_a_folder_holding_other_files_as_output_before_any_work(tr
     error = capsys.readouterr().err
     assert f"--out {tmp_path} already holds 'notes.txt'" in error and f"{tmp_path / 'scores.csv'}" in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_out_uri_is_refused_without_spark_before_any_work(trained_store, sample_ava, capsys):
+    """A URI of another filesystem (s3a://, hdfs://) is written by Spark; this process would write it as a local
+    path (s3a:/... in the working folder): refused, saying what works (tests/e2e/test_spark.py: the Spark side)."""
+    assert cli.main(["score", str(sample_ava / "image" / "14.jpg"), "--out", "s3a://bucket/scores.csv"]) == 2
+    assert "only --engine spark writes to a URI" in capsys.readouterr().err
+    assert not [p for p in Path.cwd().iterdir() if p.name.startswith("s3a:")]
 
 
 def test_score_with_a_run_model_whose_clip_folder_moved_is_one_line(trained_store, tiny_clip, sample_ava, tmp_path,

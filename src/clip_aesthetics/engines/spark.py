@@ -13,141 +13,29 @@ filesystem every executor sees; a short probe job checks that before any work is
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
-import secrets
-import shutil
-import socket
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import pandas as pd
 
 from clip_aesthetics.engines import Engine
-from clip_aesthetics.errors import ScoringInputError, UserError
+from clip_aesthetics.engines.spark_session import (
+    SparkUnavailableError,
+    absolute,
+    check_shared,
+    on_this_filesystem,
+    once_per_executor,
+    open_shipped,
+    session,
+    ship,
+    task_device,
+)
+from clip_aesthetics.errors import ScoringInputError
 
+__all__ = ["SPARK", "SparkUnavailableError", "embed_missing", "score_files", "score_job", "session"]
 ROWS_PER_BATCH = 256  # images per Arrow batch handed to the scorer: bounds an executor's memory
-_loaded: dict[tuple, object] = {}  # in each executor Python process: (what, where, device) -> loaded model
-
-
-class SparkUnavailableError(UserError, RuntimeError):
-    """pyspark or Java is missing; the message says what to install."""
-
-
-def session(master: str = "", app_name: str = "clip-aesthetics"):
-    """The Spark session the user's setup provides (spark-submit, a platform, one already started), else one at
-    `master` (the spark_master setting; empty: this machine's cores, local[*])."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        raise SparkUnavailableError("engine=spark needs pyspark: pip install -e '.[spark]'") from None
-    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
-        raise SparkUnavailableError("engine=spark needs Java 17 (Spark runs on the JVM): install a JRE, e.g. "
-                                    "`apt-get install openjdk-17-jre-headless`, or set JAVA_HOME")
-    configured = (SparkSession.getActiveSession() or os.environ.get("PYSPARK_GATEWAY_PORT")
-                  or os.environ.get("SPARK_MASTER") or os.environ.get("MASTER"))
-    builder = SparkSession.builder.appName(app_name)
-    if not configured:  # a plain `clip-aesthetics ... --engine spark`: the master asked for, else local mode
-        # Python workers must be this interpreter (its environment has the project), not `python3` on PATH.
-        builder = builder.master(master or "local[*]")
-        if not os.environ.get("PYSPARK_PYTHON"):
-            builder = builder.config("spark.pyspark.python", sys.executable)
-    return builder.getOrCreate()
-
-
-def _local(spark) -> bool:
-    return spark.sparkContext.master.startswith("local")
-
-
-def _shipped(spark, local_path: str) -> str:
-    """What executors open: the folder itself in local mode, else an archive of it that Spark ships and unpacks
-    once per executor (`addArchive`: no shared filesystem needed, and Spark refuses to ship a bare folder)."""
-    if _local(spark):
-        return local_path
-    alias = f"clip-aesthetics-{secrets.token_hex(6)}"
-    spark.sparkContext.addArchive(f"{_zipped(Path(local_path))}#{alias}")
-    return "sparkfiles:" + alias
-
-
-def _zipped(folder: Path) -> Path:
-    """The folder as a zip (stored, not compressed: model weights do not shrink and this is on the critical
-    path), in a temporary folder removed when the driver exits."""
-    if not folder.is_dir():
-        raise ScoringInputError(f"cannot ship {folder} to Spark executors: not a folder on the driver")
-    where = Path(tempfile.mkdtemp(prefix="clip-aesthetics-ship-"))
-    atexit.register(shutil.rmtree, where, True)
-    archive = where / f"{folder.name or 'model'}.zip"
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as bundle:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                bundle.write(path, path.relative_to(folder).as_posix())
-    return archive
-
-
-def _open(shipped: str) -> str:
-    if shipped.startswith("sparkfiles:"):
-        from pyspark import SparkFiles
-
-        return SparkFiles.get(shipped.removeprefix("sparkfiles:"))
-    return shipped
-
-
-def _on_this_filesystem(path: str) -> bool:
-    """A plain path or file: URI (what a shared filesystem must carry), not hdfs://, s3a://, ..."""
-    return "://" not in path or path.startswith("file:")
-
-
-def _absolute(path: str) -> str:
-    """A local path as executors must see it: absolute (their working folders are not the driver's)."""
-    path = str(path)
-    path = "/" + path[len("file:"):].lstrip("/") if path.startswith("file:") else path
-    return os.path.abspath(path)
-
-
-def check_shared(spark, read: list[str] = (), write: list[str] = (), what: str = "") -> None:
-    """Refuse, before any task works, local paths that the executors cannot see: inputs they must read, folders
-    they must write. Nothing to check in local mode (the executors are this machine's processes)."""
-    if _local(spark):
-        return
-    # A sample bounds the probe. Only what the driver sees counts: a file missing here too (a dataset listing an
-    # image it lacks) is that image's failure, recorded with its reason by the job, not a sign of unshared storage.
-    read = [p for p in (_absolute(p) for p in read if _on_this_filesystem(p)) if os.path.exists(p)][:64]
-    write = [_absolute(p) for p in write if _on_this_filesystem(p)]
-    if not read and not write:
-        return
-    slots = max(2, spark.sparkContext.defaultParallelism)
-
-    def probe(_):
-        missing = [p for p in read if not os.path.exists(p)]
-        unwritable = [p for p in write if not (os.path.isdir(p) and os.access(p, os.W_OK | os.X_OK))]
-        yield socket.gethostname(), missing[:3], unwritable[:3]
-
-    for host, missing, unwritable in spark.sparkContext.parallelize(range(slots), slots).mapPartitions(probe).collect():
-        if missing or unwritable:
-            path = (missing or unwritable)[0]
-            problem = "cannot read" if missing else "cannot write into"
-            raise ScoringInputError(
-                f"an executor on {host} {problem} {path}{f' ({what})' if what else ''}: on a cluster, local paths "
-                "must be on a filesystem every executor mounts at the same path (NFS, a cluster filesystem), or "
-                "use a URI your Spark reads (hdfs://, s3a://, ...); nothing was scored")
-
-
-def _task_device(default: str = "auto"):
-    """The GPU Spark assigned this task, if any; else the default choice."""
-    import torch
-    from pyspark import TaskContext
-
-    from clip_aesthetics.embedding.embed import pick_device
-
-    context = TaskContext.get()
-    gpus = context.resources().get("gpu") if context else None
-    if gpus is not None and gpus.addresses:
-        return torch.device(f"cuda:{gpus.addresses[0]}")
-    torch.set_num_threads(max(1, context.cpus() if context else 1))  # one task per core: no oversubscription
-    return pick_device(default)
 
 
 def score_job(spark, job) -> pd.DataFrame | None:
@@ -157,10 +45,13 @@ def score_job(spark, job) -> pd.DataFrame | None:
     (or returned, for a one-file table); containers are one task each, writing its part. Returns the rows it
     returns, else None (they are in the output's parts)."""
     paths = list(job.inputs.given if job.inputs.per_file else job.inputs.containers)
-    parts = str(job.output.parts or "")  # the folder executors write into (its parent: Spark makes it)
-    written = str(Path(parts).parent) if job.inputs.per_file and parts else parts
-    check_shared(spark, paths, [written] if written and _on_this_filesystem(written) else [], "inputs and --out")
-    shipped = _shipped(spark, job.model_folder)
+    parts = job.output.destination if job.output.parts is not None else ""  # where executors write
+    # what executors must be able to write on a shared filesystem: the folder Spark makes its output in, or the
+    # parts folder itself (not a URI of another filesystem, which Spark reaches itself)
+    written = (str(Path(parts).parent) if job.inputs.per_file else parts) if parts and on_this_filesystem(parts) \
+        else ""
+    check_shared(spark, paths, [written] if written else [], "inputs and --out")
+    shipped = ship(spark, job.model_folder)
     loads = spark.sparkContext.accumulator(0)
     try:
         if job.inputs.per_file:
@@ -169,6 +60,31 @@ def score_job(spark, job) -> pd.DataFrame | None:
         return None
     finally:
         job.counts["model_loads"] = loads.value
+
+
+def score_files(spark, inputs: list[str], model_uri: str, out: str, image_column: str = "",
+                precision: str | None = None, partitions: int = 0) -> dict[str, int]:
+    """On a session of one's own (a notebook's `spark` on a managed platform): score every image file under `inputs`
+    (paths or URIs Spark reads) with `model_uri` into the parquet folder `out` (a path every executor writes, or a
+    URI Spark writes), as `score --engine spark` does. Returns counts: scored, failed, model_loads."""
+    from clip_aesthetics.scoring import guards
+    from clip_aesthetics.scoring.job import ScoreJob
+    from clip_aesthetics.scoring.outputs import output_for
+    from clip_aesthetics.scoring.samples import plan
+    from clip_aesthetics.scoring.uris import download_model, model_identity, resolve
+
+    found = plan(list(inputs), remote=True)
+    guards.check_uri(out, per_file=found.per_file, engine_writes=True)
+    output = output_for(out, in_parts=True)
+    if not output.uri:
+        guards.check_spark_folder(str(output.parts), list(inputs))
+    folder = download_model(model_uri)  # once, on the driver
+    job = ScoreJob(found, model_uri, folder, model_identity(resolve(model_uri), folder), output, image_column,
+                   precision, partitions=partitions)
+    score_job(spark, job)
+    rows = spark.read.parquet(output.destination)
+    failed = rows.filter((rows.error.isNotNull()) & (rows.error != "")).count()
+    return {"scored": rows.count() - failed, "failed": failed, "model_loads": job.counts.get("model_loads", 0)}
 
 
 def _score_files(spark, job, inputs: list[str], shipped: str, loads) -> pd.DataFrame | None:
@@ -210,14 +126,14 @@ def _score_files(spark, job, inputs: list[str], shipped: str, loads) -> pd.DataF
         result = result.unionByName(spark.createDataFrame(empty, schema))
     if job.output.parts is None:  # one table: the rows come back here, in path order
         return result.toPandas().sort_values("path", kind="stable").reset_index(drop=True)
-    result.write.mode("overwrite").parquet(str(job.output.parts))
+    result.write.mode("overwrite").parquet(job.output.destination)
     return None
 
 
 def _score_containers(spark, job, shipped: str, loads) -> None:
     """One task per shard or table, each writing that input's part atomically (a shared filesystem on a cluster)."""
-    out, image_column, identity, precision = _absolute(job.output.parts), job.image_column, job.identity, job.precision
-    tasks = [(path, _absolute(path)) for path in job.todo]  # (as given, for the rows; absolute, for the executor)
+    out, image_column, identity, precision = absolute(job.output.parts), job.image_column, job.identity, job.precision
+    tasks = [(path, absolute(path)) for path in job.todo]  # (as given, for the rows; absolute, for the executor)
 
     def score_one(task):
         from clip_aesthetics.scoring.curate import score_input
@@ -236,15 +152,11 @@ def _same_form(uri: str) -> str:
 
 def _scorer(shipped: str, loads, precision: str | None = None):
     """The scorer, loaded once per executor process (and per GPU), in the `precision` the driver was asked."""
-    device = _task_device()
-    key = ("scorer", shipped, str(device), precision)
-    if key not in _loaded:
-        from clip_aesthetics.scoring.uris import load_scorer
+    from clip_aesthetics.scoring.uris import load_scorer
 
-        scorer = load_scorer(_open(shipped), precision)
-        _loaded[key] = scorer.to(device)
-        loads.add(1)
-    return _loaded[key]
+    device = task_device()
+    return once_per_executor(("scorer", shipped, str(device), precision),
+                             lambda: load_scorer(open_shipped(shipped), precision).to(device), loads)
 
 
 def embed_missing(cache_root: Path, todo: list[tuple[int, Path | bytes]], clip_folder: Path, precision: str,
@@ -254,12 +166,12 @@ def embed_missing(cache_root: Path, todo: list[tuple[int, Path | bytes]], clip_f
     spark = session()
     files = [str(source) for _, source in todo if not isinstance(source, bytes)]
     check_shared(spark, files[:: max(1, len(files) // 32)], [str(cache_root)], "the images, and the cache folder")
-    shipped = _shipped(spark, str(clip_folder))
+    shipped = ship(spark, str(clip_folder))
     loads = spark.sparkContext.accumulator(0)
-    rows = [(int(image_id), source if isinstance(source, bytes) else _absolute(source)) for image_id, source in todo]
+    rows = [(int(image_id), source if isinstance(source, bytes) else absolute(source)) for image_id, source in todo]
     slices = partitions or max(1, min(len(rows), spark.sparkContext.defaultParallelism * 2,
                                       -(-len(rows) // max(1, shard_size // 4))))
-    root = _absolute(cache_root)
+    root = absolute(cache_root)
 
     def embed_partition(items):
         items = list(items)
@@ -277,13 +189,10 @@ def _embed_chunk(items, root, shipped, precision, batch_size, shard_size, loads,
     from clip_aesthetics.embedding.cache import EmbeddingCache
     from clip_aesthetics.embedding.embed import embed_to_cache
 
-    device = _task_device()
-    key = ("clip", shipped, str(device))
-    if key not in _loaded:
-        folder = Path(_open(shipped))
-        _loaded[key] = load_backbone(BackboneSource(str(folder), "", folder), device)
-        loads.add(1)
-    model, processor = _loaded[key]
+    device = task_device()
+    folder = Path(open_shipped(shipped))
+    model, processor = once_per_executor(("clip", shipped, str(device)),
+                                         lambda: load_backbone(BackboneSource(str(folder), "", folder), device), loads)
     embed_to_cache(EmbeddingCache(Path(root)), [(image_id, source if isinstance(source, bytes) else Path(source))
                                                 for image_id, source in items], model,
                    processor, getattr(torch, precision), batch_size, 0, shard_size, progress=False,

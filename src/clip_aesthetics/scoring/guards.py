@@ -93,6 +93,22 @@ def check_kept_shards(write_shards: Path, out: Path, inputs) -> None:
                                     f"(--out {out}): give a new or empty folder")
 
 
+def check_uri(out, per_file: bool, engine_writes: bool) -> None:
+    """An --out that is a URI of another filesystem (hdfs://, s3a://) is a folder of parquet parts Spark writes from
+    image files: anything else would be written by this process, which reads and writes local files only."""
+    if "://" not in str(out) or str(out).startswith("file:"):
+        return
+    if not engine_writes:
+        raise ScoringInputError(f"--out {out}: only --engine spark writes to a URI; give a local path here, e.g. "
+                                "scores.csv")
+    if not per_file:
+        raise ScoringInputError(f"--out {out}: shards and tables are written part by part on a filesystem every "
+                                "executor mounts; give a path there (a URI is written by Spark for image files)")
+    if Path(str(out)).suffix.lower() not in ("", ".parquet"):
+        raise ScoringInputError(f"--out {out}: Spark writes a URI as a folder of parquet parts; name it .parquet "
+                                "or without a suffix")
+
+
 def check_spark_folder(out: str, inputs) -> None:
     """A folder Spark writes (its overwrite deletes the folder first): never an input, a file, or a folder holding
     files an earlier Spark output did not write."""

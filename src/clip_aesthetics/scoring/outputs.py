@@ -63,6 +63,12 @@ class Output:
     path: Path
     writer: OutputWriter
     parts: Path | None = None
+    uri: str = ""  # --out as given when it is a URI of another filesystem (hdfs://, s3a://): Spark writes it
+
+    @property
+    def destination(self) -> str:
+        """Where an engine writes the parts, as it must be spelled (a Path would fold a URI's //)."""
+        return self.uri or str(self.parts)
 
     @property
     def table(self) -> bool:
@@ -76,8 +82,15 @@ class Output:
         return self.parts / REPORT if self.parts is not None else None
 
 
-def output_for(out: Path, in_parts: bool) -> Output:
+def is_uri(out) -> bool:
+    """A URI of a filesystem other than this machine's (hdfs://, s3a://), which only Spark writes."""
+    return "://" in str(out) and not str(out).startswith("file:")
+
+
+def output_for(out: str | Path, in_parts: bool) -> Output:
     """The output of a job writing `in_parts` (containers, or Spark) or not (files here) into `out`."""
+    if is_uri(out):  # only a folder of parts that Spark writes, refused otherwise by the guards
+        return Output(Path(str(out)), writer_for(Path(str(out))), Path(str(out)), uri=str(out))
     out = Path(out)
     writer = writer_for(out)
     folder = not out.suffix or (out.is_dir() and writer.parts)

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from clip_aesthetics.settings.base import StoreSettings, WorkersSettings
 from clip_aesthetics.settings.embedding import EngineSettings, PrecisionSettings
-from clip_aesthetics.settings.values import OptionalNumber, OptionalPath
+from clip_aesthetics.settings.values import OptionalNumber
 
 
 def requested_precision(model_config: dict | None = None) -> str:
@@ -20,10 +20,11 @@ class ScoreSettings(EngineSettings, PrecisionSettings, StoreSettings, WorkersSet
     model: str = Field("models:/clip-aesthetics@champion", description="any MLflow model URI of a scorer")
     gallery: str = Field("", description="also write an HTML page of the scored images by score bucket, with the "
                          "histogram, top, bottom and failures (self-contained); empty = none")
-    out: OptionalPath = Field(None, description="where the rows go, in the format its suffix names, the same for "
-                              "every input: .csv one CSV table; .parquet one parquet table (a folder of parts for "
-                              "shards and tables, resumable, and on Spark); a name without a suffix, such a folder. "
-                              "Empty = scores.csv for image files, scores.parquet for shards and tables and on Spark")
+    out: str = Field("", description="where the rows go, in the format its suffix names, the same for every input: "
+                     ".csv one CSV table; .parquet one parquet table (a folder of parts for shards and tables, "
+                     "resumable, and on Spark); a name without a suffix, such a folder; with engine=spark and image "
+                     "files also a URI Spark writes (hdfs://, s3a://). Empty = scores.csv for image files, "
+                     "scores.parquet for shards and tables and on Spark")
     image_column: str = Field("", description="parquet/arrow inputs: the column of image bytes; empty = the first "
                               "binary or {bytes, path} column")
     min_score: OptionalNumber = Field(None, description="shards and tables: keep the samples scoring at least this "

@@ -188,7 +188,6 @@ VoteColumns = Annotated[list[str], NoDecode, BeforeValidator(_votes)]
 Items = Annotated[list[str], NoDecode, BeforeValidator(_items)]
 Booleans = Annotated[list[bool], NoDecode, BeforeValidator(_bools)]
 Numbers = Annotated[list[float], NoDecode, BeforeValidator(_items)]
-OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
 
 
 def as_text(value) -> str:

@@ -19,7 +19,7 @@ from clip_aesthetics.settings import ScoreSettings
 def score_step(settings: ScoreSettings, inputs: list[str]) -> None:
     from clip_aesthetics.scoring import guards
     from clip_aesthetics.scoring.job import Scored, ScoreJob, model_scale, rows
-    from clip_aesthetics.scoring.outputs import output_for, write_table, writer_for
+    from clip_aesthetics.scoring.outputs import is_uri, output_for, write_table, writer_for
     from clip_aesthetics.scoring.samples import plan
     from clip_aesthetics.scoring.uris import download_model, model_identity, resolve
     from clip_aesthetics.tracking.stores import check_store, use_store
@@ -28,12 +28,14 @@ def score_step(settings: ScoreSettings, inputs: list[str]) -> None:
     where = engine(settings.engine)
     where.start(settings)  # without what the engine needs (Spark: pyspark, Java) nothing else matters
     found = plan(inputs, remote=where.writes_parts)
-    out = Path(settings.out) if settings.out else Path("scores.csv" if found.per_file and not where.writes_parts
-                                                       else "scores.parquet")
+    out = settings.out or ("scores.csv" if found.per_file and not where.writes_parts else "scores.parquet")
     given = [*found.files, *found.containers, *found.given]
-    guards.refuse_holding_inputs("--out", out, out.resolve(), given, "it would be written over; give the scores a "
-                                 "file or folder of their own, e.g. scores.csv")
-    output = output_for(out, in_parts=not found.per_file or (where.writes_parts and writer_for(out).parts))
+    guards.check_uri(out, per_file=found.per_file, engine_writes=where.writes_parts)
+    if not is_uri(out):
+        out = Path(out)
+        guards.refuse_holding_inputs("--out", out, out.resolve(), given, "it would be written over; give the scores "
+                                     "a file or folder of their own, e.g. scores.csv")
+    output = output_for(out, in_parts=not found.per_file or (where.writes_parts and writer_for(Path(out)).parts))
     selecting = settings.min_score is not None or settings.min_percentile is not None or settings.top_fraction
     if found.per_file and (selecting or settings.write_shards):
         raise ScoringInputError("--min-score, --min-percentile, --top-fraction and --write-shards apply to webdataset "
@@ -43,7 +45,7 @@ def score_step(settings: ScoreSettings, inputs: list[str]) -> None:
                                 "keep")
     if output.table:
         guards.check_table(output.path, given)
-    if output.parts is not None:
+    if output.parts is not None and not output.uri:
         (guards.check_spark_folder if found.per_file and where.writes_parts else guards.check_parts)(
             str(output.parts), given)
     if settings.write_shards:
@@ -57,8 +59,9 @@ def score_step(settings: ScoreSettings, inputs: list[str]) -> None:
         raise ScoringInputError(f"--min-percentile {settings.min_percentile:g}: {settings.model} has no reference "
                                 "distribution, so its percentiles are undefined; select with --min-score or "
                                 "--top-fraction")
-    job = ScoreJob(found, settings.model, folder, {**model_identity(ref, folder), "image_column": settings.image_column},
-                   output, settings.image_column, settings.precision, settings.num_workers, settings.spark_partitions)
+    identity = {**model_identity(ref, folder), "image_column": settings.image_column}
+    job = ScoreJob(found, settings.model, folder, identity, output, settings.image_column, settings.precision,
+                   settings.num_workers, settings.spark_partitions)
     if not found.per_file:
         _prepare_parts(job, settings.fresh)
     scored = Scored(rows(job, where.score(job)), score_range, reference)
