@@ -89,7 +89,8 @@ def _peak_rss(folder: Path, paths: list[Path]) -> float:
     """Peak resident memory (MB) of a fresh process embedding `paths` with the model in `folder`."""
     code = (
         "import json, resource, sys, torch\nfrom pathlib import Path\n"
-        "from clip_aesthetics.embedding.cache import EmbeddingCache\nfrom clip_aesthetics.backbones.families import load_backbone, resolve_backbone\n"
+        "from clip_aesthetics.embedding.cache import EmbeddingCache\n"
+        "from clip_aesthetics.backbones.families import load_backbone, resolve_backbone\n"
         "from clip_aesthetics.embedding.embed import embed_to_cache\n"
         "folder, paths, root = Path(sys.argv[1]), [Path(p) for p in json.loads(sys.argv[2])], Path(sys.argv[3])\n"
         "model, processor = load_backbone(resolve_backbone(str(folder)), torch.device('cpu'))\n"

@@ -6,9 +6,9 @@ figures for the larger backbones (CLIP ViT-L/14, SigLIP so400m at 384, DINOv2-L)
 Per model: forward-only images/s (pixel tensors already on the GPU, float16 and bfloat16, batch 1024);
 ONNX Runtime's forward of the model exported as `clip-aesthetics export` makes it (float32; on the CUDA execution
 provider when onnxruntime-gpu is installed and sees the GPU, the provider recorded beside the figure; skipped with
-the reason when onnxruntime is not installed); end-to-end images/s through the project's embed (files -> decoding workers -> GPU -> cache, float16,
-batch 256) with full and with reduced decoding; and decoding alone with the same workers (the same
-loader, no model), at this machine's core count. End-to-end near decoding alone means decoding is the
+the reason when onnxruntime is not installed); end-to-end images/s through the project's embed (files -> decoding
+workers -> GPU -> cache, float16, batch 256) with full and with reduced decoding; and decoding alone with the same
+workers (the same loader, no model), at this machine's core count. End-to-end near decoding alone means decoding is the
 bound; near the forward, the GPU is. Images: photo-like JPEGs, 640-1024 px (smooth pictures and
 textures), `--unique` generated and copied to `--images` files so that each file is decoded for real.
 """
@@ -130,7 +130,8 @@ def main() -> None:
             clip = save_random_clip(work / f"vit-{size}", size)
             model, processor = load_backbone(resolve_backbone(str(clip)), torch.device("cuda"))
             for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
-                figures[f"{size}_forward_images_per_second_{name}"] = forward_rate(model, dtype, 1024, args.forward_seconds)
+                figures[f"{size}_forward_images_per_second_{name}"] = forward_rate(model, dtype, 1024,
+                                                                                   args.forward_seconds)
             try:
                 rate, provider = onnx_forward_rate(export_graph(clip, work / f"onnx-{size}"), 224, 256,
                                                    args.forward_seconds / 2)
@@ -151,7 +152,8 @@ def main() -> None:
             del model
             torch.cuda.empty_cache()
         for kind in ("l14", "siglip-so400m", "dinov2-l"):  # forward only: the decoding side is the B models'
-            model, _ = load_backbone(resolve_backbone(str(save_random_backbone(work / kind, kind))), torch.device("cuda"))
+            folder = save_random_backbone(work / kind, kind)
+            model, _ = load_backbone(resolve_backbone(str(folder)), torch.device("cuda"))
             for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
                 figures[f"{kind}_forward_images_per_second_{name}"] = forward_rate(
                     model, dtype, 256, args.forward_seconds / 2, side=REAL_SIZES[kind][2])

@@ -1,4 +1,5 @@
-"""benchmarks/results-quick.json -> the results block of docs/performance.md, so that every figure there is one measured run's.
+"""benchmarks/results-quick.json -> the results block of docs/performance.md, so that every figure there is one
+measured run's.
 
     python benchmarks/readme_figures.py --write     # after `python benchmarks/bench.py --quick --json ...`
 
@@ -117,7 +118,8 @@ def render(f: dict, backbones: dict | None = None, runtimes: dict | None = None)
     ]
     if "embed_grid_speedup_vs_seed_bf16" in f:
         lines += [
-            f"In bfloat16 (what `precision=auto` picks on a CPU that measures it faster, as this one did) the forward runs "
+            "In bfloat16 (what `precision=auto` picks on a CPU that measures it faster, as this one did) the forward "
+            "runs "
             f"{f['embed_forward_images_per_second_bf16'] / f['embed_forward_images_per_second']:.1f}x faster than in "
             f"float32 and the embedding grid {f['embed_grid_speedup_vs_seed_bf16']:.1f}x faster than the seed-style "
             f"float32 baseline, while a trained head's scores keep a Spearman of "
@@ -155,8 +157,8 @@ def with_meaning(page: str, figures: dict) -> str:
     from meaning import meaning_table
 
     start, end = page.index(MEANING_START), page.index(MEANING_END) + len(MEANING_END)
-    block = [MEANING_START, "<!-- generated from benchmarks/results-meaning.json by `python benchmarks/readme_figures.py "
-             "--write`; do not edit -->", *meaning_table(figures), MEANING_END]
+    block = [MEANING_START, "<!-- generated from benchmarks/results-meaning.json by "
+             "`python benchmarks/readme_figures.py --write`; do not edit -->", *meaning_table(figures), MEANING_END]
     return page[:start] + "\n".join(block) + page[end:]
 
 

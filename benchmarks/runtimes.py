@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import best_rates
 
 from clip_aesthetics.backbones.families import resolve_backbone, save_random_clip
 from clip_aesthetics.data.sample_data import write_sample_ava
@@ -38,18 +39,6 @@ seconds = time.perf_counter() - started
 status = open("/proc/self/status").read()
 print("BENCH", seconds, next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), code)
 """
-
-
-def _best_rates(runs: dict, n: int, rounds: int = 3) -> dict[str, float]:
-    for run in runs.values():  # warm-up: first passes pay for kernels and thread pools
-        run()
-    best = dict.fromkeys(runs, 0.0)
-    for _ in range(rounds):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run()
-            best[name] = max(best[name], n / (time.perf_counter() - started))
-    return best
 
 
 def _cold_start(model: Path, image: Path, work: Path) -> tuple[float, float]:
@@ -109,7 +98,7 @@ def bench_runtimes(work: Path, quick: bool) -> dict:
             models[name] = save_model(work / f"{size}-onnx-{weights}-model", artifacts)
             figures[f"runtime_{size}_{name}_standalone_cold_start_seconds"] = _standalone(Path(artifacts["graph"])
                                                                                           .parent, paths[0])
-        rates = _best_rates({**{f"forward_{k}": v for k, v in forwards.items()},
+        rates = best_rates({**{f"forward_{k}": v for k, v in forwards.items()},
                              **{f"end_{k}": v for k, v in ends.items()}}, len(paths))
         expected = reference.score_paths(paths)["score"].to_numpy()
         for name in forwards:

@@ -1,7 +1,10 @@
 """Score one image with an exported model folder (model.onnx + preprocess.json), without clip-aesthetics:
 onnxruntime, numpy and Pillow only. Usage: python onnx_standalone.py EXPORT_DIR IMAGE"""
-import json, sys
-import numpy as np, onnxruntime
+import json
+import sys
+
+import numpy as np
+import onnxruntime
 from PIL import Image, ImageOps
 
 folder, path = sys.argv[1], sys.argv[2]
@@ -11,7 +14,8 @@ image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
 w, h = image.size
 keep = max(1, round(min(w, h) * prep["max_aspect"]))  # very long strips: their centre, 8:1 at most
 if max(w, h) > keep:
-    image = image.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep))
+    x, y = max(0, (w - keep) // 2), max(0, (h - keep) // 2)
+    image = image.crop((x, 0, x + keep, h) if w > h else (0, y, w, y + keep))
     w, h = image.size
 resample = Image.Resampling[px.get("resample", "bicubic").upper()]  # the processor's own filter
 if px["mode"] == "fixed":  # SigLIP: straight to height x width

@@ -138,7 +138,8 @@ def backbones(tmp_path_factory) -> dict[str, Path]:
     from clip_aesthetics.backbones.families import save_random_backbone
 
     root = tmp_path_factory.mktemp("backbones")
-    return {name: save_random_backbone(root / name, kind, seed=3, **options) for name, (kind, options) in FAMILIES.items()}
+    return {name: save_random_backbone(root / name, kind, seed=3, **options)
+            for name, (kind, options) in FAMILIES.items()}
 
 
 @pytest.fixture(scope="session")

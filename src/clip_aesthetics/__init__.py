@@ -5,7 +5,7 @@ The Python API is one call::
     import clip_aesthetics
 
     scorer = clip_aesthetics.load("models:/clip-aesthetics@champion")
-    scores = scorer.score(["photo.jpg", jpeg_bytes, pil_image])  # DataFrame: score, percentile, error (one row per image)
+    scores = scorer.score(["photo.jpg", jpeg_bytes, pil_image])  # score, percentile, error: one row per image
 
 Importing the package loads nothing heavy: torch and MLflow are imported by `load`.
 """

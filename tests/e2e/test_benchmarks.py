@@ -72,15 +72,30 @@ def test_every_name_the_benchmarks_import_from_the_project_exists():
     import ast
     import importlib
 
-    for script in ("bench.py", "gpu.py", "synthetic.py", "seed_baseline.py", "runtimes.py", "backbones.py",
-                   "meaning.py"):
-        tree = ast.parse((Path(__file__).resolve().parents[2] / "benchmarks" / script).read_text())
+    for script in sorted((Path(__file__).resolve().parents[2] / "benchmarks").glob("*.py")):
+        tree = ast.parse(script.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clip_aesthetics"):
                 module = importlib.import_module(node.module)
                 for alias in node.names:
                     if not hasattr(module, alias.name):  # a submodule (from clip_aesthetics import spark)
                         importlib.import_module(f"{node.module}.{alias.name}")
+
+
+def test_every_section_of_bench_names_a_function_of_its_folder_taking_work_and_quick():
+    """bench.py finds each section's function by name when it runs it: a renamed function must fail here."""
+    import ast
+
+    import bench
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    for section, target in bench.SECTIONS.items():
+        module, _, function = target.partition(":")
+        tree = ast.parse((folder / f"{module}.py").read_text())
+        found = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function]
+        assert found, f"section {section}: no function {function} in benchmarks/{module}.py"
+        assert [a.arg for a in found[0].args.args] == ["work", "quick"], section
+    assert set(bench.SECTIONS) == set(bench.TARGETS_SECTIONS + bench.EXTRA_SECTIONS + bench.ON_REQUEST)
 
 
 def test_the_performance_figures_are_those_of_the_committed_run():

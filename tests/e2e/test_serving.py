@@ -73,7 +73,8 @@ def test_served_model_answers_base64_images_and_refuses_paths(store, served_uri,
             status, body = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records})
             assert status == 400 and words in json.loads(body)["message"], body[:500]
         log.flush()
-        assert "the served model scores in float32" in (tmp_path / "serve.log").read_text(), "its log names the precision"
+        logged = (tmp_path / "serve.log").read_text()
+        assert "the served model scores in float32" in logged, "its log names the precision"
     finally:
         server.terminate()
         try:

@@ -55,7 +55,7 @@ def submit(url: str, store: str, cwd: Path, *args: str) -> str:
                            "--conf", "spark.executor.memory=1g", str(ROOT / "experiments" / "spark_submit.py"),
                            *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=480)
     output = done.stdout + done.stderr
-    assert done.returncode == 0, "\n".join(l for l in output.splitlines() if " INFO " not in l)[-4000:]
+    assert done.returncode == 0, "\n".join(line for line in output.splitlines() if " INFO " not in line)[-4000:]
     assert "UNSUPPORTED_ADD_FILE" not in output
     return output
 

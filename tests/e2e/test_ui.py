@@ -112,7 +112,8 @@ def test_the_demos_link_opens_the_runs_in_the_model_training_view(server, page, 
     assert "/runs" in page.url and "workflowType=machine_learning" in page.url
     body = page.inner_text("body")
     assert "Models" in body and "Judges" not in body and "Evaluation runs" not in body, "not the GenAI view"
-    assert mlflow.MlflowClient().get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    kind = mlflow.MlflowClient().get_experiment(experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
 
 
 def test_runs_page_shows_the_sweep_its_four_children_and_their_dataset(server, page):
@@ -184,7 +185,8 @@ def test_model_page_shows_the_champion(server, page):
     page.wait_for_function("() => /Version 1[\\s\\S]*@\\s*champion/.test(document.body.innerText)", timeout=30_000)
     body = page.inner_text("body")
     assert re.search(r"Version 1[\s\S]*@\s*champion", body), "the champion alias is not shown on version 1"
-    assert "Predicts the aesthetic score of an image on the scale of the ratings it was trained on" in body, "the model's description"
+    assert "Predicts the aesthetic score of an image on the scale of the ratings it was trained on" in body, \
+        "the model's description"
     screenshot(page, "model.png")
 
 

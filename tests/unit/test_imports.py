@@ -79,7 +79,8 @@ LAYERS = [
     ("errors", "environment", "extensions", "settings", "atomic", "digests"),
     ("images",), ("data",), ("backbones",), ("embedding",), ("heads",), ("reports",), ("scoring",), ("engines",),
     ("tracking",), ("workflows",), ("cli",),
-    ("__main__", "scorer", "scorer_entry", "onnx_entry"),  # entry points: `python -m`, and what MLflow runs to load a model
+    # entry points: `python -m`, and what MLflow runs to load a model
+    ("__main__", "scorer", "scorer_entry", "onnx_entry"),
 ]
 
 
@@ -97,8 +98,8 @@ def test_imports_run_one_way_lower_never_imports_higher():
 
 
 # Where each table's entries live: an entry is code of the layer it extends.
-TABLE_HOMES = {"HEADS": "heads", "BACKBONE_FAMILIES": "backbones", "SCORE_INPUTS": "scoring", "SCORE_OUTPUTS": "scoring",
-               "LABELS_READERS": "data", "ENGINES": "engines", "RUNTIMES": "scoring"}
+TABLE_HOMES = {"HEADS": "heads", "BACKBONE_FAMILIES": "backbones", "SCORE_INPUTS": "scoring",
+               "SCORE_OUTPUTS": "scoring", "LABELS_READERS": "data", "ENGINES": "engines", "RUNTIMES": "scoring"}
 
 
 def test_every_built_in_table_entry_is_defined_in_the_package_it_extends():
@@ -148,5 +149,6 @@ def test_transformers_is_imported_only_by_the_backbones_package():
 
 def test_no_module_is_over_300_lines():
     # a module a newcomer reads in one sitting; split by concern past this (settings/, cli/commands.py show how)
-    long = {module_name(p) or "__init__": n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    long = {module_name(p) or "__init__": n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 300}
     assert long == {}

@@ -98,7 +98,8 @@ def test_a_relu_chain_applies_the_activation_between_layers(backbones, ratings, 
     for path in sorted((ratings / "images").glob("*.jpg"))[20:32]:
         shutil.copy(path, folder / path.name)
     (folder / "broken.jpg").write_bytes(b"not an image")  # left out of the reference, not a crash
-    assert cli.main(["import-head", str(tmp_path / "ava+logos-l14-reluMSE.pth"), "--clip", str(backbones["improved-mlp"]),
+    assert cli.main(["import-head", str(tmp_path / "ava+logos-l14-reluMSE.pth"), "--clip",
+                     str(backbones["improved-mlp"]),
                      "--model-name", "relu", "--activation", "relu", "--bundle-dtype", "float32",
                      "--reference", str(folder)]) == 0
     scorer = load_scorer("models:/relu@champion")
@@ -211,7 +212,8 @@ def test_evaluate_reproduces_a_runs_test_spearman_and_two_models_share_a_leaderb
     (parent,) = client.search_runs([experiment], "attributes.run_name = 'side-by-side'")
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2
-    board = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison/leaderboard.csv", str(tmp_path / "p")))
+    board = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison/leaderboard.csv",
+                                                  str(tmp_path / "p")))
     by_model = {row["model"]: row for row in board.to_dict("records")}
     for child in children:
         row = by_model[child.data.params["model_uri"]]

@@ -180,7 +180,8 @@ def test_a_new_score_input_format_is_scored_and_curated_through_the_cli(trained_
                          "--top-fraction", "0.5"]) == 0
     frame = pd.read_parquet(tmp_path / "out").set_index("key")
     assert len(frame) == 9 and frame.loc["photos.zip/empty.jpg", "error"] == "empty member"
-    direct = mlflow.pyfunc.load_model(trained_store["model"]).predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
+    model = mlflow.pyfunc.load_model(trained_store["model"])
+    direct = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
     assert np.allclose(frame.loc[[f"photos.zip/{p.name}" for p in images], "score"], direct["score"], atol=1e-5)
     assert len(pd.read_parquet(tmp_path / "out" / "_report" / "kept.parquet")) == 4  # half of 9, rounded down
 
@@ -335,7 +336,8 @@ def test_a_new_engine_scores_shards_and_files_through_the_cli(trained_store, sam
                          str(tmp_path / "files.csv")]) == 0
     assert sorted(used) == [3, 3, 6]
     frame = pd.read_parquet(tmp_path / "out")
-    direct = mlflow.pyfunc.load_model(trained_store["model"]).predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
+    model = mlflow.pyfunc.load_model(trained_store["model"])
+    direct = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
     assert np.allclose(frame["score"], direct["score"], atol=1e-5)
     files = pd.read_csv(tmp_path / "files.csv")
     assert files["path"].tolist() == list(map(str, images)) and np.allclose(files["score"], direct["score"], atol=1e-5)

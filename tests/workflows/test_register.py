@@ -155,15 +155,18 @@ def test_the_bundle_holds_the_weights_the_model_computed_with(tiny_clip, tmp_pat
     def dtypes(model):
         return {name.removeprefix("tower."): parameter.dtype for name, parameter in model.named_parameters()}
 
-    model, label = _bundled_weights(load_backbone(resolve_backbone(str(tiny_clip)), torch.device("cpu"))[0], "auto", "bfloat16")
+    def tower(folder):
+        return load_backbone(resolve_backbone(str(folder)), torch.device("cpu"))[0]
+
+    model, label = _bundled_weights(tower(tiny_clip), "auto", "bfloat16")
     kinds = dtypes(model)
     assert kinds["vision_model.encoder.layers.0.mlp.fc1.weight"] == torch.bfloat16
     assert kinds["vision_model.embeddings.patch_embedding.weight"] == torch.bfloat16
     assert kinds["vision_model.post_layernorm.weight"] == torch.float32
     assert kinds["visual_projection.weight"] == torch.float32 and label.startswith("bfloat16 matrices")
-    model, label = _bundled_weights(load_backbone(resolve_backbone(str(tiny_clip)), torch.device("cpu"))[0], "auto", "float32")
+    model, label = _bundled_weights(tower(tiny_clip), "auto", "float32")
     assert set(dtypes(model).values()) == {torch.float16} and label == "float16"
     siglip = save_random_backbone(tmp_path / "siglip", "siglip")  # its attention-pool head runs in float32
-    kinds = dtypes(_bundled_weights(load_backbone(resolve_backbone(str(siglip)), torch.device("cpu"))[0], "auto", "bfloat16")[0])
+    kinds = dtypes(_bundled_weights(tower(siglip), "auto", "bfloat16")[0])
     assert kinds["encoder.layers.0.mlp.fc1.weight"] == torch.bfloat16
     assert {kinds[k] for k in kinds if k.startswith(("head.", "post_layernorm."))} == {torch.float32}

@@ -77,7 +77,8 @@ def test_shards_give_one_row_per_sample_with_the_scores_of_the_same_files(traine
     assert first["caption"] == f"caption of {shards['samples'][first['key']].name}" and first["json_key"] == "clash"
     summary = json.loads((out / "_report" / "summary.json").read_text())
     expected = np.percentile(frame["score"].to_numpy(), curation_report.PERCENTILES)
-    assert [summary["percentiles"][f"p{q}"] for q in curation_report.PERCENTILES] == pytest.approx(expected.tolist(), abs=1e-12)
+    stored = [summary["percentiles"][f"p{q}"] for q in curation_report.PERCENTILES]
+    assert stored == pytest.approx(expected.tolist(), abs=1e-12)
     assert summary["count"] == 36 and summary["mean"] == pytest.approx(frame["score"].mean())
     assert (out / "_report" / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "p50" in printed
     kept = pd.read_parquet(out / "_report" / "kept.parquet")
@@ -190,7 +191,8 @@ def test_a_killed_job_restarted_ends_with_the_output_of_an_uninterrupted_one(tra
     inputs = [str(shards["folder"] / f"{k:05d}.tar") for k in range(3)]
     assert score(trained, *inputs, "--out", tmp_path / "whole") == 0
     # The child scores slowly (a pause after each part, in this test's own wrapper) so it can be killed mid-job.
-    code = ("import sys, time\nfrom clip_aesthetics.cli import app as cli\nfrom clip_aesthetics.scoring import curate\nreal = curate.score_input\n"
+    code = ("import sys, time\nfrom clip_aesthetics.cli import app as cli\n"
+            "from clip_aesthetics.scoring import curate\nreal = curate.score_input\n"
             "def slow(*a, **k):\n    n = real(*a, **k)\n    time.sleep(3)\n    return n\n"
             "curate.score_input = slow\nsys.exit(cli.main(sys.argv[1:]))\n")
     env = {**os.environ, "MLFLOW_TRACKING_URI": trained["uri"]}

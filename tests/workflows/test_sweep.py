@@ -31,7 +31,8 @@ def test_sweep_runs_the_grid_as_children_and_reuses_them(sample_ava, tiny_clip, 
     real_embed = sweep_module.embed_dataset
     monkeypatch.setattr(sweep_module, "embed_dataset", lambda *a, **k: embedded.append(a[2]) or real_embed(*a, **k))
     assert cli.main(sweep_args(sample_ava, tiny_clip, tiny_clip_b, tmp_path)) == 0
-    assert [source.model_id for source in embedded] == [str(tiny_clip), str(tiny_clip_b)], "each CLIP model is embedded once"
+    assert [source.model_id for source in embedded] == [str(tiny_clip), str(tiny_clip_b)], \
+        "each CLIP model is embedded once"
     parents, children = runs_by_kind()
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]

@@ -195,7 +195,8 @@ def test_a_model_trained_in_bfloat16_scores_in_what_is_fastest_here(sample_ava, 
     paths = [sample_ava / "image" / f"{i}.jpg" for i in predictions["image_id"]]
     scored = scorer.score_paths(paths, num_workers=0)["score"].to_numpy()
     if fastest == "bfloat16":
-        assert np.allclose(scored, predictions["score_pred"], atol=2e-3), np.abs(scored - predictions["score_pred"]).max()
+        difference = np.abs(scored - predictions["score_pred"]).max()
+        assert np.allclose(scored, predictions["score_pred"], atol=2e-3), difference
     else:  # float32 against bfloat16 embeddings: the same ranking, up to bfloat16's rounding
         assert stats.spearmanr(scored, predictions["score_pred"]).statistic > 0.95
     asked = scorer.to("cpu", "bfloat16")  # what --precision bfloat16 does: obeyed on any CPU

@@ -19,9 +19,10 @@ def _text(tiny: bool, **extra) -> dict:
 
 def _random_clip(vision: dict, crop: int, tiny: bool):
     dim = vision.get("projection_dim", 512)
-    model = transformers.CLIPModel(transformers.CLIPConfig(vision_config=vision, text_config=_text(tiny, projection_dim=dim),
-                                                           projection_dim=dim))
-    return model, transformers.CLIPImageProcessor(size={"shortest_edge": crop}, crop_size={"height": crop, "width": crop})
+    text = _text(tiny, projection_dim=dim)
+    config = transformers.CLIPConfig(vision_config=vision, text_config=text, projection_dim=dim)
+    processor = transformers.CLIPImageProcessor(size={"shortest_edge": crop}, crop_size={"height": crop, "width": crop})
+    return transformers.CLIPModel(config), processor
 
 
 def _random_siglip(vision: dict, crop: int, tiny: bool):
@@ -54,6 +55,10 @@ def _dinov2_embedding(out, config) -> torch.Tensor:
     return torch.cat([out.pooler_output, patches.mean(dim=1)], dim=1)
 
 
+def _hidden_size(config: dict) -> int:
+    return int(vision_of(config).get("hidden_size", 768))
+
+
 def _naflex_inputs(packed: torch.Tensor) -> dict:
     """images/pixels.py packs NaFlex's three inputs into one tensor per image (so batches stack): patches, then the
     padding mask, then the patch grid's height and width on every row."""
@@ -68,11 +73,11 @@ CLIP = Family(
     pixels="short-crop", build_random=_random_clip)
 SIGLIP = Family(
     "siglip", ("siglip", "siglip_vision_model"), "SiglipVisionModel", "siglip-attention-pool-output",
-    lambda out, config: out.pooler_output, ("post_layernorm", "head"), lambda c: int(vision_of(c).get("hidden_size", 768)),
+    lambda out, config: out.pooler_output, ("post_layernorm", "head"), _hidden_size,
     pixels="fixed", build_random=_random_siglip)
 SIGLIP2_NAFLEX = Family(
     "siglip2-naflex", ("siglip2", "siglip2_vision_model"), "Siglip2VisionModel", "siglip2-naflex-attention-pool-output",
-    lambda out, config: out.pooler_output, ("post_layernorm", "head"), lambda c: int(vision_of(c).get("hidden_size", 768)),
+    lambda out, config: out.pooler_output, ("post_layernorm", "head"), _hidden_size,
     inputs=_naflex_inputs, pixels="naflex", build_random=_random_siglip2)
 DINOV2 = Family(
     "dinov2", ("dinov2", "dinov2_with_registers"), {"dinov2": "Dinov2Model", "dinov2_with_registers":

@@ -3,8 +3,8 @@ its vision tower, wrapped to return the family's embedding, and its image proces
 
 The only module that imports transformers. A checkpoint is resolved once per command into a BackboneSource
 (model id + resolved revision + local folder), which is passed down, logged, and stored with the model.
-Each supported family is one row of extensions.BACKBONE_FAMILIES (catalog.py): which transformers class holds its vision tower, which
-embedding it gives, which final modules run in float32 when the rest runs in half precision.
+Each supported family is one row of extensions.BACKBONE_FAMILIES (catalog.py): which transformers class holds its
+vision tower, which embedding it gives, which final modules run in float32 when the rest runs in half precision.
 """
 
 from __future__ import annotations

@@ -132,8 +132,8 @@ class EvaluateCommand(TrackingSettings, DataSettings, CacheSettings, WorkersSett
 
     models: str = Field(description="comma-separated model URIs (models:/NAME@champion, runs:/ID/model, ...); on the "
                         "CLI also --model URI, repeated")
-    eval_split: Literal["test", "val", "train", "all"] = Field("test", description="which images: a split (as "
-                                                               "split, val_fraction, test_fraction, seed make it), or all")
+    eval_split: Literal["test", "val", "train", "all"] = Field(
+        "test", description="which images: a split (as split, val_fraction, test_fraction, seed make it), or all")
     pairs: str = Field("", description="a pair table (image_a, image_b, preference) to measure the models on by "
                        "pairwise accuracy instead of labels= or AVA: any model, trained on scores or on pairs")
 
@@ -212,7 +212,7 @@ class SampleDataCommand(Settings):
 
 
 class ClipAesthetics(Settings):
-    """Train and use aesthetic score predictors on frozen image backbones (CLIP, SigLIP, DINOv2), tracked with MLflow."""
+    """Train and use aesthetic score predictors on frozen image backbones (CLIP, SigLIP, DINOv2), tracked in MLflow."""
 
     model_config = SettingsConfigDict(cli_prog_name="clip-aesthetics")
 

@@ -108,7 +108,8 @@ def read_dataset(data, cache_dir: Path | None = None) -> Labelled:
         return from_ava(data)
     from clip_aesthetics.data.pairs import is_pair_table, read_pairs
 
-    columns = dict(image_a_column=getattr(data, "image_a_column", ""), image_b_column=getattr(data, "image_b_column", ""))
+    columns = dict(image_a_column=getattr(data, "image_a_column", ""),
+                   image_b_column=getattr(data, "image_b_column", ""))
     if is_pair_table(Path(data.labels).expanduser(), **columns):
         return Labelled(**read_pairs(Path(data.labels).expanduser(), image_dir=Path(data.image_dir).expanduser() if
                                      data.image_dir else None, preference_column=getattr(data, "preference_column", ""),

@@ -26,7 +26,8 @@ def _picture(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndar
     # A soft diagonal gradient and a blob, scaled by colourfulness, over a little noise.
     gradient = (x + y)[..., None] * colourful * np.array([0.5, -0.2, -0.4])
     blob = np.exp(-(((x - rng.uniform(0.2, 0.8)) ** 2) + (y - rng.uniform(0.2, 0.6)) ** 2) / 0.02)[..., None]
-    pixels = base + gradient * 0.6 + blob * colourful * rng.uniform(-0.5, 0.5, 3) + rng.normal(0, 0.03, (height, width, 3))
+    tint = rng.uniform(-0.5, 0.5, 3)  # drawn before the noise: the generated images depend on this order
+    pixels = base + gradient * 0.6 + blob * colourful * tint + rng.normal(0, 0.03, (height, width, 3))
     score = 5.4 + 1.6 * (brightness - 0.52) / 0.22 * 0.45 + 0.9 * (colourful - 0.5) + 0.35 * warmth
     return (np.clip(pixels, 0, 1) * 255).astype(np.uint8), float(np.clip(score, 1.5, 9.5))
 

@@ -64,8 +64,9 @@ def check_split(labelled, split: ava.Split) -> None:
     if split.pairs is not None:
         for name in ("train", "test"):
             if len(split.pairs[name]) < 2:
-                raise LabelsError(f"{labelled.location}: the {name} split holds {len(split.pairs[name])} pair(s); train "
-                                  "and test need at least two each. Add pairs or change test_fraction / val_fraction")
+                raise LabelsError(f"{labelled.location}: the {name} split holds {len(split.pairs[name])} pair(s); "
+                                  "train and test need at least two each. Add pairs or change test_fraction / "
+                                  "val_fraction")
         if (split.pairs["train"]["preference"] == 0.5).all():
             raise LabelsError(f"{labelled.location}: every one of the {len(split.pairs['train'])} training pairs is a "
                               "tie: there is nothing to learn about which image is better. Add pairs where raters "

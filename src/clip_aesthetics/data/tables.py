@@ -64,9 +64,9 @@ def locate_table(path: Path) -> list[tuple[Path, str]]:
                               "folder holding metadata.jsonl / metadata.csv / metadata.parquet")
         return [(path, "")]
     if path.exists() and not path.is_dir():
-        raise LabelsError(f"labels={path}: a pipe or device (as `<(command)` gives), not a file: a labels table is read "
-                          "more than once and its images are found relative to its folder; write it to a file first "
-                          "(command > labels.csv) and pass that")
+        raise LabelsError(f"labels={path}: a pipe or device (as `<(command)` gives), not a file: a labels table is "
+                          "read more than once and its images are found relative to its folder; write it to a file "
+                          "first (command > labels.csv) and pass that")
     if not path.is_dir():
         raise LabelsError(f"labels={path}: no such file or folder")
     for name in METADATA_FILES:

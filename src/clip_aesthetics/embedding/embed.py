@@ -1,4 +1,5 @@
-"""Images (files or bytes) + a loaded backbone -> embeddings: the one batching path of training and scoring, and the cache writer."""
+"""Images (files or bytes) + a loaded backbone -> embeddings: the one batching path of training and scoring, and the
+cache writer."""
 
 from __future__ import annotations
 

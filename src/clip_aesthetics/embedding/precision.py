@@ -65,7 +65,8 @@ def choose(precision: str, device: torch.device, recorded: str | None = None, si
     if precision != "auto":
         emulated = device.type == "cpu" and precision in ("bfloat16", "float16") and not (
             precision == "bfloat16" and native_bfloat16())
-        return Choice(getattr(torch, precision), f"{precision} (as asked{'; emulated on this CPU, slow' if emulated else ''})")
+        slow = "; emulated on this CPU, slow" if emulated else ""
+        return Choice(getattr(torch, precision), f"{precision} (as asked{slow})")
     if device.type == "cuda":
         half = recorded if recorded in ("float16", "bfloat16") else "float16"
         return Choice(getattr(torch, half), f"{half} (precision=auto on a CUDA GPU)")

@@ -48,4 +48,5 @@ def _chain(spec) -> nn.Module:
     return ChainHead([list(layer) for layer in spec.layers], spec.activation)
 
 
-CHAIN = HeadKind(_chain, "a published head, rebuilt from the layer shapes its file holds (import-head)", trainable=False)
+CHAIN = HeadKind(_chain, "a published head, rebuilt from the layer shapes its file holds (import-head)",
+                 trainable=False)

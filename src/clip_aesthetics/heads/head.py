@@ -1,4 +1,5 @@
-"""A head of any kind (extensions.HEADS): its spec, its module, its scores on the data's scale, and Adam fitting (closed forms: kinds.py)."""
+"""A head of any kind (extensions.HEADS): its spec, its module, its scores on the data's scale, and Adam fitting
+(closed forms: kinds.py)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ KNOWN = {
     "laion-linear": ("LAION-AI/aesthetic-predictor (github.com/LAION-AI/aesthetic-predictor, sa_0_4_vit_*_linear.pth)",
                      "MIT, as its repository states (check before shipping)"),
     "improved-mlp": ("christophschuhmann/improved-aesthetic-predictor (github.com/christophschuhmann/"
-                     "improved-aesthetic-predictor, *.pth)", "Apache-2.0, as its repository states (check before shipping)"),
+                     "improved-aesthetic-predictor, *.pth)",
+                     "Apache-2.0, as its repository states (check before shipping)"),
     "v2.5": ("discus0434/aesthetic-predictor-v2-5 (github.com/discus0434/aesthetic-predictor-v2-5, "
              "models/aesthetic_predictor_v2_5.pth)", "AGPL-3.0, as its repository states (check before shipping)"),
     "linear-chain": ("a state dict of linear layers", "unknown: check the file's source"),
@@ -118,8 +119,8 @@ def chain_layers(state: dict[str, torch.Tensor], path: Path) -> list[list]:
         if out_dim != in_dim:
             raise HeadFileError(f"{path}: layer {name} gives {out_dim} values but {next_name} takes {in_dim}")
     if layers[-1][2] != 1:
-        raise HeadFileError(f"{path}: the last layer ({layers[-1][0] or 'weight'}) gives {layers[-1][2]} values, not one "
-                            "score")
+        raise HeadFileError(f"{path}: the last layer ({layers[-1][0] or 'weight'}) gives {layers[-1][2]} values, not "
+                            "one score")
     expected = {(f"{p}." if p else "") + n for p, _, _, has_bias in layers for n in (("weight", "bias") if has_bias
                                                                                     else ("weight",))}
     extra = sorted(set(state) - expected)
@@ -151,7 +152,8 @@ def import_head(path: Path, embedding_dim: int, activation: str = "none") -> tup
         key = f"{first[0]}.weight" if first[0] else "weight"
         raise HeadFileError(f"{path}: the head takes {first[1]}-d embeddings ({key} has shape "
                             f"{list(state[key].shape)}) but the backbone gives {embedding_dim}-d ones: pass the "
-                            "backbone the head was trained on (LAION B/32 and B/16: 512, L/14: 768, SigLIP so400m: 1152)")
+                            "backbone the head was trained on (LAION B/32 and B/16: 512, L/14: 768, SigLIP so400m: "
+                            "1152)")
     spec = HeadSpec("chain", embedding_dim, "l2", 1.0, 0.0, SCORE_RANGE, layers=tuple(tuple(layer) for layer in layers),
                     activation=activation, clip_scores=False)
     head = ChainHead(layers, activation)

@@ -3,8 +3,9 @@
 The processors of the supported families (CLIP, SigLIP, DINOv2; the Pil backend transformers uses without
 torchvision) do one of two things: short side to `shortest_edge`, centre crop (CLIP, DINOv2), or a resize to
 a fixed height x width (SigLIP, SigLIP 2 FixRes); then 1/255 and mean/std. The resize uses the processor's own
-`resample` filter, any of Pillow's (bicubic for CLIP, SigLIP and DINOv2; bilinear for SigLIP 2 FixRes). SigLIP 2 NaFlex processors (variable resolution
-within a patch budget) are called as they are, their three outputs packed into one array per image. ModelPixels does the same steps itself, about 2x
+`resample` filter, any of Pillow's (bicubic for CLIP, SigLIP and DINOv2; bilinear for SigLIP 2 FixRes). SigLIP 2
+NaFlex processors (variable resolution within a patch budget) are called as they are, their three outputs packed into
+one array per image. ModelPixels does the same steps itself, about 2x
 faster, and tests hold it equal to the processor. Split in two so that decoding workers do the image work and
 hand over 8-bit pixels (a quarter of the bytes), while 1/255 and mean/std run once per batch where the model
 is: `crop` per image, then `finish` per batch. A processor configured otherwise is called as it is (by

@@ -55,7 +55,8 @@ def card(row: Row, extra: str = "", show_score: bool = True) -> str:
     scores = "" if not show_score else (
         f'<b class="pred">{row.score:.2f}</b>' if np.isfinite(row.score) else "<b>no score</b>")
     if row.percentile is not None and np.isfinite(row.percentile):
-        scores += f' <span class="pct" title="percentile: where the score falls among the reference scores">p{row.percentile:.0f}</span>'
+        scores += (' <span class="pct" title="percentile: where the score falls among the reference scores">'
+                   f"p{row.percentile:.0f}</span>")
     if row.true is not None and np.isfinite(row.true):
         scores += f' <span class="true">true {row.true:.2f}</span>'
     return (f'<figure data-key="{html.escape(row.key, quote=True)}" data-score="{row.score:.6f}">{thumbnail(row)}'
@@ -88,7 +89,8 @@ def page(title: str, rows: list[Row], score_range: tuple[float, float], summary:
     scored = [r for r in rows if np.isfinite(r.score)]
     failed = [r for r in rows if not np.isfinite(r.score)]
     order = sorted(scored, key=lambda r: r.score)
-    parts = [f"<h1>{html.escape(title)}</h1>", "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>"]
+    listed = "".join(f"<li>{html.escape(s)}</li>" for s in summary)
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<ul>{listed}</ul>"]
     for name, png in (plots or {}).items():
         parts.append(f'<img class="plot" alt="{html.escape(name, quote=True)}" '
                      f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')

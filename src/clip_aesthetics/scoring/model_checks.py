@@ -75,7 +75,8 @@ def check_graph(session, doc: dict, path, extras: list[str]) -> None:
     names = {o.name for o in session.get_outputs()}
     missing = [n for n in ("score", *extras) if n not in names]
     if missing:
-        raise ModelFolderError(f"{path}: the graph has no output {', '.join(missing)} (it has {', '.join(sorted(names))})")
+        raise ModelFolderError(f"{path}: the graph has no output {', '.join(missing)} (it has "
+                               f"{', '.join(sorted(names))})")
 
 
 def open_session(graph, providers: list[str]):

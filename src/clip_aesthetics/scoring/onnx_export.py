@@ -131,7 +131,8 @@ def _freeze_position_encodings(graph: ScoreGraph, example: torch.Tensor) -> list
         graph(example)
     for module in modules:
         if module in recorded:
-            module.interpolate_pos_encoding = lambda *args, _constant=recorded[module].detach().clone(), **kwargs: _constant
+            constant = recorded[module].detach().clone()
+            module.interpolate_pos_encoding = lambda *args, _constant=constant, **kwargs: _constant
         else:
             del module.interpolate_pos_encoding
     return [m for m in modules if m in recorded]

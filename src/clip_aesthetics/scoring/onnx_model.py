@@ -75,8 +75,10 @@ class OnnxScorer(PythonModel):
         self.session = open_session(self.graph, providers_for(str(device)))
         check_graph(self.session, self.preprocess, self.graph, self.extra_outputs)
         self.device = self.session.get_providers()[0]
-        asked = "" if precision in (None, "auto", "float32") else f"; {precision} asked, which applies to PyTorch models"
-        self.precision_reason = f"float32 (an ONNX export with {self.weights} weights computes as it was exported{asked})"
+        asked = "" if precision in (None, "auto", "float32") else \
+            f"; {precision} asked, which applies to PyTorch models"
+        self.precision_reason = (f"float32 (an ONNX export with {self.weights} weights computes as it was "
+                                 f"exported{asked})")
         return self
 
     @property

@@ -67,7 +67,8 @@ class ModelRef:
         if self.missing:
             return f"{self.uri} (not found in tracking store {store}: {self.missing})"
         if self.kind == "version":
-            return f"{self.uri} -> version {self.version} of {self.name}, logged by run {self.run_id}, tracking store {store}"
+            return (f"{self.uri} -> version {self.version} of {self.name}, logged by run {self.run_id}, tracking "
+                    f"store {store}")
         if self.kind in ("run", "logged") and self.run_id:
             return f"{self.uri} (logged by run {self.run_id}, tracking store {store})"
         return f"{self.uri} (tracking store {store})" if self.kind != "folder" else f"{self.uri} (a model folder)"
@@ -90,10 +91,12 @@ def resolve(model_uri: str) -> ModelRef:
             number = "" if alias else name.rsplit("/", 1)[1]
             name = name if alias else name.rsplit("/", 1)[0]
             try:
-                found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+                found = client.get_model_version_by_alias(name, alias) if alias else \
+                    client.get_model_version(name, number)
             except (MlflowException, ValueError) as error:
                 return ModelRef(uri, "version", name, number, alias, missing=getattr(error, "message", str(error)))
-            return ModelRef(uri, "version", name, str(found.version), alias, found.run_id or "", model_of_version(found))
+            return ModelRef(uri, "version", name, str(found.version), alias, found.run_id or "",
+                            model_of_version(found))
         try:
             logged = mlflow.get_logged_model(rest)
         except MlflowException as error:

@@ -23,6 +23,7 @@ from clip_aesthetics.settings.training import (
                                                 TrainSettings,
 )
 
-__all__ = ["BackboneSettings", "BundleSettings", "StoreSettings", "WorkersSettings", "CacheSettings", "DataSettings", "DatasetSettings", "EmbedSettings", "EngineSettings",
+__all__ = ["BackboneSettings", "BundleSettings", "StoreSettings", "WorkersSettings", "CacheSettings", "DataSettings",
+           "DatasetSettings", "EmbedSettings", "EngineSettings",
            "RegisterSettings", "RevisionSettings", "ScoreSettings", "Settings", "SweepSettings", "TrackingSettings",
            "TrainSettings"]

@@ -22,9 +22,9 @@ class BackboneSettings(RevisionSettings):
 
     clip: str = Field(
         "b16",
-        description="image backbone (CLIP, SigLIP, SigLIP 2 NaFlex, DINOv2): an alias (b16, b32, l14, l14-336, siglip-so400m, "
-        "siglip2-so400m, dinov2-b, dinov2-l), a Hugging Face model id (owner/name) or a local folder saved with "
-        "save_pretrained; on the CLI also --backbone",
+        description="image backbone (CLIP, SigLIP, SigLIP 2 NaFlex, DINOv2): an alias (b16, b32, l14, l14-336, "
+        "siglip-so400m, siglip2-so400m, dinov2-b, dinov2-l), a Hugging Face model id (owner/name) or a local folder "
+        "saved with save_pretrained; on the CLI also --backbone",
     )
 
     @field_validator("clip")

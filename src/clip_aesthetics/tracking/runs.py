@@ -1,7 +1,8 @@
 """Params, metrics, tables, figures, datasets and notes -> MLflow runs: the run-tracking edge's one MLflow wrapper.
 
-The workflows (workflows/: one module per entry point) call these; nothing below them (filling, embed, head, training, metrics)
-logs anything. The scorer model's files are the scorer module's; the registry's calls are registry.py's.
+The workflows (workflows/: one module per entry point) call these; nothing below them (filling, embed, head,
+training, metrics) logs anything. The scorer model's files are the scorer module's; the registry's calls are
+registry.py's.
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ def run_data(run_id: str):
 def load_csv(run_id: str, artifact_file: str) -> pd.DataFrame:
     """A CSV artifact of a run (a child's predictions, say)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file, dst_path=tmp))
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file, dst_path=tmp)
+        return pd.read_csv(path)
 
 
 def not_comparable(tags: dict) -> str:

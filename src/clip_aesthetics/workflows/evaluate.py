@@ -220,6 +220,6 @@ def evaluate_step(command) -> None:
         if missing:
             from clip_aesthetics.errors import EvaluationIncomplete
 
+            reasons = "; ".join(f"{r.uri}: {r.note.removeprefix('not measured: ')}" for r in missing)
             raise EvaluationIncomplete(f"{len(missing)} of {len(results)} model(s) not measured (the others are in "
-                                       "the leaderboard): " + "; ".join(f"{r.uri}: {r.note.removeprefix('not measured: ')}"
-                                                                        for r in missing))
+                                       f"the leaderboard): {reasons}")

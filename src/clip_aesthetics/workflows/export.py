@@ -145,8 +145,9 @@ def check_out(out: Path, replace: bool) -> None:
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     foreign = [name for name in held if name not in EXPORT_FILES]
     if foreign:
-        raise UserError(f"--out {out} already holds {foreign[0]!r}{f' and {len(foreign) - 1} more' if foreign[1:] else ''}"
-                        ", which no export wrote: give a new or empty folder")
+        more = f" and {len(foreign) - 1} more" if foreign[1:] else ""
+        raise UserError(f"--out {out} already holds {foreign[0]!r}{more}, which no export wrote: give a new or empty "
+                        "folder")
     if held and not replace:
         raise UserError(f"--out {out} already holds an export ({', '.join(held)}): pass --replace to replace it once "
                         "the new export is accepted, or give another folder")

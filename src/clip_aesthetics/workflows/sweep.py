@@ -99,7 +99,7 @@ def run_sweep(sweep: SweepSettings, data: DataSettings, embed: EmbedSettings, tr
         table = summarise(children)
         _log_comparison(table, children)
         if track.gallery:
-            _log_compare_gallery(data, reports, children)
+            _log_compare_gallery(reports, children)
     failed = [c for c in children if c.status == "FAILED"]
     if failed:
         raise SweepError("; ".join(f"{c.name}: {c.error}" for c in failed))
@@ -175,10 +175,6 @@ def _ranking(row: dict, metric: str) -> tuple:
     return (not row.get("not_comparable"), ranking_key(row.get(f"best_{metric}"), metric))
 
 
-def _number(value) -> float | None:
-    return None if value is None or value != value else float(value)
-
-
 def best_child(table: pd.DataFrame) -> dict | None:
     """The child to name as best: the first of the ranked table, if its selection metric is defined."""
     chosen_by, _ = measures(table)
@@ -221,7 +217,7 @@ def _log_comparison(table: pd.DataFrame, children: list[Child]) -> None:
         plots.close(figure)
 
 
-def _log_compare_gallery(data: DataSettings, reports: dict, children: list[Child]) -> None:
+def _log_compare_gallery(reports: dict, children: list[Child]) -> None:
     """gallery/compare.html: the test images the children rank most differently, with each child's score."""
     report = next((r for r in reports.values() if isinstance(r, EmbedReport) and r.labelled is not None), None)
     done = [c for c in children if c.run_id and c.status != "FAILED"]

@@ -172,7 +172,8 @@ def test_sources(labelled: Labelled, ids) -> pd.DataFrame:
 
 def log_test_gallery(labelled: Labelled, predictions: pd.DataFrame, plot_pngs: dict) -> None:
     """gallery/test.html: the test images by predicted score, top, bottom, biggest misses, calibration."""
-    rows = gallery_module.rows_of(labelled, predictions["image_id"], predictions["score_pred"], predictions["score_true"])
+    rows = gallery_module.rows_of(labelled, predictions["image_id"], predictions["score_pred"],
+                                  predictions["score_true"])
     truth = labelled.truth
     summary = [f"{len(rows)} test images of {labelled.name}, scores on its {labelled.scale_text()} scale (predicted, "
                f"and {truth} where shown)", f"buckets {gallery_module.bucket_width(*labelled.score_range):g} wide; at "

@@ -178,7 +178,8 @@ def test_an_unsupported_model_folder_is_refused_in_one_line(config, words, sampl
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config))
-    for args in (main_args(sample_ava, folder, tmp_path), ["sweep", "--clips", str(folder), "--ava-dir", str(sample_ava)]):
+    sweep = ["sweep", "--clips", str(folder), "--ava-dir", str(sample_ava)]
+    for args in (main_args(sample_ava, folder, tmp_path), sweep):
         assert cli.main(args) == 2
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and words in error and "supported families: clip" in error

@@ -38,7 +38,8 @@ def layouts(ratings, tmp_path_factory) -> dict[str, Path]:
     rows = [json.loads(line) for line in (ratings / "metadata.jsonl").read_text().splitlines()]
     folder = tmp_path_factory.mktemp("layouts")
     csv = folder / "ratings.csv"  # other column names, found automatically; paths relative to image_dir
-    pd.DataFrame({"image_name": [r["file_name"] for r in rows], "MOS": [r["rating"] for r in rows]}).to_csv(csv, index=False)
+    frame = pd.DataFrame({"image_name": [r["file_name"] for r in rows], "MOS": [r["rating"] for r in rows]})
+    frame.to_csv(csv, index=False)
     shuffled = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]  # row order must not matter
     images = pa.array([{"bytes": (ratings / r["file_name"]).read_bytes(), "path": Path(r["file_name"]).name}
                        for r in shuffled], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
@@ -84,7 +85,8 @@ def test_three_layouts_of_the_same_ratings_share_cache_split_and_result(layouts,
     assert len(digests) == 1, "the same ratings digest alike in any layout"
     observed = [json.loads(line)["rating"] for line in (ratings / "metadata.jsonl").read_text().splitlines()]
     assert {r.data.params["score_range"] for r in found} == {f"{min(observed):g},{max(observed):g}"}
-    assert found[0].data.params["dataset"] == "ratings/metadata.jsonl" and found[2].data.params["dataset"] == "ratings.parquet"
+    assert found[0].data.params["dataset"] == "ratings/metadata.jsonl"
+    assert found[2].data.params["dataset"] == "ratings.parquet"
 
 
 def test_a_one_to_five_model_stays_on_its_scale_and_a_fresh_process_scores_like_training(
@@ -209,7 +211,8 @@ BAD_TABLES = {  # name -> (file name, content, words the message must hold[, ext
     "nan score": ("t.csv", "file_name,score\n" + _rows(4) + "images/photo_0009.jpg,nan\n" + _rows(6, 10),
                   ["t.csv:6", "finite"]),
     "infinite score": ("t.jsonl", "".join(json.dumps({"file_name": f"images/photo_{k:04d}.jpg", "score": 2}) + "\n"
-                                          for k in range(8)) + '{"file_name": "images/photo_0009.jpg", "score": 1e999}\n',
+                                          for k in range(8))
+                       + '{"file_name": "images/photo_0009.jpg", "score": 1e999}\n',
                        ["t.jsonl:9", "finite"]),
     "negative votes": ("t.csv", "file_name,c1,c2,c3\n" + "".join(f"images/photo_{k:04d}.jpg,1,2,3\n" for k in range(6))
                        + "images/photo_0007.jpg,1,-2,3\n", ["t.csv:8", "'c2'", "-2"], ["--vote-columns", "c1..c3"]),
@@ -226,8 +229,9 @@ BAD_TABLES = {  # name -> (file name, content, words the message must hold[, ext
     "tiny split": ("t.csv", "file_name,score,split\n" + "".join(
         f"images/photo_{k:04d}.jpg,{1 + k % 5},{'test' if k == 0 else 'train'}\n" for k in range(10)),
         ["t.csv", "test split holds 1 image"]),
-    "votes beyond int64": ("t.csv", "file_name,c1,c2,c3\n" + "".join(f"images/photo_{k:04d}.jpg,1,2,3\n" for k in
-                                                                     range(6)) + f"images/photo_0007.jpg,1,{10**19},3\n",
+    "votes beyond int64": ("t.csv", "file_name,c1,c2,c3\n"
+                           + "".join(f"images/photo_{k:04d}.jpg,1,2,3\n" for k in range(6))
+                           + f"images/photo_0007.jpg,1,{10**19},3\n",
                            ["t.csv:8", "'c2'", "more than 2^63 - 1 votes"], ["--vote-columns", "c1..c3"]),
     "unknown split": ("t.csv", "file_name,score,split\n" + "".join(
         f"images/photo_{k:04d}.jpg,{1 + k % 5},{'holdout' if k == 3 else 'train'}\n" for k in range(10)),

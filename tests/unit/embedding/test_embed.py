@@ -27,7 +27,8 @@ def ava_copy(sample_ava, tmp_path):
 
 
 def settings(ava_dir, clip, cache, **embed):
-    return DataSettings(ava_dir=ava_dir), EmbedSettings(cache_dir=cache, **{"num_workers": 0, **embed}), resolve_backbone(str(clip))
+    embedding = EmbedSettings(cache_dir=cache, **{"num_workers": 0, **embed})
+    return DataSettings(ava_dir=ava_dir), embedding, resolve_backbone(str(clip))
 
 
 def count_forwards(monkeypatch, fail_after=None):
@@ -264,7 +265,8 @@ def test_cpu_decoding_policy_follows_the_cpu_and_both_give_the_same_cache(sample
     assert embed_module.decode_beside_forward(torch.device("cuda")) is True
     used = []
     real_loader = embed_module.DataLoader
-    monkeypatch.setattr(embed_module, "DataLoader", lambda *a, **k: used.append(k["num_workers"]) or real_loader(*a, **k))
+    monkeypatch.setattr(embed_module, "DataLoader",
+                        lambda *a, **k: used.append(k["num_workers"]) or real_loader(*a, **k))
     data, embed, clip = settings(sample_ava, tiny_clip, tmp_path / "policy", num_workers=2)
     report = embed_named(data, embed, clip)
     assert bool(used) is not avx512 and (not used or used[0] == 2), "worker processes only beside the forward"

@@ -96,7 +96,8 @@ def test_memory_per_image_is_bounded_whatever_the_aspect_ratio(width):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", MEASURE_STRIP, str(width)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", MEASURE_STRIP, str(width)], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     shape, grown_mb = done.stdout.strip().rsplit(" ", 1)
     assert shape == "(224, 224, 3)"  # the 8-bit crop a decoding worker hands over

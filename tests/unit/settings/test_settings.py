@@ -54,7 +54,8 @@ def test_clip_accepts_aliases_hub_ids_and_local_folders(tiny_clip):
 
 
 def test_mlproject_and_the_parameter_reference_are_generated_from_the_settings():
-    assert (ROOT / "MLproject").read_text() == mlproject.render(), "run `python -m clip_aesthetics.cli.mlproject --write`"
+    regenerate = "run `python -m clip_aesthetics.cli.mlproject --write`"
+    assert (ROOT / "MLproject").read_text() == mlproject.render(), regenerate
     page = (ROOT / "docs" / "parameters.md").read_text()
     assert mlproject.with_reference_tables(page) == page, "run `python -m clip_aesthetics.cli.mlproject --write`"
     assert "| `val_fraction` | 0.05 |" in page
@@ -125,7 +126,8 @@ def test_help_and_argument_errors_load_nothing_heavy(args, tmp_path):
 
 def test_boolean_flags_work_alone_negated_and_with_a_value():
     assert cli.with_explicit_booleans(["sample-data", "--traps"]) == ["sample-data", "--traps", "true"]
-    assert cli.with_explicit_booleans(["sample-data", "--traps", "--seed", "1"])[:3] == ["sample-data", "--traps", "true"]
+    made = cli.with_explicit_booleans(["sample-data", "--traps", "--seed", "1"])
+    assert made[:3] == ["sample-data", "--traps", "true"]
     assert cli.with_explicit_booleans(["main", "--no-norm"]) == ["main", "--norm", "false"]
     assert cli.with_explicit_booleans(["main", "--norm", "false"]) == ["main", "--norm", "false"]
     assert cli.with_explicit_booleans(["main", "--norm=false"]) == ["main", "--norm=false"]
